@@ -1,0 +1,157 @@
+"""Vision Expert Library layer (mixture of expert MLPs) and the routers that drive it.
+
+Shapes: B batch, N tokens (1 CLS + 196 patches), D channels, E experts, K active experts,
+H expert hidden width, T = B*N flattened tokens.
+
+The layer itself holds no router: the caller passes the router logits in (distillation trains one
+router per teacher, router training swaps in a Robot Router), and the layer returns what it chose
+so that losses (pure functions in ``ver_core.model.losses``) can be computed outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ver_core.model.config import RouterSpec
+
+
+def top_k_gating(logits: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Softmax over all experts, keep the top-k probabilities without renormalizing (as VER).
+
+    Args:
+        logits: (..., E) router logits.
+        k: experts kept per token.
+    Returns:
+        probs: (..., E) full softmax.
+        weights: (..., K) kept probabilities.
+        index: (..., K) kept expert ids, sorted by probability.
+    """
+    probs = logits.float().softmax(dim=-1)
+    weights, index = probs.topk(k, dim=-1)
+    return probs, weights.to(logits.dtype), index
+
+
+class Router(nn.Module):
+    """One router of one MoE layer: tokens (B, N, D) -> logits (B, N, E) (or (B, 1, E) for frame)."""
+
+    def __init__(self, dim: int, num_experts: int, spec: RouterSpec | None = None) -> None:
+        super().__init__()
+        self.spec = spec or RouterSpec()
+        self.num_experts = num_experts
+        if self.spec.kind == "fixed":
+            if self.spec.fixed_expert >= num_experts:
+                raise ValueError(f"fixed_expert {self.spec.fixed_expert} >= num_experts {num_experts}")
+            logits = torch.zeros(num_experts)
+            if self.spec.fixed_expert >= 0:
+                logits.fill_(-30.0)
+                logits[self.spec.fixed_expert] = 30.0
+            self.register_buffer("fixed_logits", logits, persistent=False)
+            return
+        self.gate = nn.Linear(dim, num_experts, bias=False)
+        nn.init.normal_(self.gate.weight, std=0.02)
+        if self.spec.kind == "noisy":
+            self.noise = nn.Linear(dim, num_experts, bias=False)
+            nn.init.zeros_(self.noise.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, N, D) -> logits (B, N, E); frame and fixed routers give (B, 1, E)."""
+        if self.spec.kind == "fixed":
+            return self.fixed_logits.to(x.dtype).expand(x.shape[0], 1, -1)
+        if self.spec.kind == "frame":
+            return self.gate(x.mean(dim=1, keepdim=True))  # (B, 1, E)
+        logits = self.gate(x)
+        if self.spec.kind == "noisy" and self.training:
+            logits = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
+        return logits
+
+
+class RouterSet(nn.Module):
+    """The routers of all MoE layers for one purpose (default, a teacher, a robot task)."""
+
+    def __init__(self, num_layers: int, dim: int, num_experts: int, spec: RouterSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.layers = nn.ModuleList(Router(dim, num_experts, spec) for _ in range(num_layers))
+
+    def __getitem__(self, i: int) -> Router:
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+@dataclass
+class RoutingInfo:
+    """What one expert library layer chose. logits (B, N|1, E), probs (B, N, E), index (B, N, K)."""
+
+    logits: Tensor
+    probs: Tensor
+    index: Tensor
+
+
+class ExpertLibraryLayer(nn.Module):
+    """E expert MLPs (D -> H -> D, GELU) stored as batched weights.
+
+    ``forward(x, logits, k, dense=False)``: x (B, N, D), logits (B, N|1, E). The sparse path groups
+    tokens per expert and runs each expert only on its tokens; the dense path runs every expert on
+    every token and masks (a static graph for ONNX / TensorRT export). Both give the same output.
+    """
+
+    def __init__(self, dim: int, hidden: int, num_experts: int) -> None:
+        super().__init__()
+        self.dim, self.hidden, self.num_experts = dim, hidden, num_experts
+        self.w1 = nn.Parameter(torch.empty(num_experts, dim, hidden))
+        self.b1 = nn.Parameter(torch.zeros(num_experts, hidden))
+        self.w2 = nn.Parameter(torch.empty(num_experts, hidden, dim))
+        self.b2 = nn.Parameter(torch.zeros(num_experts, dim))
+        nn.init.trunc_normal_(self.w1, std=0.02)
+        nn.init.trunc_normal_(self.w2, std=0.02)
+
+    def expert(self, e: int, x: Tensor) -> Tensor:
+        """Run expert e on tokens x: (T, D) -> (T, D)."""
+        return F.gelu(x @ self.w1[e] + self.b1[e]) @ self.w2[e] + self.b2[e]
+
+    def forward(
+        self, x: Tensor, logits: Tensor, k: int, dense: bool = False
+    ) -> tuple[Tensor, RoutingInfo]:
+        b, n, d = x.shape
+        logits = logits.expand(b, n, self.num_experts)  # frame/fixed routers broadcast over tokens
+        probs, weights, index = top_k_gating(logits, k)  # (B,N,E), (B,N,K), (B,N,K)
+        if dense:
+            out = self._dense(x, weights, index)
+        else:
+            out = self._sparse(x, weights, index)
+        return out, RoutingInfo(logits=logits, probs=probs, index=index)
+
+    def _dense(self, x: Tensor, weights: Tensor, index: Tensor) -> Tensor:
+        # combine: (B, N, E) with the kept probabilities at the kept experts, zero elsewhere
+        combine = torch.zeros(*x.shape[:2], self.num_experts, dtype=x.dtype, device=x.device)
+        combine = combine.scatter(-1, index, weights)
+        h = F.gelu(torch.einsum("bnd,edh->bneh", x, self.w1) + self.b1)  # (B, N, E, H)
+        y = torch.einsum("bneh,ehd->bned", h, self.w2) + self.b2  # (B, N, E, D)
+        return torch.einsum("bned,bne->bnd", y, combine)
+
+    def _sparse(self, x: Tensor, weights: Tensor, index: Tensor) -> Tensor:
+        b, n, d = x.shape
+        flat = x.reshape(b * n, d)  # (T, D)
+        k = index.shape[-1]
+        flat_index = index.reshape(-1)  # (T*K,)
+        flat_weight = weights.reshape(-1, 1)  # (T*K, 1)
+        token_of = torch.arange(b * n, device=x.device).repeat_interleave(k)  # (T*K,)
+        order = flat_index.argsort(stable=True)  # group assignments by expert
+        counts = torch.bincount(flat_index, minlength=self.num_experts).tolist()
+        out = torch.zeros_like(flat)
+        start = 0
+        for e, count in enumerate(counts):
+            if count == 0:
+                continue
+            sel = order[start : start + count]
+            start += count
+            tokens = token_of[sel]
+            y = self.expert(e, flat[tokens]) * flat_weight[sel]  # (count, D)
+            out = out.index_add(0, tokens, y)
+        return out.reshape(b, n, d)
