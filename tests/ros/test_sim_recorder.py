@@ -1,0 +1,252 @@
+"""sim_node <-> scripted_expert <-> recorder_node as separate processes over real DDS."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mcap_ros2.reader import read_ros2_messages
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_typestore
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
+TS = get_typestore(Stores.ROS2_KILTED)
+IMG = "/camera/camera/color/image_raw"
+SIM_ARGS = [
+    "-p",
+    "width:=96",
+    "-p",
+    "height:=96",
+    "-p",
+    "realtime:=false",
+    "-p",
+    "seed:=5",
+    "-p",
+    "image_rate_hz:=15.0",
+]
+
+
+class Graph:
+    """Node processes (logs in tmp) + an in-test rclpy node for services and topics."""
+
+    def __init__(self, env: dict, logs: Path) -> None:
+        import rclpy
+
+        self.rclpy, self.env, self.logs, self.procs = rclpy, env, logs, {}
+        rclpy.init()
+        self.node = rclpy.create_node("test_client")
+
+    def start(self, name: str, module: str, *args: str) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115
+        cmd = [
+            sys.executable,
+            "-m",
+            f"ver_ros.{module}",
+            "--ros-args",
+            "-r",
+            f"__node:={name}",
+            *args,
+        ]
+        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self.procs[name]
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()
+
+    def call(self, service: str, timeout: float = 60.0) -> tuple[bool, str]:
+        from std_srvs.srv import Trigger
+
+        client = self.node.create_client(Trigger, service)
+        assert client.wait_for_service(timeout_sec=timeout), f"{service} not available"
+        fut = client.call_async(Trigger.Request())
+        self.rclpy.spin_until_future_complete(self.node, fut, timeout_sec=timeout)
+        assert fut.done(), f"{service} did not answer"
+        self.node.destroy_client(client)
+        return fut.result().success, fut.result().message
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.node.destroy_node()
+        self.rclpy.shutdown()
+
+
+@pytest.fixture
+def graph(ros_env, tmp_path):
+    g = Graph(ros_env, tmp_path)
+    yield g
+    g.close()
+
+
+def _read(path: Path) -> dict[str, list]:
+    out: dict[str, list] = {}
+    with Reader(path) as reader:
+        for conn, t, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((t, TS.deserialize_cdr(raw, conn.msgtype)))
+    return out
+
+
+def _stamp(msg) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+def test_expert_episode_recorded_and_read_back(graph, tmp_path):
+    out = tmp_path / "demos"
+    graph.start("sim_node", "sim_node", *SIM_ARGS)
+    graph.start("scripted_expert", "scripted_expert", "-p", "use_sim_time:=true")
+    graph.start(
+        "recorder_node",
+        "recorder_node",
+        "-p",
+        "use_sim_time:=true",
+        "-p",
+        f"output_dir:={out}",
+        "-p",
+        "segment_seconds:=0.5",
+    )
+    assert graph.call("/sim_node/reset") == (True, "seed=5")
+    graph.spin(0.5)
+    ok, path = graph.call("/recorder_node/start")
+    assert ok, path
+    ok, msg = graph.call("/recorder_node/start")  # a second start is refused, recording unaffected
+    assert not ok and "already recording" in msg
+    assert graph.call("/scripted_expert/start")[0]
+    deadline, success = time.monotonic() + 120, False
+    while not success and time.monotonic() < deadline:
+        graph.spin(0.3)
+        success = graph.call("/sim_node/success")[0]
+    assert success, "scripted expert did not lift the cube through ROS"
+    graph.spin(0.5)
+    ok, summary = graph.call("/recorder_node/stop")
+    assert ok, summary
+    summary = json.loads(summary)
+    bag = Path(summary["path"])
+    meta = json.loads((bag / "episode.json").read_text())
+    assert meta["success"] is True and meta["seed"] == 5 and meta["task"] == "pick_cube"
+    assert meta["joint_names"] == [f"fr3_joint{i}" for i in range(1, 8)]
+
+    got = _read(bag)
+    counts = {t: len(v) for t, v in got.items()}
+    assert counts == summary["counts"]  # everything received was written
+    assert counts[IMG] >= 20 and counts["/joint_states"] > counts[IMG]
+    assert counts["/fr3_arm_controller/joint_trajectory"] >= 20 and counts["/gripper/command"] >= 20
+    for topic, items in got.items():
+        times = [t for t, _ in items]
+        assert times == sorted(times), topic
+        assert meta["start_time_ns"] <= times[0] and times[-1] <= meta["stop_time_ns"], topic
+    img_stamps = [_stamp(m) for _, m in got[IMG]]
+    assert all(b > a for a, b in zip(img_stamps, img_stamps[1:], strict=False))
+    # recorded on the sim clock: receipt time >= header stamp, and not far behind it
+    lags = np.array([t - _stamp(m) for t, m in got[IMG]]) / 1e9
+    assert lags.min() >= 0 and np.median(lags) < 0.5
+    # camera period in sim time ~ 1 / 15 Hz
+    assert 0.05 < np.median(np.diff(img_stamps)) / 1e9 < 0.09
+    first = got[IMG][0][1]
+    assert (first.height, first.width, first.encoding) == (96, 96, "rgb8")
+
+    # independent MCAP reader agrees message by message
+    indep: dict[str, list] = {}
+    for f in sorted(bag.glob("*.mcap")):
+        for m in read_ros2_messages(str(f)):
+            indep.setdefault(m.channel.topic, []).append(m.log_time_ns)
+    assert {t: len(v) for t, v in indep.items()} == counts
+    assert sorted(indep[IMG]) == [t for t, _ in got[IMG]]
+
+
+def test_bad_commands_refused_and_recorder_crash_safety(graph, tmp_path):
+    from std_msgs.msg import Float64, Float64MultiArray
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    from ver_ros.qos import COMMAND_QOS
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    out = tmp_path / "demos"
+    graph.start("sim_node", "sim_node", *SIM_ARGS)
+    graph.start("rec_bad", "recorder_node", "-p", f"output_dir:={blocker / 'demos'}")
+    graph.start(
+        "rec_kill",
+        "recorder_node",
+        "-p",
+        f"output_dir:={out / 'kill'}",
+        "-p",
+        "segment_seconds:=0.3",
+    )
+    graph.start(
+        "rec_int",
+        "recorder_node",
+        "-p",
+        f"output_dir:={out / 'int'}",
+        "-p",
+        "segment_seconds:=30.0",
+    )
+    # unwritable output directory: clear refusal, node keeps serving
+    ok, msg = graph.call("/rec_bad/start")
+    assert not ok and "not writable" in msg
+    assert graph.call("/rec_bad/stop") == (False, "not recording")
+    assert graph.procs["rec_bad"].poll() is None
+
+    # bad commands: logged, never applied
+    fwd = graph.node.create_publisher(
+        Float64MultiArray, "/forward_position_controller/commands", COMMAND_QOS
+    )
+    traj = graph.node.create_publisher(
+        JointTrajectory, "/fr3_arm_controller/joint_trajectory", COMMAND_QOS
+    )
+    grip = graph.node.create_publisher(Float64, "/gripper/command", COMMAND_QOS)
+    assert graph.call("/sim_node/reset")[0]
+    graph.spin(1.0)
+    bad_names = JointTrajectory(joint_names=[f"panda_joint{i}" for i in range(1, 8)])
+    bad_names.points = [JointTrajectoryPoint(positions=[0.5] * 7)]
+    short = JointTrajectory(joint_names=[f"fr3_joint{i}" for i in range(1, 8)])
+    short.points = [JointTrajectoryPoint(positions=[0.5] * 6)]
+    for _ in range(3):
+        fwd.publish(Float64MultiArray(data=[0.5] * 6 + [float("nan")]))
+        fwd.publish(Float64MultiArray(data=[0.5] * 6))
+        traj.publish(bad_names)
+        traj.publish(short)
+        grip.publish(Float64(data=float("nan")))
+        graph.spin(0.3)
+    graph.spin(1.0)
+    log = graph.log("sim_node")
+    for needle in (
+        "non-finite",
+        "6 values, expected 7",
+        "unknown ['panda_joint1'",
+        "point 0 has 6 values",
+        "non-finite width",
+    ):
+        assert needle in log, f"no error logged for: {needle}"
+
+    # crash safety: SIGKILL and SIGINT mid-episode leave readable bags
+    assert graph.call("/rec_kill/start")[0] and graph.call("/rec_int/start")[0]
+    graph.spin(3.0)
+    graph.procs["rec_kill"].send_signal(signal.SIGKILL)
+    graph.procs["rec_int"].send_signal(signal.SIGINT)
+    assert graph.procs["rec_kill"].wait(timeout=10) == -signal.SIGKILL
+    graph.procs["rec_int"].wait(timeout=20)
+    killed = _read(out / "kill" / "episode_000000")
+    assert len(killed[IMG]) >= 5 and len(killed["/joint_states"]) >= 20
+    interrupted_dir = out / "int" / "episode_000000"
+    interrupted = _read(interrupted_dir)  # one 30 s segment: only a clean close makes it readable
+    assert len(interrupted[IMG]) >= 10
+    meta = json.loads((interrupted_dir / "episode.json").read_text())
+    assert meta["interrupted"] is True and meta["stop_time_ns"] is not None
+    assert "episode closed on shutdown" in graph.log("rec_int")

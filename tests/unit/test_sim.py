@@ -1,0 +1,116 @@
+"""FrankaPickEnv, ScriptedExpert and the trajectory follower (real MuJoCo, headless)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ver_core.sim import SEG_CLASSES, FrankaPickEnv, ScriptedExpert, SimConfig
+from ver_core.sim.scene import PANDA_LIMITS
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = FrankaPickEnv(SimConfig(width=224, height=224))
+    yield e
+    e.close()
+
+
+def test_reset_is_deterministic_per_seed(env):
+    a, b, c = env.reset(7), env.reset(7), env.reset(8)
+    np.testing.assert_allclose(a.cube_pos, b.cube_pos)
+    np.testing.assert_allclose(a.arm_q, b.arm_q)
+    assert np.linalg.norm(a.cube_pos - c.cube_pos) > 1e-3
+    cfg = env.config
+    assert (
+        cfg.cube_x[0] <= a.cube_pos[0] <= cfg.cube_x[1]
+        and cfg.cube_y[0] <= a.cube_pos[1] <= cfg.cube_y[1]
+    )
+    assert a.arm_q.shape == (7,) and 0.075 < a.gripper_width <= 0.08
+
+
+def test_renders_rgb_depth_segmentation(env):
+    env.reset(3)
+    rgb, depth, seg = env.render(), env.render_depth(), env.render_segmentation()
+    assert rgb.shape == (224, 224, 3) and rgb.dtype == np.uint8 and rgb.std() > 5
+    assert depth.shape == (224, 224) and depth.dtype == np.float32
+    assert seg.shape == (224, 224) and seg.dtype == np.int32
+    classes = set(np.unique(seg).tolist())
+    assert {SEG_CLASSES[k] for k in ("table", "robot", "gripper", "cube")} <= classes
+    assert classes <= set(SEG_CLASSES.values())
+    cam = np.array([1.6, 0.0, 1.0])
+    cube_dist = np.linalg.norm(env.observation().cube_pos - cam)
+    cube_depth = np.median(depth[seg == SEG_CLASSES["cube"]])
+    assert 0.6 * cube_dist < cube_depth < cube_dist  # depth along the axis <= euclidean distance
+    # the table is nearer than the floor behind it
+    assert np.median(depth[seg == SEG_CLASSES["table"]]) < np.median(
+        depth[seg == SEG_CLASSES["background"]]
+    )
+
+
+def test_realsense_intrinsics_at_640x480():
+    e = FrankaPickEnv(SimConfig(randomize=False))
+    info = e.camera_info()
+    k = np.array(info["K"])
+    assert (info["width"], info["height"]) == (640, 480)
+    np.testing.assert_allclose(
+        [k[0, 0], k[1, 1], k[0, 2], k[1, 2]], [615, 615, 320, 240], atol=0.01
+    )
+    assert e.render().shape == (480, 640, 3)
+    e.close()
+
+
+def test_domain_randomization_changes_appearance_only_when_enabled():
+    on, off = (
+        FrankaPickEnv(SimConfig(width=64, height=64)),
+        FrankaPickEnv(SimConfig(width=64, height=64, randomize=False)),
+    )
+    cube = on.model.geom("cube").id
+    on.reset(1)
+    c1 = on.model.geom_rgba[cube].copy()
+    on.reset(2)
+    assert not np.allclose(c1, on.model.geom_rgba[cube])
+    off.reset(1)
+    c1 = off.model.geom_rgba[cube].copy()
+    off.reset(2)
+    np.testing.assert_allclose(c1, off.model.geom_rgba[cube])
+
+
+def test_bad_commands_are_rejected_and_limits_clip(env):
+    env.reset(0)
+    before = env.data.ctrl.copy()
+    with pytest.raises(ValueError, match="non-finite"):
+        env.step(np.full(7, np.nan), 0.04)
+    with pytest.raises(ValueError, match="7 joint"):
+        env.step(np.zeros(6), 0.04)
+    with pytest.raises(ValueError, match="non-finite"):
+        env.step(np.zeros(7), float("inf"))
+    np.testing.assert_array_equal(env.data.ctrl, before)  # previous command still in place
+    env.set_command(np.full(7, 10.0), 1.0)
+    obs = env.observation()
+    assert env.data.ctrl[7] == pytest.approx(0.04)  # 0.08 m width -> 0.04 per finger
+    for _ in range(30):
+        obs = env.step(np.full(7, 10.0), 1.0)
+    assert np.all(obs.arm_q <= PANDA_LIMITS[:, 1] + 0.02)
+
+
+@pytest.mark.parametrize("seed", [0, 11, 42])
+def test_expert_solves_with_smooth_actions(env, seed):
+    expert = ScriptedExpert(model=env.model)
+    obs = env.reset(seed)
+    expert.reset(obs.arm_q)
+    prev, success = obs.arm_q, False
+    for _ in range(150):
+        q, w = expert.act(obs.arm_q, obs.gripper_width, obs.cube_pos, obs.cube_quat)
+        assert q.shape == (7,) and np.all(np.isfinite(q)) and 0.0 <= w <= 0.08
+        assert np.all(q >= PANDA_LIMITS[:, 0]) and np.all(q <= PANDA_LIMITS[:, 1])
+        assert (
+            np.max(np.abs(q - prev))
+            <= expert.config.max_joint_speed / expert.config.control_hz + 1e-9
+        )
+        prev = q
+        obs = env.step(q, w)
+        if env.success():
+            success = True
+            break
+    assert success, f"seed {seed}: expert ended in phase {expert.phase_name}"

@@ -1,0 +1,79 @@
+"""Typed configuration of the simulated pick world."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["SimConfig", "SEG_CLASSES"]
+
+# Segmentation class ids returned by FrankaPickEnv.render_segmentation() (int32 per pixel).
+SEG_CLASSES: dict[str, int] = {
+    "background": 0,  # sky and floor
+    "table": 1,  # table top and legs
+    "robot": 2,  # Panda links 0-7
+    "gripper": 3,  # hand and both fingers
+    "cube": 4,  # the object to pick
+    "distractor": 5,  # randomized clutter (visual only)
+}
+
+
+@dataclass
+class SimConfig:
+    """Settings of :class:`ver_core.sim.FrankaPickEnv`.
+
+    width/height: render size in pixels (640x480 RealSense-like; 224x224 for the demo pipeline).
+    fy_at_480: focal length (px) of a 640x480 render; other sizes keep the vertical FOV.
+    control_hz: rate of ``step()`` (each step holds the command for 1/control_hz s of sim time).
+    randomize: domain randomization of colors, lights and distractors (cube pose is always
+        randomized per seed).
+    lift_height: success when the cube bottom is this far (m) above the table top.
+    cube_x / cube_y: ranges (m, robot base frame) of the cube's initial position.
+    cube_yaw: half range (rad) of the cube's initial yaw.
+    shadows / reflections: off by default (about 10x faster offscreen rendering).
+    msaa_samples: offscreen multisampling (0 = none, ~1.7x faster software rendering than 4).
+    """
+
+    width: int = 640
+    height: int = 480
+    fy_at_480: float = 615.0
+    control_hz: float = 10.0
+    randomize: bool = True
+    lift_height: float = 0.10
+    cube_x: tuple[float, float] = (0.40, 0.60)
+    cube_y: tuple[float, float] = (-0.18, 0.18)
+    cube_yaw: float = 0.6
+    shadows: bool = False
+    reflections: bool = False
+    msaa_samples: int = 0
+
+    def __post_init__(self) -> None:
+        if not (16 <= self.width <= 1280 and 16 <= self.height <= 960):
+            raise ValueError(f"render size {self.width}x{self.height} outside 16x16 .. 1280x960")
+        if self.msaa_samples not in (0, 2, 4, 8):
+            raise ValueError(f"msaa_samples must be 0, 2, 4 or 8, got {self.msaa_samples}")
+        if self.fy_at_480 <= 0:
+            raise ValueError(f"fy_at_480 must be > 0, got {self.fy_at_480}")
+        if not 1.0 <= self.control_hz <= 500.0:
+            raise ValueError(f"control_hz must be in [1, 500], got {self.control_hz}")
+        if not 0.01 <= self.lift_height <= 0.4:
+            raise ValueError(f"lift_height must be in [0.01, 0.4] m, got {self.lift_height}")
+        self.cube_x = tuple(float(v) for v in self.cube_x)  # YAML gives lists
+        self.cube_y = tuple(float(v) for v in self.cube_y)
+        for name, (lo, hi) in (("cube_x", self.cube_x), ("cube_y", self.cube_y)):
+            if lo > hi:
+                raise ValueError(f"{name} range is empty: {lo} > {hi}")
+        if not (0.30 <= self.cube_x[0] and self.cube_x[1] <= 0.70):
+            raise ValueError(f"cube_x {self.cube_x} outside the reachable 0.30 .. 0.70 m")
+        if abs(self.cube_y[0]) > 0.3 or abs(self.cube_y[1]) > 0.3:
+            raise ValueError(f"cube_y {self.cube_y} outside the reachable -0.3 .. 0.3 m")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SimConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown SimConfig keys {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

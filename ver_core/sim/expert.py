@@ -1,0 +1,200 @@
+"""ScriptedExpert: solves the pick-and-lift task from the true state, for demonstrations.
+
+It is a stateful policy of the same kind a learned one is: each control step it maps an
+observation (measured arm joints, gripper width, cube pose) to an action (7 arm joint position
+targets in rad, Franka convention, + gripper width in m). Motion comes from differential inverse
+kinematics (damped least squares on MuJoCo's site Jacobian of its own copy of the model) toward a
+moving TCP waypoint, with a null-space pull to a comfortable posture. Outputs are smooth by
+construction: the waypoint moves at a capped speed, each joint target changes by at most
+``max_joint_speed / control_hz`` per step, and targets stay ``limit_margin`` inside the Panda
+limits.
+
+Phases: approach (above the cube, gripper open, yaw aligned to a cube face) -> descend -> close
+-> lift -> hold. A grasp that closes on nothing (width ~0 while lifting) reopens and retries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from ver_core.sim.env import HOME_Q, MAX_GRIPPER_WIDTH
+from ver_core.sim.scene import JOINT_OFFSET, PANDA_LIMITS, build_model
+
+__all__ = ["ExpertConfig", "ScriptedExpert"]
+
+APPROACH, DESCEND, CLOSE, LIFT, HOLD = range(5)
+PHASE_NAMES = ("approach", "descend", "close", "lift", "hold")
+
+
+@dataclass
+class ExpertConfig:
+    """control_hz: rate of ``act`` calls. Speeds in m/s and rad/s; heights in m."""
+
+    control_hz: float = 10.0
+    max_tcp_speed: float = 0.25
+    descend_speed: float = 0.12
+    max_joint_speed: float = 1.0
+    limit_margin: float = 0.05
+    pregrasp_height: float = 0.10
+    grasp_offset: float = 0.015  # TCP above the cube centre when closing
+    lift_height: float = 0.20
+    close_time: float = 0.8
+    damping: float = 0.05
+    null_gain: float = 0.2
+    tolerance: float = 0.012
+
+    def __post_init__(self) -> None:
+        for name in (
+            "control_hz",
+            "max_tcp_speed",
+            "descend_speed",
+            "max_joint_speed",
+            "close_time",
+            "damping",
+            "tolerance",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ExpertConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_joint_speed > 2.0:
+            raise ValueError(
+                f"max_joint_speed {self.max_joint_speed} rad/s exceeds the Panda's 2.175 with margin"
+            )
+
+
+class ScriptedExpert:
+    """``reset(arm_q)`` then ``act(arm_q, gripper_width, cube_pos, cube_quat) -> (q (7,), width)``."""
+
+    def __init__(
+        self, config: ExpertConfig | None = None, model: mujoco.MjModel | None = None
+    ) -> None:
+        self.config = config or ExpertConfig()
+        self.model = model if model is not None else build_model()
+        self.data = mujoco.MjData(self.model)
+        self._site = self.model.site("end_effector").id
+        self._lo = PANDA_LIMITS[:, 0] + self.config.limit_margin
+        self._hi = PANDA_LIMITS[:, 1] - self.config.limit_margin
+        self.reset(HOME_Q)
+
+    def reset(self, arm_q) -> None:
+        self.phase = APPROACH
+        self._q_cmd = np.asarray(arm_q, dtype=np.float64).copy()
+        self._waypoint: np.ndarray | None = None
+        self._timer = 0
+        self._grasp_pos: np.ndarray | None = None
+        self._width_cmd = MAX_GRIPPER_WIDTH
+        self.retries = 0
+
+    @property
+    def phase_name(self) -> str:
+        return PHASE_NAMES[self.phase]
+
+    # ------------------------------------------------------------------ kinematics
+    def _fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """TCP position (3,), rotation (3, 3) and Jacobian (6, 7) at Franka joint angles q."""
+        d = self.data
+        d.qpos[:7] = q - JOINT_OFFSET
+        mujoco.mj_kinematics(self.model, d)
+        mujoco.mj_comPos(self.model, d)
+        jp, jr = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
+        mujoco.mj_jacSite(self.model, d, jp, jr, self._site)
+        return (
+            d.site_xpos[self._site].copy(),
+            d.site_xmat[self._site].reshape(3, 3).copy(),
+            np.vstack([jp[:, :7], jr[:, :7]]),
+        )
+
+    @staticmethod
+    def _grasp_rotation(cube_quat: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """Target TCP rotation: pointing down, fingers closing across a cube face, choosing the
+        face (yaw mod pi/2) nearest the current yaw."""
+        w, x, y, z = cube_quat
+        cube_yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        cur_yaw = math.atan2(current[1, 0], current[0, 0])
+        k = round((cur_yaw - cube_yaw) / (math.pi / 2))
+        yaw = cube_yaw + k * math.pi / 2
+        c, s = math.cos(yaw), math.sin(yaw)
+        rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+        return rz @ np.diag([1.0, -1.0, -1.0])  # Rz(yaw) @ Rx(pi)
+
+    # ------------------------------------------------------------------ policy
+    def act(self, arm_q, gripper_width: float, cube_pos, cube_quat) -> tuple[np.ndarray, float]:
+        """One control step. Returns joint position targets (7,) and gripper width (m)."""
+        cfg = self.config
+        q_meas = np.asarray(arm_q, dtype=np.float64)
+        cube_pos = np.asarray(cube_pos, dtype=np.float64)
+        if q_meas.shape != (7,) or cube_pos.shape != (3,) or not np.all(np.isfinite(q_meas)):
+            raise ValueError(
+                f"expert needs finite arm_q (7,) and cube_pos (3,), got {q_meas.shape}, {cube_pos.shape}"
+            )
+        if np.max(np.abs(self._q_cmd - q_meas)) > 0.25:  # arm not tracking (blocked, reset): resync
+            self._q_cmd = q_meas.copy()
+        dt = 1.0 / cfg.control_hz
+        tcp, rot, jac = self._fk(self._q_cmd)
+        above = cube_pos + [0.0, 0.0, cfg.pregrasp_height]
+        grasp = cube_pos + [0.0, 0.0, cfg.grasp_offset]
+        self._timer += 1
+        speed = cfg.max_tcp_speed
+        if self.phase == APPROACH:
+            goal, self._width_cmd = above, MAX_GRIPPER_WIDTH
+            rot_des = self._grasp_rotation(np.asarray(cube_quat, float), rot)
+            if np.linalg.norm(tcp - goal) < cfg.tolerance and _rot_err(rot, rot_des) < 0.05:
+                self._advance(DESCEND)
+        elif self.phase == DESCEND:
+            goal, speed = grasp, cfg.descend_speed
+            rot_des = self._grasp_rotation(np.asarray(cube_quat, float), rot)
+            if np.linalg.norm(tcp - goal) < cfg.tolerance * 0.5:
+                self._grasp_pos = tcp.copy()
+                self._advance(CLOSE)
+        elif self.phase == CLOSE:
+            goal, rot_des, self._width_cmd = self._grasp_pos, rot, 0.0
+            if self._timer * dt >= cfg.close_time:
+                self._advance(LIFT)
+        else:  # LIFT / HOLD
+            goal, rot_des, self._width_cmd = self._grasp_pos + [0.0, 0.0, cfg.lift_height], rot, 0.0
+            if gripper_width < 0.01 and self._timer * dt > 0.5:  # closed on nothing: retry
+                self.retries += 1
+                self._advance(APPROACH)
+                self._width_cmd = MAX_GRIPPER_WIDTH
+            elif self.phase == LIFT and np.linalg.norm(tcp - goal) < cfg.tolerance:
+                self._advance(HOLD)
+        # moving waypoint: capped TCP speed toward the phase goal
+        if self._waypoint is None:
+            self._waypoint = tcp.copy()
+        step = goal - self._waypoint
+        n = np.linalg.norm(step)
+        if n > speed * dt:
+            step *= speed * dt / n
+        self._waypoint = self._waypoint + step
+        err = np.concatenate([self._waypoint - tcp, 0.5 * _rot_vec(rot, rot_des)])
+        # damped least squares + null-space posture pull
+        jjt = jac @ jac.T + cfg.damping**2 * np.eye(6)
+        dq = jac.T @ np.linalg.solve(jjt, err)
+        pinv = jac.T @ np.linalg.solve(jjt, np.eye(6))
+        dq += (np.eye(7) - pinv @ jac) @ (cfg.null_gain * (HOME_Q - self._q_cmd))
+        max_step = cfg.max_joint_speed * dt
+        dq = np.clip(dq, -max_step, max_step)
+        self._q_cmd = np.clip(self._q_cmd + dq, self._lo, self._hi)
+        return self._q_cmd.copy(), float(self._width_cmd)
+
+    def _advance(self, phase: int) -> None:
+        self.phase = phase
+        self._timer = 0
+
+
+def _rot_vec(rot: np.ndarray, rot_des: np.ndarray) -> np.ndarray:
+    """Small-angle rotation vector (3,) taking ``rot`` to ``rot_des`` (world frame)."""
+    return (
+        np.cross(rot[:, 0], rot_des[:, 0])
+        + np.cross(rot[:, 1], rot_des[:, 1])
+        + np.cross(rot[:, 2], rot_des[:, 2])
+    )
+
+
+def _rot_err(rot: np.ndarray, rot_des: np.ndarray) -> float:
+    """Angle (rad) between two rotations."""
+    c = (np.trace(rot.T @ rot_des) - 1.0) / 2.0
+    return float(math.acos(max(-1.0, min(1.0, c))))

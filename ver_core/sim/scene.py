@@ -1,0 +1,146 @@
+"""MJCF scene of the pick world: our table, cube, distractors, lights and camera around the
+Franka Panda model shipped in the ``gymnasium-robotics`` wheel.
+
+The Panda files are located with ``importlib.util.find_spec`` (the package itself is never
+imported: its dependencies are not installed) or with the ``VER_FRANKA_ASSETS`` environment
+variable pointing at a ``franka_assets`` directory.
+
+Joint conventions. The gymnasium-robotics chain builds link6 and link7 with extra fixed
+rotations, so its joint6/joint7 zero differs from Franka's: ``q_franka = q_model + JOINT_OFFSET``
+(offsets pi/2 and pi/4, found by matching the model's forward kinematics against Franka's DH
+table). Everything outside this module (ROS topics, expert, policies) uses Franka's convention.
+Joint ranges are rewritten to Franka Panda's published limits (REFERENCE.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+__all__ = [
+    "CAMERA_NAME",
+    "JOINT_OFFSET",
+    "PANDA_LIMITS",
+    "TABLE_TOP_Z",
+    "build_model",
+    "franka_assets_dir",
+]
+
+# q_franka = q_model + JOINT_OFFSET, (7,) rad
+JOINT_OFFSET = np.array([0.0, 0.0, 0.0, 0.0, 0.0, math.pi / 2, math.pi / 4])
+# Franka Panda position limits (rad), (7, 2), Franka convention
+PANDA_LIMITS = np.array(
+    [
+        [-2.8973, 2.8973],
+        [-1.7628, 1.7628],
+        [-2.8973, 2.8973],
+        [-3.0718, -0.0698],
+        [-2.8973, 2.8973],
+        [-0.0175, 3.7525],
+        [-2.8973, 2.8973],
+    ]
+)
+TABLE_TOP_Z = 0.0  # the robot base stands on the table top at the world origin
+CAMERA_NAME = "realsense"
+CUBE_HALF = 0.025
+N_DISTRACTORS = 3
+
+
+def franka_assets_dir() -> Path:
+    """Directory holding chain.xml / assets.xml / actuator.xml of the Panda model."""
+    env = os.environ.get("VER_FRANKA_ASSETS")
+    if env:
+        path = Path(env)
+    else:
+        spec = importlib.util.find_spec("gymnasium_robotics")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                "Franka model not found: install it with `pip install --no-deps gymnasium-robotics` "
+                "or set VER_FRANKA_ASSETS to a franka_assets directory"
+            )
+        root = Path(next(iter(spec.submodule_search_locations)))
+        path = root / "envs" / "assets" / "kitchen_franka" / "franka_assets"
+    for name in ("chain.xml", "assets.xml", "actuator.xml"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"Franka model file {path / name} is missing")
+    return path
+
+
+def _look_at_axes(pos: np.ndarray, target: np.ndarray) -> str:
+    """MJCF ``xyaxes`` for a camera at ``pos`` looking at ``target`` with world z up."""
+    fwd = target - pos
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, fwd)
+    return " ".join(f"{v:.6f}" for v in (*right, *up))
+
+
+def _scene_xml(franka: Path, fovy_deg: float) -> str:
+    cam_pos = np.array([1.6, 0.0, 1.0])
+    cam_axes = _look_at_axes(cam_pos, np.array([0.3, 0.0, 0.28]))
+    distractors = "\n".join(
+        f'<body name="distractor{i}" mocap="true" pos="0 {1 + i} -0.5">'
+        f'<geom name="distractor{i}" type="{"cylinder" if i % 2 else "box"}" size="0.025 0.03 0.035" '
+        f'contype="0" conaffinity="0" rgba="0.2 0.6 0.2 1"/></body>'
+        for i in range(N_DISTRACTORS)
+    )
+    return f"""
+<mujoco model="ver_franka_pick">
+  <include file="{franka}/assets.xml"/>
+  <compiler angle="radian" meshdir="{franka}/meshes" autolimits="true"/>
+  <option timestep="0.002" cone="elliptic" impratio="5"/>
+  <visual>
+    <global offwidth="1280" offheight="960"/>
+    <quality shadowsize="0"/>
+    <map znear="0.01" zfar="20"/>
+  </visual>
+  <include file="{franka}/actuator.xml"/>
+  <asset>
+    <texture name="floor_tex" type="2d" builtin="checker" rgb1=".35 .35 .38" rgb2=".3 .3 .33" width="256" height="256"/>
+    <material name="floor_mat" texture="floor_tex" texrepeat="6 6"/>
+  </asset>
+  <worldbody>
+    <light name="key" pos="0.8 0.6 2.0" dir="-0.3 -0.3 -1" diffuse="0.7 0.7 0.7" specular="0.1 0.1 0.1" castshadow="false"/>
+    <light name="fill" pos="0.4 -1.0 1.5" dir="0 0.6 -1" diffuse="0.4 0.4 0.4" specular="0 0 0" castshadow="false"/>
+    <geom name="floor" type="plane" pos="0 0 -0.75" size="4 4 0.1" material="floor_mat"/>
+    <geom name="table_top" type="box" pos="0.35 0 -0.02" size="0.65 0.6 0.02" rgba="0.55 0.42 0.3 1" friction="1 0.01 0.001"/>
+    <geom name="table_leg0" type="box" pos="-0.25 0.55 -0.385" size="0.03 0.03 0.345" rgba="0.3 0.3 0.3 1"/>
+    <geom name="table_leg1" type="box" pos="-0.25 -0.55 -0.385" size="0.03 0.03 0.345" rgba="0.3 0.3 0.3 1"/>
+    <geom name="table_leg2" type="box" pos="0.95 0.55 -0.385" size="0.03 0.03 0.345" rgba="0.3 0.3 0.3 1"/>
+    <geom name="table_leg3" type="box" pos="0.95 -0.55 -0.385" size="0.03 0.03 0.345" rgba="0.3 0.3 0.3 1"/>
+    <camera name="{CAMERA_NAME}" pos="{cam_pos[0]} {cam_pos[1]} {cam_pos[2]}" xyaxes="{cam_axes}" fovy="{fovy_deg:.6f}"/>
+    <include file="{franka}/chain.xml"/>
+    <body name="cube" pos="0.5 0 {CUBE_HALF}">
+      <freejoint name="cube_joint"/>
+      <geom name="cube" type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" mass="0.05" rgba="0.85 0.1 0.1 1"
+            friction="1.5 0.02 0.001" condim="4" solref="0.005 1"/>
+    </body>
+    {distractors}
+  </worldbody>
+</mujoco>
+"""
+
+
+def build_model(fy_at_480: float = 615.0) -> mujoco.MjModel:
+    """Compile the scene. ``fy_at_480`` sets the camera's vertical FOV so that a 640x480 render
+    has focal length fy (fx = fy: MuJoCo pixels are square)."""
+    fovy = math.degrees(2.0 * math.atan(240.0 / fy_at_480))
+    spec = mujoco.MjSpec.from_string(_scene_xml(franka_assets_dir(), fovy))
+    for body in spec.bodies:
+        # Gravity compensation on the arm, as Franka's own controllers do: no position droop.
+        if body.name.startswith("panda0"):
+            body.gravcomp = 1.0
+    model = spec.compile()
+    # Franka Panda limits in the model's joint convention; the actuators get the same range.
+    for j in range(7):
+        lo, hi = PANDA_LIMITS[j] - JOINT_OFFSET[j]
+        model.jnt_range[j] = (lo, hi)
+        model.actuator_ctrlrange[j] = (lo, hi)
+    model.site_rgba[:, 3] = 0.0  # the TCP marker stays invisible to the camera
+    return model

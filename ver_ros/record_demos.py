@@ -1,0 +1,237 @@
+"""ver-record-demos: collect scripted demonstrations through the real ROS graph, headless.
+
+Starts ``sim_node``, ``scripted_expert`` and ``recorder_node`` as separate processes (talking over
+DDS, all with ``use_sim_time``) and orchestrates them through their services:
+reset sim -> start recorder -> start expert -> poll ``success`` -> hold -> stop recorder.
+Failed episodes (timeout) are kept with ``"success": false`` in episode.json, or dropped with
+``--discard-failed``. A summary goes to ``<out>/record_summary.json``.
+
+By default the graph runs in a random, localhost-only ROS domain so it never talks to a real
+robot graph on the network; ``--domain-id`` picks one.
+
+    ver-record-demos --episodes 10 --out demos/ --seed 0 [--storage sqlite3] [--compressed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["DemoGraph", "main"]
+
+
+class DemoGraph:
+    """The three node processes plus an rclpy client node for their services."""
+
+    def __init__(
+        self, env: dict[str, str], sim_args: list[str], rec_args: list[str], log_dir: Path
+    ) -> None:
+        import rclpy
+        from std_srvs.srv import Trigger
+
+        self._rclpy, self._trigger = rclpy, Trigger
+        self.procs: dict[str, subprocess.Popen] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+        common = ["-p", "use_sim_time:=true"]
+        for name, extra in (
+            ("sim_node", sim_args),
+            ("scripted_expert", common),
+            ("recorder_node", common + rec_args),
+        ):
+            log = open(log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+            cmd = [sys.executable, "-m", f"ver_ros.{name}", "--ros-args", *extra]
+            self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        rclpy.init()
+        self.node = rclpy.create_node("ver_record_demos")
+        self.clients = {
+            key: self.node.create_client(Trigger, srv)
+            for key, srv in {
+                "reset": "/sim_node/reset",
+                "success": "/sim_node/success",
+                "expert_start": "/scripted_expert/start",
+                "expert_stop": "/scripted_expert/stop",
+                "rec_start": "/recorder_node/start",
+                "rec_stop": "/recorder_node/stop",
+                "rec_discard": "/recorder_node/discard",
+            }.items()
+        }
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for client in self.clients.values():
+            while not client.wait_for_service(timeout_sec=0.5):
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"service {client.srv_name} did not come up in {timeout:.0f} s"
+                    )
+
+    def check_alive(self) -> None:
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {p.returncode}; see its log")
+
+    def call(self, key: str, timeout: float = 15.0) -> tuple[bool, str]:
+        future = self.clients[key].call_async(self._trigger.Request())
+        self._rclpy.spin_until_future_complete(self.node, future, timeout_sec=timeout)
+        if not future.done():
+            self.check_alive()
+            raise TimeoutError(
+                f"service {self.clients[key].srv_name} did not answer in {timeout:.0f} s"
+            )
+        res = future.result()
+        return bool(res.success), res.message
+
+    def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._rclpy.spin_once(
+                self.node, timeout_sec=min(0.05, max(0.0, end - time.monotonic()))
+            )
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.node.destroy_node()
+        if self._rclpy.ok():
+            self._rclpy.shutdown()
+
+
+def record_episode(graph: DemoGraph, timeout: float, hold: float, discard_failed: bool) -> dict:
+    ok, msg = graph.call("reset")
+    seed = msg.split("=", 1)[1] if ok and "=" in msg else None
+    graph.sleep(0.3)  # let the post-reset state reach the expert and recorder
+    ok, path = graph.call("rec_start")
+    if not ok:
+        raise RuntimeError(f"recorder refused to start: {path}")
+    graph.call("expert_start")
+    deadline, success = time.monotonic() + timeout, False
+    while time.monotonic() < deadline:
+        graph.sleep(0.2)
+        success, _ = graph.call("success")
+        if success:
+            graph.sleep(hold)
+            break
+    graph.call("expert_stop")
+    if not success and discard_failed:
+        graph.call("rec_discard")
+        return {"seed": seed, "success": False, "path": None}
+    ok, summary = graph.call("rec_stop")
+    info = json.loads(summary) if ok else {"error": summary}
+    return {"seed": seed, "success": success, **info}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ver-record-demos", description=__doc__.split("\n\n")[0])
+    p.add_argument("--episodes", type=int, required=True, help="number of episodes to record")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output directory (episode_NNNNNN/ per episode)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (+1 per episode)")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument(
+        "--compressed", action="store_true", help="record JPEG CompressedImage instead of raw"
+    )
+    p.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("W", "H"))
+    p.add_argument("--image-rate", type=float, default=15.0, help="camera rate in sim time (Hz)")
+    p.add_argument(
+        "--realtime", action="store_true", help="pace the sim to the wall clock (default: fast)"
+    )
+    p.add_argument("--no-randomize", action="store_true", help="turn domain randomization off")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=40.0,
+        help="wall seconds before an episode counts as failed",
+    )
+    p.add_argument("--hold", type=float, default=0.5, help="wall seconds recorded after success")
+    p.add_argument(
+        "--discard-failed", action="store_true", help="drop failed episodes instead of marking them"
+    )
+    p.add_argument(
+        "--domain-id",
+        type=int,
+        default=None,
+        help="ROS_DOMAIN_ID (default: random, localhost only)",
+    )
+    args = p.parse_args(argv)
+    if args.episodes < 1:
+        p.error("--episodes must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    args = parse_args(argv)
+    out = args.out.resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"ver-record-demos: cannot create output directory {out}: {e}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env.setdefault("MUJOCO_GL", "egl")
+    env["ROS_DOMAIN_ID"] = str(
+        args.domain_id if args.domain_id is not None else random.randint(1, 200)
+    )
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    w, h = args.image_size
+    sim_args = [
+        "-p", f"width:={w}", "-p", f"height:={h}", "-p", f"image_rate_hz:={args.image_rate}",
+        "-p", f"realtime:={str(args.realtime).lower()}", "-p", f"seed:={args.seed}",
+        "-p", f"randomize:={str(not args.no_randomize).lower()}",
+    ]  # fmt: skip
+    rec_args = [
+        "-p",
+        f"output_dir:={out}",
+        "-p",
+        f"storage:={args.storage}",
+        "-p",
+        f"compressed:={str(args.compressed).lower()}",
+    ]
+    graph = DemoGraph(env, sim_args, rec_args, out / "logs")
+    results: list[dict] = []
+    t0 = time.monotonic()
+    try:
+        graph.wait_ready()
+        bar = tqdm(range(args.episodes), desc="demos", unit="ep")
+        for _ in bar:
+            results.append(record_episode(graph, args.timeout, args.hold, args.discard_failed))
+            bar.set_postfix(success=f"{sum(r['success'] for r in results)}/{len(results)}")
+    except KeyboardInterrupt:
+        print("ver-record-demos: interrupted; finished episodes are kept", file=sys.stderr)
+    except (RuntimeError, TimeoutError) as e:
+        print(f"ver-record-demos: {e} (logs in {out / 'logs'})", file=sys.stderr)
+        return 1
+    finally:
+        graph.close()
+        summary = {
+            "episodes": len(results),
+            "successes": sum(r["success"] for r in results),
+            "wall_s": round(time.monotonic() - t0, 2),
+            "results": results,
+        }
+        (out / "record_summary.json").write_text(json.dumps(summary, indent=2))
+    print(
+        f"ver-record-demos: {summary['successes']}/{summary['episodes']} successful episodes in {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

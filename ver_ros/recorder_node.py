@@ -1,0 +1,259 @@
+"""recorder_node: records camera, joint states and commands into one rosbag2 episode per start/stop.
+
+Subscriptions hand over the serialized bytes (``raw=True``) which are stored as is (trailing
+buffer padding trimmed, see ``ver_core.data.bag_writer.trim_cdr``); with ``compressed:=true`` the
+image is re-encoded to JPEG and stored as sensor_msgs/CompressedImage on ``<image_topic>/compressed``.
+Bag time stamps are the node clock at receipt (sim time with ``use_sim_time:=true``).
+
+Services (std_srvs/Trigger): ``~/start`` (refused while recording, or when the output directory
+is unwritable / too full: the node keeps running), ``~/stop`` (finalize; message = JSON summary),
+``~/discard`` (drop the current episode). Episode metadata (task, seed, success from the sim-only
+``/sim/episode`` topic when present) goes to ``episode.json`` and the bag's custom_data.
+Crash safety: see ``EpisodeBagWriter`` (closed segments survive SIGKILL; SIGINT closes all).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64, Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from ver_core.data.bag_writer import BagWriteError, EpisodeBagWriter, check_writable
+from ver_ros.conversions import compressed_image_to_msg, msg_to_rgb
+from ver_ros.params import declare_config, param
+from ver_ros.qos import LATCHED_QOS, command_qos, sensor_qos
+
+
+@dataclass
+class RecorderConfig:
+    output_dir: str = param("demos", "directory that receives episode_NNNNNN/ bag directories")
+    storage: str = param("mcap", "rosbag2 storage: mcap or sqlite3")
+    compressed: bool = param(False, "store the image as JPEG CompressedImage instead of raw")
+    jpeg_quality: int = param(90, "JPEG quality with compressed:=true")
+    image_topic: str = param(
+        "/camera/camera/color/image_raw", "camera image topic (sensor_msgs/Image)"
+    )
+    joint_state_topic: str = param("/joint_states", "joint state topic")
+    trajectory_topic: str = param(
+        "/fr3_arm_controller/joint_trajectory", "arm JointTrajectory command topic"
+    )
+    forward_topic: str = param(
+        "/forward_position_controller/commands", "arm Float64MultiArray command topic"
+    )
+    gripper_topic: str = param("/gripper/command", "gripper width command topic (std_msgs/Float64)")
+    episode_info_topic: str = param(
+        "/sim/episode", "sim-only JSON episode info (seed, success); '' = none"
+    )
+    task: str = param("pick_cube", "task name written to episode.json")
+    joint_names: list[str] = param(
+        [f"fr3_joint{i}" for i in range(1, 8)], "arm joint names for episode.json"
+    )
+    segment_seconds: float = param(
+        1.0, "crash-safe segment length (wall s): at most this is lost on SIGKILL"
+    )
+    min_free_mb: float = param(200.0, "refuse to start with less free disk space (MB)")
+    queue_depth: int = param(50, "subscription queue depth (sensor streams, best effort)")
+
+    def __post_init__(self) -> None:
+        if self.storage not in ("mcap", "sqlite3"):
+            raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if self.segment_seconds <= 0 or self.queue_depth < 1:
+            raise ValueError("segment_seconds must be > 0 and queue_depth >= 1")
+
+
+class RecorderNode(Node):
+    def __init__(self) -> None:
+        super().__init__("recorder_node")
+        self.cfg = c = declare_config(self, RecorderConfig)
+        self.writer: EpisodeBagWriter | None = None
+        self.episode_info: dict = {}
+        self.counts: dict[str, int] = {}
+        self.errors = 0
+        sq, cq = sensor_qos(c.queue_depth), command_qos(c.queue_depth)
+        self.image_out = c.image_topic + "/compressed" if c.compressed else c.image_topic
+        self.topics = {
+            self.image_out: "sensor_msgs/msg/CompressedImage"
+            if c.compressed
+            else "sensor_msgs/msg/Image",
+            c.joint_state_topic: "sensor_msgs/msg/JointState",
+            c.trajectory_topic: "trajectory_msgs/msg/JointTrajectory",
+            c.forward_topic: "std_msgs/msg/Float64MultiArray",
+            c.gripper_topic: "std_msgs/msg/Float64",
+        }
+        self.create_subscription(Image, c.image_topic, self._on_image, sq, raw=True)
+        self.create_subscription(
+            JointState, c.joint_state_topic, self._raw_cb(c.joint_state_topic), sq, raw=True
+        )
+        self.create_subscription(
+            JointTrajectory, c.trajectory_topic, self._raw_cb(c.trajectory_topic), cq, raw=True
+        )
+        self.create_subscription(
+            Float64MultiArray, c.forward_topic, self._raw_cb(c.forward_topic), cq, raw=True
+        )
+        self.create_subscription(
+            Float64, c.gripper_topic, self._raw_cb(c.gripper_topic), cq, raw=True
+        )
+        if c.episode_info_topic:
+            self.create_subscription(
+                String, c.episode_info_topic, self._on_episode_info, LATCHED_QOS
+            )
+        self.create_service(Trigger, "~/start", self._on_start)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(Trigger, "~/discard", self._on_discard)
+        self.get_logger().info(
+            f"recorder ready: {c.output_dir} ({c.storage}, {'jpeg' if c.compressed else 'raw'} images)"
+        )
+
+    # ------------------------------------------------------------------ recording
+    def _now_ns(self) -> int:
+        ns = self.get_clock().now().nanoseconds
+        return ns if ns > 0 else time.time_ns()
+
+    def _write(self, topic: str, data: bytes) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer.write(topic, self._now_ns(), data)
+            self.counts[topic] = self.counts.get(topic, 0) + 1
+        except BagWriteError as e:
+            self.errors += 1
+            self.get_logger().error(f"recording stopped, episode kept up to here: {e}")
+            self._finish(interrupted=True)
+
+    def _raw_cb(self, topic: str):
+        return lambda data: self._write(topic, data)
+
+    def _on_image(self, data: bytes) -> None:
+        if self.writer is None:
+            return
+        if self.cfg.compressed:
+            try:
+                msg = deserialize_message(data, Image)
+                out = compressed_image_to_msg(
+                    msg_to_rgb(msg),
+                    msg.header.stamp,
+                    msg.header.frame_id,
+                    "jpeg",
+                    self.cfg.jpeg_quality,
+                )
+            except ValueError as e:
+                self.errors += 1
+                self.get_logger().error(f"image not recorded: {e}")
+                return
+            data = serialize_message(out)
+        self._write(self.image_out, data)
+
+    def _on_episode_info(self, msg: String) -> None:
+        try:
+            self.episode_info = json.loads(msg.data)
+        except json.JSONDecodeError as e:
+            self.get_logger().warning(f"bad episode info JSON ignored: {e}")
+
+    def _next_episode_dir(self, root: Path) -> Path:
+        taken = [
+            int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"episode_(\d+)", p.name))
+        ]
+        return root / f"episode_{max(taken, default=-1) + 1:06d}"
+
+    def _finish(self, **updates) -> dict:
+        writer, self.writer = self.writer, None
+        if writer is None:
+            return {}
+        summary = {
+            "path": str(writer.path),
+            "messages": writer.message_count,
+            "bytes": writer.bytes_written,
+            "counts": dict(self.counts),
+        }
+        try:
+            writer.close(
+                stop_time_ns=self._now_ns(),
+                success=bool(self.episode_info.get("success", False)),
+                **updates,
+            )
+        except BagWriteError as e:
+            self.errors += 1
+            summary["error"] = str(e)
+            self.get_logger().error(f"closing episode {writer.path}: {e}")
+        return summary
+
+    # ------------------------------------------------------------------ services
+    def _on_start(self, request, response):
+        if self.writer is not None:
+            response.success = False
+            response.message = f"already recording {self.writer.path}; stop or discard it first"
+            return response
+        root = Path(self.cfg.output_dir)
+        try:
+            check_writable(root, self.cfg.min_free_mb)
+            path = self._next_episode_dir(root)
+            meta = {
+                "task": self.cfg.task,
+                "success": False,
+                "seed": self.episode_info.get("seed"),
+                "start_time_ns": self._now_ns(),
+                "joint_names": list(self.cfg.joint_names),
+            }
+            writer = EpisodeBagWriter(path, self.cfg.storage, self.cfg.segment_seconds, meta)
+            for topic, msgtype in self.topics.items():
+                writer.add_topic(topic, msgtype)
+        except BagWriteError as e:
+            self.get_logger().error(f"cannot start recording: {e}")
+            response.success, response.message = False, f"cannot start recording: {e}"
+            return response
+        self.writer, self.counts = writer, {}
+        self.get_logger().info(f"recording {path}")
+        response.success, response.message = True, str(path)
+        return response
+
+    def _on_stop(self, request, response):
+        if self.writer is None:
+            response.success, response.message = False, "not recording"
+            return response
+        summary = self._finish()
+        response.success = "error" not in summary
+        response.message = json.dumps(summary)
+        self.get_logger().info(f"episode done: {response.message}")
+        return response
+
+    def _on_discard(self, request, response):
+        if self.writer is None:
+            response.success, response.message = False, "not recording"
+            return response
+        writer, self.writer = self.writer, None
+        writer.discard()
+        response.success, response.message = True, f"discarded {writer.path}"
+        return response
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = RecorderNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node.writer is not None:  # SIGINT mid-episode: keep everything received
+            summary = node._finish(interrupted=True)
+            print(f"recorder_node: episode closed on shutdown: {json.dumps(summary)}", flush=True)
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

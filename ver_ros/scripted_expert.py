@@ -1,0 +1,134 @@
+"""scripted_expert (sim only): drives the sim through ROS topics with ver_core's ScriptedExpert.
+
+Reads ``/joint_states`` and the privileged sim-only ``/sim/object_pose`` (PoseStamped) and, while
+active, publishes every control period one JointTrajectory point on
+``/fr3_arm_controller/joint_trajectory`` (stamped now, due one period later: the sim interpolates
+toward it) and the gripper width on ``/gripper/command``. Services: ``~/start`` (reset the expert
+from the latest state and start acting), ``~/stop`` (stop publishing; the sim holds position).
+Run with ``use_sim_time:=true`` next to sim_node so the control timer follows sim time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ver_core.sim import ExpertConfig, ScriptedExpert
+from ver_ros.conversions import joint_positions
+from ver_ros.params import declare_config, param
+from ver_ros.qos import COMMAND_QOS, sensor_qos
+
+
+@dataclass
+class ExpertNodeConfig:
+    control_hz: float = param(10.0, "control rate (Hz, node clock: sim time with use_sim_time)")
+    joint_names: list[str] = param(
+        [f"fr3_joint{i}" for i in range(1, 8)], "arm joint names (Franka order)"
+    )
+    finger_joint_names: list[str] = param(
+        ["fr3_finger_joint1", "fr3_finger_joint2"], "finger joint names"
+    )
+    autostart: bool = param(False, "act from the first state on, without a ~/start call")
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.control_hz <= 100.0:
+            raise ValueError(f"control_hz must be in [1, 100], got {self.control_hz}")
+        if len(self.joint_names) != 7 or len(self.finger_joint_names) != 2:
+            raise ValueError("joint_names needs 7 names and finger_joint_names 2")
+
+
+class ScriptedExpertNode(Node):
+    def __init__(self) -> None:
+        super().__init__("scripted_expert")
+        self.cfg = declare_config(self, ExpertNodeConfig)
+        self.expert = ScriptedExpert(ExpertConfig(control_hz=self.cfg.control_hz))
+        self.state: JointState | None = None
+        self.pose: PoseStamped | None = None
+        self.active = self.cfg.autostart
+        self._needs_reset = True
+        self.pub_traj = self.create_publisher(
+            JointTrajectory, "/fr3_arm_controller/joint_trajectory", COMMAND_QOS
+        )
+        self.pub_grip = self.create_publisher(Float64, "/gripper/command", COMMAND_QOS)
+        self.create_subscription(JointState, "/joint_states", self._on_state, sensor_qos(5))
+        self.create_subscription(PoseStamped, "/sim/object_pose", self._on_pose, sensor_qos(5))
+        self.create_service(Trigger, "~/start", self._on_start)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_timer(1.0 / self.cfg.control_hz, self._tick)
+
+    def _on_state(self, msg: JointState) -> None:
+        self.state = msg
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        self.pose = msg
+
+    def _on_start(self, request, response):
+        self.active, self._needs_reset = True, True
+        response.success, response.message = True, "expert active"
+        return response
+
+    def _on_stop(self, request, response):
+        self.active = False
+        response.success, response.message = (
+            True,
+            f"expert stopped in phase {self.expert.phase_name}",
+        )
+        return response
+
+    def _tick(self) -> None:
+        if not self.active or self.state is None or self.pose is None:
+            return
+        c = self.cfg
+        try:
+            q = joint_positions(self.state, c.joint_names)
+            width = float(joint_positions(self.state, c.finger_joint_names).sum())
+        except ValueError as e:
+            self.get_logger().error(f"cannot act: {e}")
+            return
+        p, o = self.pose.pose.position, self.pose.pose.orientation
+        if self._needs_reset:
+            self.expert.reset(q)
+            self._needs_reset = False
+        target, grip = self.expert.act(
+            q, width, np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z])
+        )
+        traj = JointTrajectory()
+        traj.header.stamp = self.get_clock().now().to_msg()
+        traj.joint_names = list(c.joint_names)
+        period_ns = int(1e9 / c.control_hz)
+        traj.points = [
+            JointTrajectoryPoint(
+                positions=[float(v) for v in target],
+                time_from_start=Duration(
+                    sec=period_ns // 1_000_000_000, nanosec=period_ns % 1_000_000_000
+                ),
+            )
+        ]
+        self.pub_traj.publish(traj)
+        self.pub_grip.publish(Float64(data=grip))
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = ScriptedExpertNode()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()
