@@ -2,9 +2,14 @@
 
 Starts ``recorder_node`` as its own process in an isolated domain, publishes camera images
 (best effort, like the camera) plus joint states at a fixed rate from this process, records one
-episode per case and reads the bag back: frames/s and MB/s written, dropped = published - recorded.
+episode per case and reads the bag back. Each lost frame is attributed: ``late_sends`` (the
+publisher missed its 1/30 s slot), ``lost_in_transport`` = sent - received by the recorder's
+callback, ``lost_in_recorder`` = received - written (writer queue full), and the bag is counted
+with the rosbags reader. Every case runs under two Fast DDS transports, each in its own worker
+process (the profile is read at ``rclpy.init``): ``default`` (built-in UDPv4 + 512 KB shared
+memory segment) and ``large_shm`` (``ver_ros.record_demos.write_fastdds_profile``).
 
-    .venv/bin/python bench/bench_recorder.py [--seconds 8]
+    .venv/bin/python bench/bench_recorder.py [--seconds 8] [--transports default large_shm]
 """
 
 from __future__ import annotations
@@ -58,9 +63,10 @@ def run_case(
             rclpy.spin_once(node, timeout_sec=0.05)
         rng = np.random.default_rng(0)
         frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
-        n = int(args.seconds * hz)
+        n, late = int(args.seconds * hz), 0
         t0 = time.monotonic()
         for i in range(n):
+            late += time.monotonic() > t0 + (i + 1) / hz
             stamp = time.time_ns()
             img_pub.publish(image_to_msg(frames[i % 4], stamp, "cam"))
             js_pub.publish(
@@ -86,26 +92,35 @@ def run_case(
         got = {c.topic: c.msgcount for c in reader.connections}
     img_topic = "/camera/camera/color/image_raw" + ("/compressed" if compressed else "")
     size = sum(f.stat().st_size for f in Path(summary["path"]).iterdir())
+    received = summary["received"].get(img_topic, 0)
     return {
-        "image": f"{w}x{h}", "rate_hz": hz, "compressed": compressed, "storage": storage,
-        "published_frames": n, "recorded_frames": got.get(img_topic, 0), "dropped_frames": n - got.get(img_topic, 0),
+        "transport": args.transport, "image": f"{w}x{h}", "rate_hz": hz, "compressed": compressed,
+        "storage": storage, "published_frames": n, "late_sends": late,
+        "received_frames": received, "recorded_frames": got.get(img_topic, 0),
+        "dropped_frames": n - got.get(img_topic, 0), "lost_in_transport": n - received,
+        "lost_in_recorder": received - got.get(img_topic, 0),
+        "writer_max_backlog": summary["max_backlog"],
         "dropped_joint_states": n - got.get("/joint_states", 0),
         "frames_per_s": round(got.get(img_topic, 0) / pub_s, 1), "bag_MB": round(size / 1e6, 2),
         "MB_per_s": round(size / 1e6 / pub_s, 2),
     }  # fmt: skip
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--seconds", type=float, default=8.0)
-    args = p.parse_args()
+def worker(args) -> list[dict]:
     os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 200))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    out = Path(tempfile.mkdtemp(prefix="bench_recorder_"))
+    if args.transport == "large_shm":
+        from ver_ros.record_demos import shm_segment_bytes, write_fastdds_profile
+
+        profile = write_fastdds_profile(out / "fastdds.xml", shm_segment_bytes(640, 480))
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    else:
+        os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
     import rclpy
 
     rclpy.init()
     node = rclpy.create_node("bench_recorder_pub")
-    out = Path(tempfile.mkdtemp(prefix="bench_recorder_"))
     cases = [
         (224, 224, 30.0, False, "mcap"),
         (640, 480, 30.0, False, "mcap"),
@@ -116,12 +131,39 @@ def main() -> None:
     try:
         for case in cases:
             rows.append(run_case(node, rclpy, args, out, *case))
-            print(json.dumps(rows[-1]))
+            print(json.dumps(rows[-1]), flush=True)
     finally:
         node.destroy_node()
         rclpy.shutdown()
         shutil.rmtree(out, ignore_errors=True)
-    result = {"cpu_count": os.cpu_count(), "seconds_per_case": args.seconds, "cases": rows}
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--transports", nargs="+", default=["default", "large_shm"])
+    p.add_argument("--transport", help=argparse.SUPPRESS)  # worker mode
+    args = p.parse_args()
+    if args.transport:
+        print("ROWS " + json.dumps(worker(args)), flush=True)
+        return
+    rows = []
+    for transport in args.transports:
+        cmd = [sys.executable, __file__, "--seconds", str(args.seconds), "--transport", transport]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        print(done.stdout[-4000:], done.stderr[-2000:] if done.returncode else "", flush=True)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("ROWS ")]
+        if done.returncode or not lines:
+            raise SystemExit(f"worker for {transport} failed (rc {done.returncode})")
+        rows += json.loads(lines[-1][5:])
+    load = os.getloadavg()
+    result = {
+        "cpu_count": os.cpu_count(),
+        "load_avg_1_5_15_at_end": [round(x, 2) for x in load],
+        "seconds_per_case": args.seconds,
+        "cases": rows,
+    }
     path = Path(__file__).parent / "results" / "recorder.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

@@ -1,13 +1,22 @@
 """recorder_node: records camera, joint states and commands into one rosbag2 episode per start/stop.
 
-Subscriptions hand over the serialized bytes (``raw=True``) which are stored as is (trailing
-buffer padding trimmed, see ``ver_core.data.bag_writer.trim_cdr``); with ``compressed:=true`` the
-image is re-encoded to JPEG and stored as sensor_msgs/CompressedImage on ``<image_topic>/compressed``.
-Bag time stamps are the node clock at receipt (sim time with ``use_sim_time:=true``).
+Subscriptions hand over the serialized bytes (``raw=True``); the callbacks only stamp them with
+the node clock (sim time with ``use_sim_time:=true``) and enqueue them for a writer thread
+(``ver_core.data.bag_writer.BackgroundBagWriter``), so disk writes, segment rotation and JPEG
+encoding never hold up the executor. Bytes are stored as is (trailing buffer padding trimmed, see
+``trim_cdr``); with ``compressed:=true`` the image is re-encoded to JPEG in the writer thread and
+stored as sensor_msgs/CompressedImage on ``<image_topic>/compressed``.
+
+Sensor subscriptions are best effort (a reliable subscriber would not match the best-effort camera
+and joint-state publishers at all) with a deep history (``queue_depth``). Frames of 640x480 and
+up only arrive intact when Fast DDS's shared-memory segment holds several frames: see
+``ver_ros.record_demos.write_fastdds_profile`` and docs/SIM.md.
 
 Services (std_srvs/Trigger): ``~/start`` (refused while recording, or when the output directory
-is unwritable / too full: the node keeps running), ``~/stop`` (finalize; message = JSON summary),
-``~/discard`` (drop the current episode). Episode metadata (task, seed, success from the sim-only
+is unwritable / too full: the node keeps running), ``~/stop`` (finalize; message = JSON summary
+with received/written counts; success false with ``"error"`` when writing failed mid-episode,
+e.g. disk full: the segments committed before stay readable), ``~/discard`` (drop the current
+episode). Episode metadata (task, seed, success from the sim-only
 ``/sim/episode`` topic when present) goes to ``episode.json`` and the bag's custom_data.
 Crash safety: see ``EpisodeBagWriter`` (closed segments survive SIGKILL; SIGINT closes all).
 """
@@ -17,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +39,12 @@ from std_msgs.msg import Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from ver_core.data.bag_writer import BagWriteError, EpisodeBagWriter, check_writable
+from ver_core.data.bag_writer import (
+    BackgroundBagWriter,
+    BagWriteError,
+    EpisodeBagWriter,
+    check_writable,
+)
 from ver_ros.conversions import compressed_image_to_msg, msg_to_rgb
 from ver_ros.params import declare_config, param
 from ver_ros.qos import LATCHED_QOS, command_qos, sensor_qos
@@ -63,25 +78,26 @@ class RecorderConfig:
         1.0, "crash-safe segment length (wall s): at most this is lost on SIGKILL"
     )
     min_free_mb: float = param(200.0, "refuse to start with less free disk space (MB)")
-    queue_depth: int = param(50, "subscription queue depth (sensor streams, best effort)")
+    queue_depth: int = param(50, "DDS history depth of every subscription (sensor: best effort)")
+    write_queue: int = param(
+        150, "messages buffered for the writer thread before new ones are dropped (counted)"
+    )
 
     def __post_init__(self) -> None:
         if self.storage not in ("mcap", "sqlite3"):
             raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
-        if self.segment_seconds <= 0 or self.queue_depth < 1:
-            raise ValueError("segment_seconds must be > 0 and queue_depth >= 1")
+        if self.segment_seconds <= 0 or self.queue_depth < 1 or self.write_queue < 1:
+            raise ValueError("segment_seconds must be > 0, queue_depth and write_queue >= 1")
 
 
 class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("recorder_node")
         self.cfg = c = declare_config(self, RecorderConfig)
-        self.writer: EpisodeBagWriter | None = None
+        self.writer: BackgroundBagWriter | None = None
         self.episode_info: dict = {}
-        self.counts: dict[str, int] = {}
-        self.errors = 0
         sq, cq = sensor_qos(c.queue_depth), command_qos(c.queue_depth)
         self.image_out = c.image_topic + "/compressed" if c.compressed else c.image_topic
         self.topics = {
@@ -122,39 +138,31 @@ class RecorderNode(Node):
         ns = self.get_clock().now().nanoseconds
         return ns if ns > 0 else time.time_ns()
 
-    def _write(self, topic: str, data: bytes) -> None:
-        if self.writer is None:
-            return
-        try:
-            self.writer.write(topic, self._now_ns(), data)
-            self.counts[topic] = self.counts.get(topic, 0) + 1
-        except BagWriteError as e:
-            self.errors += 1
-            self.get_logger().error(f"recording stopped, episode kept up to here: {e}")
-            self._finish(interrupted=True)
+    def _raw_cb(self, topic: str) -> Callable[[bytes], None]:
+        def enqueue(data: bytes) -> None:
+            if (writer := self.writer) is not None:
+                writer.submit(topic, self._now_ns(), data)
 
-    def _raw_cb(self, topic: str):
-        return lambda data: self._write(topic, data)
+        return enqueue
 
     def _on_image(self, data: bytes) -> None:
-        if self.writer is None:
-            return
-        if self.cfg.compressed:
-            try:
-                msg = deserialize_message(data, Image)
-                out = compressed_image_to_msg(
-                    msg_to_rgb(msg),
-                    msg.header.stamp,
-                    msg.header.frame_id,
-                    "jpeg",
-                    self.cfg.jpeg_quality,
-                )
-            except ValueError as e:
-                self.errors += 1
-                self.get_logger().error(f"image not recorded: {e}")
-                return
-            data = serialize_message(out)
-        self._write(self.image_out, data)
+        if (writer := self.writer) is not None:
+            transform = self._to_jpeg if self.cfg.compressed else None
+            writer.submit(self.image_out, self._now_ns(), data, transform)
+
+    def _to_jpeg(self, data: bytes) -> bytes:
+        """Serialized Image -> serialized JPEG CompressedImage (writer thread)."""
+        msg = deserialize_message(data, Image)
+        out = compressed_image_to_msg(
+            msg_to_rgb(msg), msg.header.stamp, msg.header.frame_id, "jpeg", self.cfg.jpeg_quality
+        )
+        return serialize_message(out)
+
+    def _on_write_error(self, error: str) -> None:
+        self.get_logger().error(
+            f"recording stopped, episode kept up to the last closed segment: {error}; "
+            "call ~/stop (reports it) or ~/discard"
+        )
 
     def _on_episode_info(self, msg: String) -> None:
         try:
@@ -172,29 +180,31 @@ class RecorderNode(Node):
         writer, self.writer = self.writer, None
         if writer is None:
             return {}
-        summary = {
-            "path": str(writer.path),
-            "messages": writer.message_count,
-            "bytes": writer.bytes_written,
-            "counts": dict(self.counts),
-        }
         try:
-            writer.close(
+            summary = writer.close(
                 stop_time_ns=self._now_ns(),
                 success=bool(self.episode_info.get("success", False)),
                 **updates,
             )
         except BagWriteError as e:
-            self.errors += 1
+            summary = writer.stats()
             summary["error"] = str(e)
-            self.get_logger().error(f"closing episode {writer.path}: {e}")
+            self.get_logger().error(f"episode {writer.path} incomplete: {e}")
+        summary["counts"] = summary["written"]
+        summary["messages"] = writer.writer.message_count
+        summary["bytes"] = writer.writer.bytes_written
+        if summary["skipped"]:
+            self.get_logger().warning(
+                f"{summary['skipped']} messages not recorded, last: {writer.last_skip}"
+            )
         return summary
 
     # ------------------------------------------------------------------ services
     def _on_start(self, request, response):
         if self.writer is not None:
+            state = f"failed ({self.writer.error})" if self.writer.error else "recording"
             response.success = False
-            response.message = f"already recording {self.writer.path}; stop or discard it first"
+            response.message = f"already {state} {self.writer.path}; stop or discard it first"
             return response
         root = Path(self.cfg.output_dir)
         try:
@@ -207,14 +217,14 @@ class RecorderNode(Node):
                 "start_time_ns": self._now_ns(),
                 "joint_names": list(self.cfg.joint_names),
             }
-            writer = EpisodeBagWriter(path, self.cfg.storage, self.cfg.segment_seconds, meta)
+            episode = EpisodeBagWriter(path, self.cfg.storage, self.cfg.segment_seconds, meta)
             for topic, msgtype in self.topics.items():
-                writer.add_topic(topic, msgtype)
+                episode.add_topic(topic, msgtype)
         except BagWriteError as e:
             self.get_logger().error(f"cannot start recording: {e}")
             response.success, response.message = False, f"cannot start recording: {e}"
             return response
-        self.writer, self.counts = writer, {}
+        self.writer = BackgroundBagWriter(episode, self.cfg.write_queue, self._on_write_error)
         self.get_logger().info(f"recording {path}")
         response.success, response.message = True, str(path)
         return response
@@ -224,7 +234,7 @@ class RecorderNode(Node):
             response.success, response.message = False, "not recording"
             return response
         summary = self._finish()
-        response.success = "error" not in summary
+        response.success = summary.get("error") is None
         response.message = json.dumps(summary)
         self.get_logger().info(f"episode done: {response.message}")
         return response

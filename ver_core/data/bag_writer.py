@@ -14,21 +14,34 @@ holding everything up to the last closed segment; a SIGKILL loses at most the op
 
 ``episode.json`` beside the bag files (docs/INTERFACES.md) is written on open (with
 ``"stop_time_ns": null``) and rewritten on close.
+
+Storage failure (disk full, EFBIG): the open segment is given up, the closed ones stay readable,
+``error`` / ``episode.json["write_error"]`` say why. ``BackgroundBagWriter`` runs an episode in a
+writer thread behind a bounded queue, so a ROS callback only enqueues (see recorder_node).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_typestore
 
-__all__ = ["BagWriteError", "EpisodeBagWriter", "check_writable", "trim_cdr"]
+__all__ = [
+    "BackgroundBagWriter",
+    "BagWriteError",
+    "EpisodeBagWriter",
+    "check_writable",
+    "trim_cdr",
+]
 
 _STORAGE = {"mcap": (StoragePlugin.MCAP, ".mcap"), "sqlite3": (StoragePlugin.SQLITE3, ".db3")}
 _TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -75,6 +88,17 @@ def check_writable(directory: Path, min_free_mb: float) -> None:
         )
 
 
+def _abort(writer: Writer | None) -> None:
+    """Close a rosbags writer without finishing its file (after a failure; frees the disk space
+    of an unlinked file)."""
+    if writer is None:
+        return
+    try:
+        writer.abort()
+    except Exception:  # noqa: BLE001 - the file is being given up; a failed flush changes nothing
+        pass
+
+
 class EpisodeBagWriter:
     """One episode = one rosbag2 directory. ``add_topic`` then ``write`` then ``close``.
 
@@ -111,6 +135,7 @@ class EpisodeBagWriter:
         self.message_count = 0
         self.bytes_written = 0
         self.closed = False
+        self.error: str | None = None  # first storage failure; writing stopped there
         try:
             (self.path / PARTIAL_DIR).mkdir(parents=True)
         except OSError as e:
@@ -129,24 +154,37 @@ class EpisodeBagWriter:
             self._conns[topic] = self._writer.add_connection(topic, msgtype, typestore=_TYPESTORE)
 
     def write(self, topic: str, timestamp_ns: int, data: bytes) -> None:
-        """Append one serialized (CDR) message received at ``timestamp_ns``."""
+        """Append one serialized (CDR) message received at ``timestamp_ns``.
+
+        A storage failure (disk full, EFBIG...) abandons the open segment (its file may end in a
+        torn record) and marks the episode failed: later writes raise, ``close()`` keeps the
+        segments committed before the failure. Bytes that do not decode raise without failing it.
+        """
         if self.closed:
             raise BagWriteError(f"episode {self.path.name} is closed")
+        if self.error is not None:
+            raise BagWriteError(f"episode {self.path.name} stopped after: {self.error}")
         if topic not in self._topics:
             raise BagWriteError(f"topic {topic} was not registered with add_topic")
-        if (
-            self._writer is not None
-            and time.monotonic() - self._seg_started >= self.segment_seconds
-        ):
-            self._finish_segment()
-        if self._writer is None:
-            self._open_segment()
+        data = trim_cdr(bytes(data), self._topics[topic])
         try:
-            self._writer.write(
-                self._conns[topic], int(timestamp_ns), trim_cdr(bytes(data), self._topics[topic])
-            )
-        except OSError as e:
-            raise BagWriteError(f"writing {topic} to {self.path}: {e}") from e
+            if (
+                self._writer is not None
+                and time.monotonic() - self._seg_started >= self.segment_seconds
+            ):
+                self._finish_segment()
+            if self._writer is None:
+                self._open_segment()
+            try:
+                self._writer.write(self._conns[topic], int(timestamp_ns), data)
+            except (OSError, WriterError) as e:
+                raise BagWriteError(f"writing {topic} to {self.path}: {e}") from e
+        except BagWriteError as e:
+            self.error = str(e)
+            _abort(self._writer)  # abandon the open segment, release its file
+            self._writer = None
+            shutil.rmtree(self.path / PARTIAL_DIR, ignore_errors=True)  # give its space back
+            raise
         self._seg_count += 1
         self.message_count += 1
         self.bytes_written += len(data)
@@ -156,23 +194,28 @@ class EpisodeBagWriter:
         if self.closed:
             return self.path
         self.metadata.update(metadata_updates)
-        if self._writer is not None or not self._files:
-            if self._writer is None:
-                self._open_segment()  # an empty episode is still a valid, readable bag
-            self._finish_segment()
-        shutil.rmtree(self.path / PARTIAL_DIR, ignore_errors=True)
+        if self.error is not None:
+            self.metadata["write_error"] = self.error
+        error: BagWriteError | None = None
+        try:
+            if self._writer is not None or not self._files:
+                if self._writer is None:
+                    self._open_segment()  # an empty episode is still a valid, readable bag
+                self._finish_segment()
+        except BagWriteError as e:  # e.g. disk full: the committed segments stay readable
+            error, self._writer = e, None
+            self.metadata["write_error"] = self.error = self.error or str(e)
+        shutil.rmtree(self.path / PARTIAL_DIR, ignore_errors=True)  # frees space first
         self.closed = True
         self._write_episode_json()
+        if error is not None:
+            raise error
         return self.path
 
     def discard(self) -> None:
         """Drop the episode directory entirely."""
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            except Exception:  # noqa: BLE001 - we delete everything anyway
-                pass
-            self._writer = None
+        _abort(self._writer)
+        self._writer = None
         self.closed = True
         shutil.rmtree(self.path, ignore_errors=True)
 
@@ -208,7 +251,8 @@ class EpisodeBagWriter:
             src = seg_dir / seg_meta["relative_file_paths"][0]
             dst = self.path / src.name
             os.replace(src, dst)
-        except OSError as e:
+        except (OSError, WriterError) as e:
+            _abort(writer)
             raise BagWriteError(f"closing bag segment {seg_dir}: {e}") from e
         shutil.rmtree(seg_dir, ignore_errors=True)
         self._seg_index += 1
@@ -240,8 +284,11 @@ class EpisodeBagWriter:
             {"rosbag2_bagfile_information": info}, default_flow_style=False, sort_keys=False
         )
         tmp = self.path / "metadata.yaml.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, self.path / "metadata.yaml")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, self.path / "metadata.yaml")
+        except OSError as e:  # the previous metadata.yaml (older segments) stays valid
+            raise BagWriteError(f"writing {self.path / 'metadata.yaml'}: {e}") from e
 
     def _write_episode_json(self) -> None:
         meta = {"stop_time_ns": None, **self.metadata}
@@ -251,3 +298,124 @@ class EpisodeBagWriter:
             os.replace(tmp, self.path / "episode.json")
         except OSError as e:
             raise BagWriteError(f"writing {self.path / 'episode.json'}: {e}") from e
+
+
+_STOP = object()
+
+
+class BackgroundBagWriter:
+    """An ``EpisodeBagWriter`` fed from a thread, so a subscription callback only enqueues.
+
+    ``submit`` never blocks and never raises: it returns False when the bounded queue is full
+    (counted in ``dropped``) or writing has stopped after a storage failure. ``transform``, given
+    per message, runs in the writer thread (e.g. JPEG re-encoding) and maps bytes to bytes; a
+    ValueError / BagWriteError from it or from undecodable bytes skips that one message
+    (``skipped``, ``last_skip``). The first storage failure (disk full...) stops the episode:
+    ``error`` holds it, ``on_error`` is called once from the writer thread, the segments
+    committed before stay readable, and ``close`` reports it.
+    """
+
+    def __init__(
+        self,
+        writer: EpisodeBagWriter,
+        max_queue: int = 256,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        self.writer = writer
+        self.on_error = on_error
+        self._queue: queue.Queue = queue.Queue(max_queue)
+        self.received: dict[str, int] = {}  # topic -> messages handed to submit
+        self.written: dict[str, int] = {}
+        self.dropped = 0  # queue full or after a failure: never written
+        self.skipped = 0  # bad message / failed transform
+        self.last_skip = ""
+        self.max_backlog = 0
+        self._final_error: BagWriteError | None = None
+        self._thread = threading.Thread(target=self._run, name="bag-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def path(self) -> Path:
+        return self.writer.path
+
+    @property
+    def error(self) -> str | None:
+        return self.writer.error
+
+    def submit(
+        self,
+        topic: str,
+        timestamp_ns: int,
+        data: bytes,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> bool:
+        self.received[topic] = self.received.get(topic, 0) + 1
+        if self.writer.error is None:
+            try:
+                self._queue.put_nowait((topic, timestamp_ns, data, transform))
+                self.max_backlog = max(self.max_backlog, self._queue.qsize())
+                return True
+            except queue.Full:
+                pass
+        self.dropped += 1
+        return False
+
+    def _run(self) -> None:
+        # The episode is only touched from this thread (sqlite3 connections are per thread).
+        while (item := self._queue.get())[0] is not _STOP:
+            topic, stamp, data, transform = item
+            if self.writer.error is not None:
+                self.dropped += 1
+                continue
+            try:
+                self.writer.write(topic, stamp, transform(data) if transform else data)
+                self.written[topic] = self.written.get(topic, 0) + 1
+            except (BagWriteError, ValueError) as e:
+                if self.writer.error is None:  # a bad message, not a storage failure
+                    self.skipped += 1
+                    self.last_skip = f"{topic}: {e}"
+                    continue
+                self.dropped += 1
+                if self.on_error is not None:
+                    self.on_error(self.writer.error)
+        _, action, kwargs = item
+        try:
+            action(**kwargs)
+        except BagWriteError as e:
+            self._final_error = e
+
+    def stats(self) -> dict:
+        """JSON-able counters: received/written per topic, dropped, skipped, error."""
+        return {
+            "path": str(self.writer.path),
+            "received": dict(self.received),
+            "written": dict(self.written),
+            "dropped": self.dropped,
+            "skipped": self.skipped,
+            "max_backlog": self.max_backlog,
+            "error": self.writer.error,
+        }
+
+    def _finish(self, action: Callable, **kwargs) -> None:
+        """Run ``action`` in the writer thread after everything queued; wait for it."""
+        if not self._thread.is_alive():
+            raise BagWriteError(f"episode {self.writer.path.name} was closed already")
+        self._queue.put((_STOP, action, kwargs))  # blocks only while the queue is full
+        self._thread.join()
+        if self._final_error is not None:
+            raise self._final_error
+
+    def close(self, **metadata_updates) -> dict:
+        """Write everything queued, close the episode; return ``stats()``.
+
+        Raises BagWriteError (after closing what can be closed) if the episode failed.
+        """
+        self._finish(self.writer.close, **metadata_updates)
+        if self.writer.error is not None:
+            raise BagWriteError(self.writer.error)
+        return self.stats()
+
+    def discard(self) -> None:
+        self._finish(self.writer.discard)
