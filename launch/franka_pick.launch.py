@@ -1,0 +1,41 @@
+"""Launch the VER pick graph on a Franka (or in the simulator with sim:=true).
+
+    ros2 launch ver_ros franka_pick.launch.py checkpoint:=/path/to/task sim:=true
+
+The nodes come from ver_ros.graph.build_graph, the same description ver-bringup runs, so the two
+cannot drift apart. Written for a real ROS 2 install (the Docker images); on the development
+machines launch_ros does not exist, and this file is only checked structurally by
+tests/unit/test_launch_graph.py.
+"""
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+from ver_ros.graph import LAUNCH_ARGUMENTS, GraphOptions, build_graph
+
+
+def _nodes(context, *args, **kwargs):
+    values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
+    options = GraphOptions.from_strings(values)
+    return [
+        Node(
+            package=spec.package,
+            executable=spec.executable,
+            name=spec.name,
+            namespace=spec.namespace,
+            parameters=[*spec.param_files, spec.parameters],
+            output="screen",
+            emulate_tty=True,
+        )
+        for spec in build_graph(options)
+    ]
+
+
+def generate_launch_description():
+    arguments = [
+        DeclareLaunchArgument(name, default_value=default, description=description)
+        for name, (default, description) in LAUNCH_ARGUMENTS.items()
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])

@@ -1,0 +1,242 @@
+"""camera image -> encoder_node -> policy_node -> safety_node -> command, as real processes.
+
+The test publishes camera frames (raw rgb8) and plays an ideal robot on /joint_states. Checks:
+features keep the image stamp, chunks are stamped with the observation time, commands come out
+gated; killing the encoder makes the safety node hold with a frozen command.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from ver_core.safety import FR3_LIMITS
+from ver_ros.conversions import compressed_image_to_msg, image_to_msg, msg_to_rgb, stamp_to_ns
+from ver_ros.encoder_node import msg_to_features
+from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+
+pytestmark = pytest.mark.ros
+
+JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
+HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained (random) task checkpoint: the graph's plumbing, not its skill, is tested."""
+    from ver_core.policy import TaskConfig, TaskPolicy
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("task")
+    TaskPolicy.build(TaskConfig(chunk_len=16, control_rate_hz=10.0)).save_pretrained(path)
+    return path
+
+
+class CameraAndRobot:
+    def __init__(self, compressed: bool = False) -> None:
+        self.compressed = compressed
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.node = n = Node("pipeline_test", context=self.ctx)
+        self.lock = threading.Lock()
+        self.q = HOME.copy()
+        self.commands: list[tuple[float, np.ndarray]] = []
+        self.features: list[tuple[int, tuple[int, int]]] = []
+        self.chunks: list[int] = []
+        self.image_stamps: set[int] = set()
+        self.status: list[str] = []
+        self.rng = np.random.default_rng(0)
+        self.overlays: list[tuple[int, int, int]] = []
+        if compressed:
+            topic, kind = "/camera/camera/color/image_raw/compressed", CompressedImage
+        else:
+            topic, kind = "/camera/camera/color/image_raw", Image
+        self.img_pub = n.create_publisher(kind, topic, SENSOR_QOS)
+        n.create_subscription(
+            Image,
+            "/ver/routing_image",
+            lambda m: self.overlays.append(msg_to_rgb(m).shape),
+            SENSOR_QOS,
+        )
+        self.js_pub = n.create_publisher(JointState, "/joint_states", SENSOR_QOS)
+        n.create_subscription(
+            JointTrajectory, "/fr3_arm_controller/joint_trajectory", self._on_cmd, COMMAND_QOS
+        )
+        n.create_subscription(Image, "/ver/features", self._on_features, SENSOR_QOS)
+        n.create_subscription(
+            JointTrajectory,
+            "/ver/action_chunk",
+            lambda m: self.chunks.append(stamp_to_ns(m.header.stamp)),
+            COMMAND_QOS,
+        )
+        n.create_subscription(
+            String, "/ver/safety_status", lambda m: self.status.append(m.data), LATCHED_QOS
+        )
+        n.create_timer(1 / 15, self._publish_image)
+        n.create_timer(0.01, self._publish_state)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(n)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _publish_image(self) -> None:
+        rgb = self.rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+        stamp = self.node.get_clock().now()
+        self.image_stamps.add(stamp.nanoseconds)
+        if self.compressed:
+            self.img_pub.publish(compressed_image_to_msg(rgb, stamp.to_msg(), "camera", fmt="jpeg"))
+        else:
+            self.img_pub.publish(image_to_msg(rgb, stamp.to_msg(), "camera"))
+
+    def _publish_state(self) -> None:
+        msg = JointState()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.name = [*JOINTS, "fr3_finger_joint1", "fr3_finger_joint2"]
+        with self.lock:
+            msg.position = [*self.q.tolist(), 0.02, 0.02]
+        self.js_pub.publish(msg)
+
+    def _on_cmd(self, msg: JointTrajectory) -> None:
+        q = np.array(msg.points[0].positions)
+        with self.lock:
+            self.commands.append((time.monotonic(), q))
+            self.q = q
+
+    def _on_features(self, msg: Image) -> None:
+        self.features.append((stamp_to_ns(msg.header.stamp), msg_to_features(msg).shape))
+
+    def cmds_since(self, t: float) -> np.ndarray:
+        with self.lock:
+            return np.array([q for (tr, q) in self.commands if tr >= t])
+
+    def wait_for(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; status {self.status[-5:]}")
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+
+
+def _start(module: str, env: dict, *params: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", module, "--ros-args"]
+    for p in params:
+        args += ["-p", p]
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _stop(procs: list[subprocess.Popen]) -> list[str]:
+    outs = []
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        print(out[-3000:])
+        outs.append(out)
+    return outs
+
+
+@pytest.mark.parametrize("host_encoder", [False, True], ids=["encoder_node", "host_encoder_jpeg"])
+def test_image_to_command_then_dead_perception_holds(ros_env, checkpoint, host_encoder):
+    """Separate encoder on raw images, or the encoder hosted in the policy on JPEG images.
+    Then the perception process (encoder, or policy hosting it) is killed: the gate must hold."""
+    ck = f"checkpoint:={checkpoint}"
+    policy_params = [ck, "threads:=1", "max_age_s:=1.5"]
+    if host_encoder:
+        policy_params += ["host_encoder:=true", "image_transport:=compressed", "backend:=tensorrt"]
+        procs = [_start("ver_ros.policy_node", ros_env, *policy_params)]
+    else:
+        encoder = _start(
+            "ver_ros.encoder_node",
+            ros_env,
+            ck,
+            "backend:=onnxruntime",
+            "threads:=1",
+            "max_age_s:=1.0",
+        )
+        procs = [encoder, _start("ver_ros.policy_node", ros_env, *policy_params)]
+    safety = _start(
+        "ver_ros.safety_node",
+        ros_env,
+        "ramp_time_s:=0.3",
+        "chunk_timeout_s:=0.6",
+        "observation_timeout_s:=1.5",
+    )
+    procs.append(safety)
+    io = CameraAndRobot(compressed=host_encoder)
+    try:
+        io.wait_for(lambda: len(io.chunks) >= 5, 120.0, "action chunks from the policy")
+        assert set(io.chunks) <= io.image_stamps  # chunks stamped with the observation time
+        if not host_encoder:
+            # features keep the source image stamp; 1 CLS + 196 patches x 192 channels (ver_tiny)
+            stamp, shape = io.features[-1]
+            assert stamp in io.image_stamps and shape == (197, 192)
+            io.wait_for(lambda: len(io.overlays) > 0, 10.0, "routing overlay")
+            assert io.overlays[-1] == (224, 224, 3)
+        io.wait_for(
+            lambda: any(s in ("ok", "ramping") for s in io.status), 30.0, "gate passing commands"
+        )
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        cmds = io.cmds_since(t0)
+        assert len(cmds) > 20 and np.all(np.isfinite(cmds))
+        lo, hi = FR3_LIMITS.lower + 0.05, FR3_LIMITS.upper - 0.05
+        assert np.all(cmds >= lo - 1e-9) and np.all(cmds <= hi + 1e-9)
+
+        procs[0].send_signal(signal.SIGKILL)  # the perception process dies mid-run
+        io.wait_for(
+            lambda: (
+                io.status
+                and io.status[-1].startswith("hold")
+                and ("chunk_timeout" in io.status[-1] or "stale_observation" in io.status[-1])
+            ),
+            10.0,
+            "safety hold after perception died",
+        )
+        t_hold = time.monotonic()
+        time.sleep(0.5)
+        held = io.cmds_since(t_hold)
+        assert len(held) > 10 and np.ptp(held, axis=0).max() == 0.0
+    finally:
+        io.close()
+        outs = _stop(procs)
+    if host_encoder:
+        from ver_core.export import backend_status
+
+        if backend_status("tensorrt") is not None:  # no TensorRT here: exactly one fallback line
+            assert outs[0].count("falling back to 'onnxruntime'") == 1
+
+
+def test_bringup_stops_the_graph_when_a_node_fails(ros_env, tmp_path):
+    """A node that cannot start (no checkpoint there) brings the whole graph down, loudly."""
+    cmd = [sys.executable, "-m", "ver_ros.bringup", "--checkpoint", str(tmp_path / "missing")]
+    proc = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "cannot start" in out and "config.json is missing" in out
+    assert "stopping the graph" in out

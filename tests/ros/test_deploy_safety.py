@@ -1,0 +1,249 @@
+"""safety_node as a real process: the test plays robot (joint states) and policy (chunks).
+
+Checks on the command topic: out-of-limit targets clamped, NaN and stale chunks never reach it,
+e-stop freezes it within one control period until release and ramp, a dead policy makes it hold.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, String
+from trajectory_msgs.msg import JointTrajectory
+
+from ver_core.deploy import ActionChunk, uniform_offsets
+from ver_core.safety import FR3_LIMITS
+from ver_ros.policy_node import chunk_to_msg
+from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+
+pytestmark = pytest.mark.ros
+
+JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
+HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+RATE = 50.0
+MARGIN = 0.05
+
+
+class FakeRobotAndPolicy:
+    """In-test rclpy node: ideal robot that follows commands + a chunk feeder."""
+
+    def __init__(self) -> None:
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.node = Node("deploy_test", context=self.ctx)
+        self.lock = threading.Lock()
+        self.q = HOME.copy()
+        self.commands: list[tuple[float, np.ndarray]] = []  # (receipt monotonic, (7,))
+        self.status: list[str] = []
+        self.target: np.ndarray | None = None  # chunk target fed at 10 Hz when set
+        self.stamp_offset = 0.0  # s added to chunk stamps (negative = stale)
+        self.feed_joint_states = True
+        n = self.node
+        self.js_pub = n.create_publisher(JointState, "/joint_states", SENSOR_QOS)
+        self.chunk_pub = n.create_publisher(JointTrajectory, "/ver/action_chunk", COMMAND_QOS)
+        self.estop_pub = n.create_publisher(Bool, "/ver/e_stop", LATCHED_QOS)
+        n.create_subscription(
+            JointTrajectory, "/fr3_arm_controller/joint_trajectory", self._on_cmd, COMMAND_QOS
+        )
+        n.create_subscription(
+            String, "/ver/safety_status", lambda m: self.status.append(m.data), LATCHED_QOS
+        )
+        n.create_timer(0.01, self._publish_state)
+        n.create_timer(0.1, self._feed)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(n)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _on_cmd(self, msg: JointTrajectory) -> None:
+        q = np.array(msg.points[0].positions)
+        with self.lock:
+            self.commands.append((time.monotonic(), q))
+            if np.all(np.isfinite(q)):
+                self.q = q  # ideal tracking
+
+    def _publish_state(self) -> None:
+        if not self.feed_joint_states:
+            return
+        msg = JointState()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.name = [*JOINTS, "fr3_finger_joint1", "fr3_finger_joint2"]
+        with self.lock:
+            msg.position = [*self.q.tolist(), 0.02, 0.02]
+        self.js_pub.publish(msg)
+
+    def _feed(self) -> None:
+        if self.target is None:
+            return
+        now = self.node.get_clock().now().nanoseconds * 1e-9 + self.stamp_offset
+        self.send_chunk(self.target, now)
+
+    def send_chunk(self, target: np.ndarray, stamp: float) -> None:
+        actions = np.tile(np.append(target, 0.04), (10, 1))  # (H, 8)
+        self.chunk_pub.publish(
+            chunk_to_msg(ActionChunk(stamp, uniform_offsets(10, 10.0), actions), JOINTS)
+        )
+
+    def cmds_since(self, t: float) -> np.ndarray:
+        with self.lock:
+            return np.array([q for (tr, q) in self.commands if tr >= t])
+
+    def wait_for(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; status history {self.status[-5:]}")
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+
+
+@pytest.fixture
+def safety_proc(ros_env):
+    cmd = [
+        sys.executable, "-m", "ver_ros.safety_node", "--ros-args",
+        "-p", f"control_rate_hz:={RATE}", "-p", "ramp_time_s:=0.3", "-p", f"position_margin:={MARGIN}",
+        "-p", "chunk_timeout_s:=0.5", "-p", "observation_timeout_s:=0.6",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    yield proc
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    print(out)
+
+
+def test_safety_node_gates_every_command(safety_proc):
+    io = FakeRobotAndPolicy()
+    lo, hi = FR3_LIMITS.lower + MARGIN, FR3_LIMITS.upper - MARGIN
+    period = 1.0 / RATE
+    try:
+        io.wait_for(lambda: len(io.commands) > 5, 30.0, "commands while holding")
+        assert any("no_chunk" in s for s in io.status)
+        held = io.cmds_since(0.0)
+        np.testing.assert_allclose(held[-1], HOME, atol=1e-9)  # holds exactly where the robot is
+
+        # 1. out-of-limit target: clamped to limits minus margin, never beyond
+        target = HOME.copy()
+        target[0], target[5] = 10.0, -10.0
+        io.target = target
+        io.wait_for(lambda: abs(io.q[0] - hi[0]) < 1e-6, 15.0, "joint 1 reaching its clamped limit")
+        cmds = io.cmds_since(0.0)
+        assert np.all(cmds >= lo - 1e-9) and np.all(cmds <= hi + 1e-9)
+        assert np.all(np.abs(np.diff(cmds, axis=0)) <= 0.02 + 1e-9)  # per-step cap
+
+        # 2. NaN chunk: nothing from it reaches the robot, the gate holds
+        io.target = None
+        bad = HOME.copy()
+        bad[2] = np.nan
+        t_nan = time.monotonic()
+        io.send_chunk(bad, io.node.get_clock().now().nanoseconds * 1e-9)
+        io.wait_for(lambda: any("nan_action" in s for s in io.status), 5.0, "nan_action hold")
+        time.sleep(0.3)
+        after = io.cmds_since(t_nan)
+        assert (
+            np.all(np.isfinite(after)) and np.all(after >= lo - 1e-9) and np.all(after <= hi + 1e-9)
+        )
+        assert np.ptp(io.cmds_since(time.monotonic() - 0.25), axis=0).max() == 0.0
+
+        # 3. stale observation (image 2 s old): rejected, still holding
+        t_stale = time.monotonic()
+        io.send_chunk(HOME, io.node.get_clock().now().nanoseconds * 1e-9 - 2.0)
+        io.wait_for(lambda: any("stale_observation" in s for s in io.status), 5.0, "stale hold")
+        time.sleep(0.3)
+        assert np.ptp(io.cmds_since(t_stale), axis=0).max() == 0.0
+
+        # 4. e-stop while moving: frozen within one control period (+ DDS slack), until release
+        moving_target = io.q + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5])
+        io.target = moving_target
+        io.wait_for(lambda: io.status[-1] == "ok", 10.0, "moving again")
+        t_stop = time.monotonic()
+        io.estop_pub.publish(Bool(data=True))
+        io.wait_for(lambda: any("e_stop" in s for s in io.status), 5.0, "e_stop status")
+        time.sleep(1.0)
+        frozen = io.cmds_since(t_stop + period + 0.05)
+        assert len(frozen) > 20
+        assert np.ptp(frozen, axis=0).max() == 0.0, "command moved during e-stop"
+        t_release = time.monotonic()
+        io.estop_pub.publish(Bool(data=False))
+        io.wait_for(lambda: io.status[-1] == "ok", 10.0, "ramp completed after release")
+        assert "ramping" in io.status[-3:]
+        ramp = io.cmds_since(t_release)
+        steps = np.abs(np.diff(np.vstack([frozen[-1], ramp]), axis=0))[:, 6]
+        assert steps[0] <= 0.02 * (period / 0.3) * 1.5 + 1e-9  # first step ~ 1/15 of the cap
+        assert steps.max() <= 0.02 + 1e-9
+
+        # 5. dead policy (no more chunks): heartbeat hold, frozen command
+        io.target = None
+        io.wait_for(
+            lambda: "chunk_timeout" in io.status[-1] or "stale_observation" in io.status[-1],
+            5.0,
+            "heartbeat hold",
+        )
+        t_dead = time.monotonic()
+        time.sleep(0.5)
+        assert np.ptp(io.cmds_since(t_dead), axis=0).max() == 0.0
+    finally:
+        io.close()
+
+
+def test_forward_controller_mode_with_panda_limits(ros_env):
+    """controller_type forward: Float64MultiArray commands, Panda table, clamped target."""
+    from std_msgs.msg import Float64, Float64MultiArray
+
+    from ver_core.safety import PANDA_LIMITS
+
+    cmd = [
+        sys.executable, "-m", "ver_ros.safety_node", "--ros-args", "-p", "controller_type:=forward",
+        "-p", "robot_type:=panda", "-p", "ramp_time_s:=0.0", "-p", "observation_timeout_s:=5.0",
+        "-p", "chunk_timeout_s:=5.0",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    io = FakeRobotAndPolicy()
+    forward: list[np.ndarray] = []
+    gripper: list[float] = []
+    io.node.create_subscription(
+        Float64MultiArray,
+        "/forward_position_controller/commands",
+        lambda m: forward.append(np.array(m.data)),
+        COMMAND_QOS,
+    )
+    io.node.create_subscription(
+        Float64, "/gripper/command", lambda m: gripper.append(m.data), COMMAND_QOS
+    )
+    try:
+        io.wait_for(lambda: len(forward) > 3, 30.0, "forward commands")
+        start = forward[-1]
+        target = start.copy()
+        target[3] = 5.0  # joint 4 of the Panda tops out at -0.0698
+        io.send_chunk(target, io.node.get_clock().now().nanoseconds * 1e-9)
+        io.wait_for(lambda: forward[-1][3] > start[3] + 0.1, 10.0, "joint 4 moving")
+        arr = np.stack(forward)
+        assert arr.shape[1] == 7
+        assert np.all(arr[:, 3] <= PANDA_LIMITS.upper[3] - MARGIN + 1e-9)
+        assert gripper and 0.0 <= min(gripper) and max(gripper) <= 0.08
+        assert not io.commands  # nothing on the trajectory topic in forward mode
+    finally:
+        io.close()
+        proc.terminate()
+        proc.communicate(timeout=10)

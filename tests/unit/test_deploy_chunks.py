@@ -1,0 +1,119 @@
+"""Action-chunk sampling, boundary smoothing, stale-frame policy and latency stats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ver_core.deploy import (
+    ActionChunk,
+    ChunkSmoother,
+    FreshnessGate,
+    LatencyStats,
+    SmoothingConfig,
+    uniform_offsets,
+)
+
+
+def ramp_chunk(stamp: float, start: float, slope: float, horizon: int = 10, rate: float = 10.0):
+    off = uniform_offsets(horizon, rate)
+    actions = (start + slope * off)[:, None].repeat(2, axis=1)  # (H, 2)
+    return ActionChunk(stamp, off, actions)
+
+
+def test_sample_interpolates_against_observation_time():
+    c = ramp_chunk(stamp=100.0, start=0.0, slope=1.0)
+    np.testing.assert_allclose(c.sample(100.25), [0.25, 0.25])
+    np.testing.assert_allclose(c.sample(99.0), [0.0, 0.0])  # held before start
+    np.testing.assert_allclose(c.sample(200.0), [0.9, 0.9])  # held after end
+    assert c.sample(np.array([100.0, 100.5])).shape == (2, 2)
+    assert c.end_time == pytest.approx(100.9)
+
+
+def test_chunk_validation():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        ActionChunk(0.0, np.array([0.0, 0.0]), np.zeros((2, 8)))
+    with pytest.raises(ValueError, match="3 actions but 2"):
+        ActionChunk(0.0, np.array([0.0, 0.1]), np.zeros((3, 8)))
+    assert not ActionChunk(0.0, np.array([0.0]), np.array([[np.nan]])).is_finite()
+
+
+def test_latest_mode_passes_chunks_through():
+    sm = ChunkSmoother(SmoothingConfig(mode="latest"))
+    sm.add(ramp_chunk(0.0, 0.0, 0.0))
+    new = ramp_chunk(0.1, 1.0, 0.0)
+    np.testing.assert_array_equal(sm.add(new).actions, new.actions)
+
+
+def test_ensemble_reduces_boundary_jump():
+    sm = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=0.0))
+    old = ramp_chunk(0.0, 0.0, 0.0)  # constant 0 over [0, 0.9]
+    sm.add(old)
+    new = ramp_chunk(0.5, 1.0, 0.0)  # constant 1 over [0.5, 1.4]
+    out = sm.add(new)
+    # where both cover, equal weights (decay 0) -> 0.5; beyond the old chunk -> 1
+    np.testing.assert_allclose(out.actions[:5, 0], 0.5)
+    np.testing.assert_allclose(out.actions[5:, 0], 1.0)
+    assert out.stamp == new.stamp
+
+
+def test_ensemble_decay_favors_newer_chunk():
+    sm = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=10.0))
+    sm.add(ramp_chunk(0.0, 0.0, 0.0))
+    out = sm.add(ramp_chunk(0.5, 1.0, 0.0))
+    w_old = np.exp(-5.0)
+    np.testing.assert_allclose(out.actions[0, 0], 1.0 / (1.0 + w_old))
+
+
+def test_blend_crossfades_from_previous():
+    sm = ChunkSmoother(SmoothingConfig(mode="blend", blend_time_s=0.2))
+    sm.add(ramp_chunk(0.0, 0.0, 0.0))
+    out = sm.add(ramp_chunk(0.5, 1.0, 0.0), now=0.5)
+    # times 0.5, 0.6, 0.7 -> alpha 0, 0.5, 1
+    np.testing.assert_allclose(out.actions[:4, 0], [0.0, 0.5, 1.0, 1.0])
+
+
+def test_smoother_passes_nonfinite_on_without_storing_it():
+    sm = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=0.0))
+    sm.add(ramp_chunk(0.0, 0.0, 0.0))
+    bad = ActionChunk(0.1, uniform_offsets(10, 10.0), np.full((10, 2), np.nan))
+    assert not sm.add(bad).is_finite()  # the gate downstream rejects it
+    out = sm.add(ramp_chunk(0.2, 1.0, 0.0))
+    assert out.is_finite()
+
+
+def test_smoothing_config_validation():
+    with pytest.raises(ValueError, match="smoothing mode"):
+        SmoothingConfig(mode="average")
+
+
+def test_freshness_gate_drops_old_out_of_order_and_future():
+    g = FreshnessGate(max_age_s=0.1, future_tolerance_s=0.05)
+    assert g.check(stamp=1.0, now=1.02) is None
+    assert g.check(stamp=0.99, now=1.03) == "out_of_order"
+    assert g.check(stamp=1.01, now=1.5) == "too_old"
+    assert g.check(stamp=2.0, now=1.5) == "future"
+    assert g.check(stamp=1.05, now=1.06) is None
+    assert g.accepted == 2 and g.dropped == {"too_old": 1, "out_of_order": 1, "future": 1}
+
+
+def test_latency_stats_percentiles():
+    st = LatencyStats()
+    for ms in range(1, 101):
+        st.add("encode", ms / 1e3)
+    with st.time("policy"):
+        pass
+    s = st.summary()
+    assert s["encode"]["n"] == 100
+    assert s["encode"]["p50_ms"] == pytest.approx(50.5)
+    assert s["encode"]["p99_ms"] == pytest.approx(99.01)
+    assert s["policy"]["n"] == 1
+    with pytest.raises(ValueError, match="not finite"):
+        st.add("x", float("nan"))
+
+
+def test_latency_stats_warmup_skips_first_samples():
+    st = LatencyStats(warmup=2)
+    for v in (1.0, 1.0, 0.001, 0.003):
+        st.add("encode", v)
+    assert st.summary()["encode"]["n"] == 2 and st.summary()["encode"]["max_ms"] == 3.0

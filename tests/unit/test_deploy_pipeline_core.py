@@ -1,0 +1,71 @@
+"""The encoder/policy nodes' computation without ROS: RGB -> tokens -> scheduled, smoothed chunk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ver_core.deploy import LatencyStats, SmoothingConfig
+from ver_core.deploy.overlay import routing_overlay
+from ver_core.deploy.pipeline import ChunkPredictor, Perception, load_policy
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    from ver_core.policy import TaskConfig, TaskPolicy
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("task")
+    TaskPolicy.build(TaskConfig(chunk_len=6, control_rate_hz=10.0)).save_pretrained(path)
+    return load_policy(path)
+
+
+def test_perception_torch_backend_times_encode_and_route(policy):
+    stats = LatencyStats()
+    perception = Perception(policy, "torch", stats=stats)
+    rgb = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    tokens, experts = perception(rgb)
+    assert tokens.shape == (197, 192) and tokens.dtype == np.float32
+    assert experts.shape == (3, 196, 2) and experts.max() < 6
+    assert {"preprocess", "encode", "route"} <= set(stats.stages())
+    ref = policy.encode(perception.preprocess(rgb))
+    np.testing.assert_allclose(tokens, ref.tokens[0].numpy(), atol=1e-5)
+    overlay = perception.overlay(rgb, experts)
+    assert overlay.shape == (224, 224, 3) and overlay.dtype == np.uint8
+
+
+def test_chunk_predictor_schedules_against_observation_time(policy):
+    pred = ChunkPredictor(policy, SmoothingConfig(mode="ensemble", decay=0.0))
+    tokens = np.zeros((197, 192), np.float32)
+    state = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.04])
+    first = pred(tokens, state, stamp=100.0, now=100.05)
+    assert first.stamp == 100.0 and first.actions.shape == (6, 8)
+    np.testing.assert_allclose(first.offsets, np.arange(6) / 10.0)
+    raw = policy.predict_chunk(
+        torch.zeros(1, 197, 192), torch.tensor(state, dtype=torch.float32)[None]
+    )
+    np.testing.assert_allclose(first.actions, raw[0].double().numpy(), atol=1e-6)
+    second = pred(tokens + 1.0, state, stamp=100.2, now=100.25)
+    raw2 = policy.predict_chunk(
+        torch.ones(1, 197, 192), torch.tensor(state, dtype=torch.float32)[None]
+    )
+    # overlapping points are the equal-weight mean of both chunks; the tail is the new chunk
+    np.testing.assert_allclose(
+        second.actions[0], (raw2[0, 0].numpy() + first.sample(100.2)) / 2, atol=1e-5
+    )
+    np.testing.assert_allclose(second.actions[-1], raw2[0, -1].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="state needs 8"):
+        pred(tokens, state[:7], stamp=101.0)
+
+
+def test_overlay_rejects_bad_grids():
+    with pytest.raises(ValueError, match="square grid"):
+        routing_overlay(np.zeros((224, 224, 3), np.uint8), np.zeros((10, 2), int))
+
+
+def test_load_policy_errors(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint"):
+        load_policy("")
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        load_policy(tmp_path)

@@ -1,0 +1,150 @@
+"""The launch file and ver-bringup are built from the same graph description.
+
+launch / launch_ros cannot be installed here, so the launch file is imported against a minimal
+STRUCTURAL STAND-IN for those two packages (classes that only record their arguments). This
+checks what the launch file declares and which nodes with which parameters it would start; it
+does not run ROS launch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from ver_ros.graph import LAUNCH_ARGUMENTS, GraphOptions, build_graph, ros_args
+
+LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "franka_pick.launch.py"
+
+
+class _Recorder:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration:
+    def __init__(self, name):
+        self.name = name
+
+    def perform(self, context):
+        return context.launch_configurations[self.name]
+
+
+def _standin_modules() -> dict[str, types.ModuleType]:
+    """Structural stand-ins for launch and launch_ros (NOT the real packages)."""
+    launch = types.ModuleType("launch")
+    launch.LaunchDescription = type("LaunchDescription", (_Recorder,), {})
+    actions = types.ModuleType("launch.actions")
+    actions.DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorder,), {})
+    actions.OpaqueFunction = type("OpaqueFunction", (_Recorder,), {})
+    subs = types.ModuleType("launch.substitutions")
+    subs.LaunchConfiguration = _LaunchConfiguration
+    launch_ros = types.ModuleType("launch_ros")
+    ros_actions = types.ModuleType("launch_ros.actions")
+    ros_actions.Node = type("Node", (_Recorder,), {})
+    return {
+        "launch": launch,
+        "launch.actions": actions,
+        "launch.substitutions": subs,
+        "launch_ros": launch_ros,
+        "launch_ros.actions": ros_actions,
+    }
+
+
+@pytest.fixture
+def launch_module(monkeypatch):
+    for name, module in _standin_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("franka_pick_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _launch_nodes(module, **overrides):
+    desc = module.generate_launch_description()
+    entities = desc.args[0]
+    declared = {
+        e.args[0]: e.kwargs for e in entities if type(e).__name__ == "DeclareLaunchArgument"
+    }
+    values = {name: kw["default_value"] for name, kw in declared.items()}
+    values.update(overrides)
+    opaque = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    assert len(opaque) == 1
+    context = types.SimpleNamespace(launch_configurations=values)
+    return declared, opaque[0].kwargs["function"](context)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"sim": "true"},
+        {"use_realsense_ros": "true", "robot_type": "panda", "controller_type": "forward"},
+        {"host_encoder": "true", "backend": "onnxruntime", "record": "true"},
+        {},
+    ],
+)
+def test_launch_file_starts_the_graph_description(launch_module, overrides):
+    declared, nodes = _launch_nodes(launch_module, checkpoint="/ckpt", **overrides)
+    assert set(declared) == set(LAUNCH_ARGUMENTS)
+    assert all(kw["description"] for kw in declared.values())
+    values = {name: d for name, (d, _) in LAUNCH_ARGUMENTS.items()}
+    values.update(checkpoint="/ckpt", **overrides)
+    expected = build_graph(GraphOptions.from_strings(values))
+    got = [
+        (n.kwargs["package"], n.kwargs["executable"], n.kwargs["name"], n.kwargs["parameters"])
+        for n in nodes
+    ]
+    want = [(s.package, s.executable, s.name, [*s.param_files, s.parameters]) for s in expected]
+    assert got == want
+
+
+def test_graph_contents():
+    sim = build_graph(GraphOptions(checkpoint="/c", sim=True))
+    assert [s.name for s in sim] == ["sim_node", "encoder_node", "policy_node", "safety_node"]
+    assert all(s.parameters.get("use_sim_time") is True for s in sim[1:])
+    real = build_graph(
+        GraphOptions(checkpoint="/c", host_encoder="true", record="true", robot_type="panda")
+    )
+    assert [s.name for s in real] == ["camera_node", "policy_node", "safety_node", "recorder_node"]
+    safety = next(s for s in real if s.name == "safety_node")
+    assert safety.parameters["robot_type"] == "panda"
+    rs = build_graph(GraphOptions(checkpoint="/c", use_realsense_ros=True))
+    assert rs[0].package == "realsense2_camera" and rs[0].module is None
+    for s in sim:
+        assert Path(s.param_files[0]).is_file()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({}, "checkpoint"),
+        ({"checkpoint": "/c", "robot_type": "ur5"}, "robot_type"),
+        ({"checkpoint": "/c", "sim": "maybe"}, "not a boolean"),
+        ({"checkpoint": "/c", "sim": True, "use_realsense_ros": True}, "do not combine"),
+        ({"checkpoint": "/c", "backend": "cuda"}, "backend"),
+    ],
+)
+def test_bad_options_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GraphOptions(**kwargs)
+
+
+def test_ros_args_quote_values():
+    spec = build_graph(GraphOptions(checkpoint="/tmp/ck 1", sim=True))[1]
+    args = ros_args(spec)
+    assert args[:3] == ["--ros-args", "-r", "__node:=encoder_node"]
+    assert "checkpoint:=/tmp/ck 1" in args and "use_sim_time:=true" in args
+
+
+def test_bringup_dry_run(capsys):
+    from ver_ros.bringup import main
+
+    assert main(["--checkpoint", "/c", "--use-realsense-ros", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "not starting realsense2_camera" in out
+    assert "-m ver_ros.encoder_node" in out and "-m ver_ros.safety_node" in out
+    assert main(["--checkpoint", "/c", "--robot-type", "kuka", "--dry-run"]) == 2

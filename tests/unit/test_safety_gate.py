@@ -1,0 +1,208 @@
+"""Safety gate: clamping, step caps, every hold reason, e-stop and ramp-in (pure, no ROS)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ver_core.deploy import ActionChunk, uniform_offsets
+from ver_core.safety import (
+    FR3_LIMITS,
+    PANDA_LIMITS,
+    HoldReason,
+    SafetyConfig,
+    SafetyGate,
+    limits_for,
+)
+
+HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+RATE = 50.0
+DT = 1.0 / RATE
+
+
+def make_gate(**overrides) -> SafetyGate:
+    cfg = SafetyConfig(control_rate_hz=RATE, ramp_time_s=0.2, **overrides)
+    return SafetyGate(cfg, FR3_LIMITS)
+
+
+def chunk_to(target: np.ndarray, stamp: float, horizon: int = 30, gripper: float = 0.04):
+    actions = np.tile(np.append(target, gripper), (horizon, 1))  # (H, 8)
+    return ActionChunk(stamp, uniform_offsets(horizon, RATE), actions)
+
+
+def run(gate: SafetyGate, t0: float, ticks: int, q_follow: bool = True):
+    """Tick the gate; the 'robot' follows each command exactly. Returns commands and outputs."""
+    outs = []
+    for i in range(ticks):
+        now = t0 + i * DT
+        out = gate.step(now)
+        outs.append(out)
+        if out is not None and q_follow:
+            gate.on_joint_state(out.arm, now)
+    return outs
+
+
+def started_gate(**overrides) -> tuple[SafetyGate, float]:
+    gate = make_gate(**overrides)
+    gate.on_joint_state(HOME, 0.0)
+    return gate, 0.0
+
+
+def test_nothing_published_without_joint_state():
+    gate = make_gate()
+    assert gate.step(0.0) is None
+    assert gate.status == "no_joint_state"
+
+
+def test_holds_at_measured_pose_without_chunk():
+    gate, t = started_gate()
+    out = gate.step(t)
+    assert out.holding and np.array_equal(out.arm, HOME)
+    assert "no_chunk" in out.status
+
+
+def test_out_of_limit_target_is_clamped_with_margin_and_step_capped():
+    gate, t = started_gate(observation_timeout_s=60.0, chunk_timeout_s=60.0)
+    target = HOME.copy()
+    target[0] = 10.0  # far beyond the +2.7437 limit
+    target[3] = -9.0
+    gate.on_chunk(chunk_to(target, t, horizon=400), t)
+    outs = run(gate, t, 390)
+    arms = np.stack([o.arm for o in outs])  # (T, 7)
+    lo, hi = FR3_LIMITS.lower + 0.05, FR3_LIMITS.upper - 0.05
+    assert np.all(arms >= lo - 1e-12) and np.all(arms <= hi + 1e-12)
+    np.testing.assert_allclose(arms[-1, 0], hi[0])
+    np.testing.assert_allclose(arms[-1, 3], lo[3])
+    steps = np.abs(np.diff(np.vstack([HOME, arms]), axis=0))
+    assert np.all(steps <= gate.step_cap + 1e-12)
+    # velocity: step per tick never exceeds velocity_scale * limit
+    assert np.all(steps / DT <= 0.5 * FR3_LIMITS.velocity + 1e-9)
+
+
+def test_ramp_in_grows_linearly_from_zero():
+    gate, t = started_gate()
+    target = HOME + 1.0
+    gate.on_chunk(chunk_to(target, t, horizon=100), t)
+    outs = run(gate, t, 12)
+    steps = np.abs(np.diff(np.vstack([HOME] + [o.arm for o in outs]), axis=0))[:, 0]
+    ramp_ticks = int(round(0.2 * RATE))
+    expected = gate.step_cap[0] * np.minimum(1.0, np.arange(1, 13) / ramp_ticks)
+    np.testing.assert_allclose(steps, expected, rtol=1e-9)
+    assert [o.status for o in outs][:2] == ["ramping", "ramping"]
+    assert outs[-1].status == "ok"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_chunk_rejected_and_never_output(bad):
+    gate, t = started_gate()
+    gate.on_chunk(chunk_to(HOME + 0.1, t), t)
+    run(gate, t, 5)
+    held = gate.step(t + 5 * DT).arm
+    target = HOME + 0.1
+    target[2] = bad
+    assert gate.on_chunk(chunk_to(target, t + 0.1), t + 0.1) is HoldReason.NAN_ACTION
+    outs = run(gate, t + 0.1, 10)
+    assert all(o.holding and "nan_action" in o.status for o in outs)
+    assert all(np.all(np.isfinite(o.arm)) and np.array_equal(o.arm, held) for o in outs)
+    # a good chunk afterwards resumes with a ramp
+    gate.on_chunk(chunk_to(HOME + 0.1, t + 0.3), t + 0.3)
+    assert gate.step(t + 0.3).status == "ramping"
+
+
+def test_stale_observation_rejected_on_arrival():
+    gate, t = started_gate(observation_timeout_s=0.3)
+    reason = gate.on_chunk(chunk_to(HOME + 0.5, t - 0.5), t)
+    assert reason is HoldReason.STALE_OBSERVATION
+    out = gate.step(t)
+    assert out.holding and np.array_equal(out.arm, HOME)
+
+
+def test_dead_policy_heartbeat_holds():
+    gate, t = started_gate(chunk_timeout_s=0.2, observation_timeout_s=5.0)
+    gate.on_chunk(chunk_to(HOME + 0.3, t, horizon=200), t)
+    outs = run(gate, t, 30)  # 0.6 s without a new chunk
+    assert not outs[5].holding
+    assert outs[-1].holding and "chunk_timeout" in outs[-1].status
+    frozen = [o.arm for o in outs if o.holding]
+    assert all(np.array_equal(a, frozen[0]) for a in frozen)
+
+
+def test_stale_joint_state_holds():
+    gate, t = started_gate()
+    gate.on_chunk(chunk_to(HOME + 0.3, t), t)
+    outs = run(gate, t, 20, q_follow=False)  # joint state only at t=0
+    assert outs[-1].holding and "stale_joint_state" in outs[-1].status
+
+
+def test_chunk_expired_holds():
+    gate, t = started_gate(observation_timeout_s=5.0, chunk_timeout_s=5.0)
+    gate.on_chunk(chunk_to(HOME + 0.3, t, horizon=5), t)
+    outs = run(gate, t, 10)
+    assert outs[-1].holding and "chunk_expired" in outs[-1].status
+
+
+def test_estop_holds_immediately_and_ramps_after_release():
+    gate, t = started_gate(observation_timeout_s=50.0, chunk_timeout_s=50.0)
+    gate.on_chunk(chunk_to(HOME + 1.0, t, horizon=5000), t)
+    outs = run(gate, t, 20)
+    moving = outs[-1].arm
+    gate.set_estop(True)
+    stopped = run(gate, t + 20 * DT, 25)
+    assert all(o.holding and "e_stop" in o.status for o in stopped)
+    assert all(np.array_equal(o.arm, moving) for o in stopped)
+    gate.set_estop(False)
+    resumed = run(gate, t + 45 * DT, 15)
+    steps = np.abs(np.diff(np.vstack([moving] + [o.arm for o in resumed]), axis=0))[:, 0]
+    assert steps[0] <= gate.step_cap[0] * 0.1 + 1e-12  # first tick after release: 1/10 of cap
+    assert np.all(np.diff(steps[:10]) > 0)  # accelerating, no jump
+    assert resumed[-1].status == "ok"
+
+
+def test_resync_when_robot_moved_during_hold():
+    gate, t = started_gate()
+    gate.set_estop(True)
+    gate.step(t)
+    moved = HOME + 0.3
+    gate.on_joint_state(moved, t + DT)
+    gate.set_estop(False)
+    gate.on_chunk(chunk_to(moved, t + DT), t + DT)
+    out = gate.step(t + DT)
+    np.testing.assert_allclose(out.arm, moved)
+
+
+def test_gripper_clamped_and_rate_limited():
+    gate, t = started_gate()
+    gate.on_chunk(chunk_to(HOME, t, gripper=5.0), t)
+    outs = run(gate, t, 200)
+    g = np.array([o.gripper for o in outs])
+    assert g.max() <= 0.08 + 1e-12 and g.min() >= 0.0
+    assert np.all(np.abs(np.diff(g)) <= 0.1 * DT + 1e-12)
+
+
+def test_wrong_width_chunk_rejected():
+    gate, t = started_gate()
+    bad = ActionChunk(t, uniform_offsets(3, RATE), np.zeros((3, 5)))
+    assert gate.on_chunk(bad, t) is HoldReason.BAD_CHUNK
+
+
+def test_limit_tables_and_overrides():
+    assert limits_for("panda") is PANDA_LIMITS and limits_for("FR3") is FR3_LIMITS
+    with pytest.raises(ValueError, match="unknown robot type"):
+        limits_for("ur5")
+    upper = FR3_LIMITS.upper.copy()
+    upper[0] = 1.0
+    over = FR3_LIMITS.with_overrides(upper=upper.tolist())
+    assert over.upper[0] == 1.0 and over.lower[0] == FR3_LIMITS.lower[0]
+    with pytest.raises(ValueError, match="needs 7 values"):
+        FR3_LIMITS.with_overrides(velocity=[1.0, 2.0])
+    with pytest.raises(ValueError, match="empty range"):
+        FR3_LIMITS.shrunk(2.0)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("control_rate_hz", 0.0), ("velocity_scale", 1.5), ("max_step", -1.0), ("gripper_min", 0.1)],
+)
+def test_config_validation(field, value):
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        SafetyConfig(**{field: value})

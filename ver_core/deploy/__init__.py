@@ -1,0 +1,16 @@
+"""Pure deployment logic: action-chunk scheduling, chunk smoothing, stale frames, latency."""
+
+from ver_core.deploy.chunk import ActionChunk, uniform_offsets
+from ver_core.deploy.ensemble import SMOOTHING_MODES, ChunkSmoother, SmoothingConfig
+from ver_core.deploy.freshness import FreshnessGate
+from ver_core.deploy.latency import LatencyStats
+
+__all__ = [
+    "SMOOTHING_MODES",
+    "ActionChunk",
+    "ChunkSmoother",
+    "FreshnessGate",
+    "LatencyStats",
+    "SmoothingConfig",
+    "uniform_offsets",
+]

@@ -1,0 +1,105 @@
+"""Smoothing of overlapping action chunks at their boundaries.
+
+A new chunk rarely agrees exactly with the tail of the previous one; switching abruptly is the
+"jerky chunk boundary" users complain about. ``ChunkSmoother`` keeps the recent chunks and
+re-expresses a new chunk on its own time grid as:
+
+- ``latest``: the new chunk unchanged;
+- ``ensemble``: temporal ensembling (ACT-style): at every point, a weighted mean of all stored
+  chunks covering that time, weight ``exp(-decay * (newest_stamp - chunk.stamp))`` so the newest
+  chunk has weight 1 and older ones fade with their age;
+- ``blend``: a linear cross-fade from the previous smoothed chunk to the new one over
+  ``blend_time_s`` starting at the time the new chunk is published.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from ver_core.deploy.chunk import ActionChunk
+
+__all__ = ["SMOOTHING_MODES", "ChunkSmoother", "SmoothingConfig"]
+
+SMOOTHING_MODES = ("latest", "ensemble", "blend")
+
+
+@dataclass
+class SmoothingConfig:
+    mode: str = "ensemble"
+    decay: float = 5.0  # 1/s, ensemble weight decay with chunk age
+    blend_time_s: float = 0.2
+    max_chunks: int = 8
+
+    def __post_init__(self) -> None:
+        if self.mode not in SMOOTHING_MODES:
+            raise ValueError(f"smoothing mode must be one of {SMOOTHING_MODES}, got {self.mode!r}")
+        if self.decay < 0:
+            raise ValueError(f"ensemble decay must be >= 0, got {self.decay}")
+        if self.blend_time_s <= 0:
+            raise ValueError(f"blend_time_s must be > 0, got {self.blend_time_s}")
+        if self.max_chunks < 1:
+            raise ValueError(f"max_chunks must be >= 1, got {self.max_chunks}")
+
+
+class ChunkSmoother:
+    """Stateful smoother: ``add(chunk, now)`` returns the chunk to publish."""
+
+    def __init__(self, config: SmoothingConfig | None = None) -> None:
+        self.config = config or SmoothingConfig()
+        self._raw: deque[ActionChunk] = deque(maxlen=self.config.max_chunks)
+        self._last_out: ActionChunk | None = None
+
+    def reset(self) -> None:
+        self._raw.clear()
+        self._last_out = None
+
+    def add(self, chunk: ActionChunk, now: float | None = None) -> ActionChunk:
+        """Smooth ``chunk`` against the stored ones. now: publish time (default chunk.stamp)."""
+        if not chunk.is_finite():
+            # never mix a non-finite chunk into the history; pass it on so the gate rejects it
+            return chunk
+        now = chunk.stamp if now is None else float(now)
+        # forget chunks that end before this observation, and any out-of-order ones
+        while self._raw and (
+            self._raw[0].end_time < chunk.stamp or self._raw[0].stamp > chunk.stamp
+        ):
+            self._raw.popleft()
+        mode = self.config.mode
+        if mode == "latest" or (mode == "blend" and self._last_out is None):
+            out = chunk
+        elif mode == "ensemble":
+            out = self._ensemble(chunk)
+        else:
+            out = self._blend(chunk, now)
+        self._raw.append(chunk)
+        self._last_out = out
+        return out
+
+    def _ensemble(self, chunk: ActionChunk) -> ActionChunk:
+        times = chunk.times  # (H,)
+        total = chunk.actions.copy()  # weight 1 for the newest chunk
+        weight = np.ones((chunk.horizon, 1))
+        for old in self._raw:
+            if old.actions.shape[1] != chunk.actions.shape[1]:
+                continue
+            covered = (times >= old.start_time) & (times <= old.end_time)  # (H,)
+            if not covered.any():
+                continue
+            w = float(np.exp(-self.config.decay * (chunk.stamp - old.stamp)))
+            total[covered] += w * old.sample(times[covered])
+            weight[covered] += w
+        return ActionChunk(chunk.stamp, chunk.offsets, total / weight)
+
+    def _blend(self, chunk: ActionChunk, now: float) -> ActionChunk:
+        prev = self._last_out
+        assert prev is not None
+        if prev.actions.shape[1] != chunk.actions.shape[1]:
+            return chunk
+        times = chunk.times
+        alpha = np.clip((times - now) / self.config.blend_time_s, 0.0, 1.0)[:, None]  # (H, 1)
+        # past its end the previous chunk holds its last point, which is what the robot would do
+        old = prev.sample(times)  # (H, A)
+        return ActionChunk(chunk.stamp, chunk.offsets, (1 - alpha) * old + alpha * chunk.actions)
