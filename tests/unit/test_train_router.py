@@ -1,0 +1,203 @@
+"""Router training: every ablation mode trains, periodic checkpoints, crash + resume, the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from ver_core.cli.train_router import main
+from ver_core.data import TopicConfig, load_demos
+from ver_core.data.synthetic import write_synthetic_episode
+from ver_core.policy import TaskConfig, TaskPolicy
+from ver_core.router import ROUTING_MODES, RouterConfig
+from ver_core.train import RouterTrainer, TrainConfig, split_episodes
+
+TINY = {"depth": 3, "moe_blocks": 2, "img_size": 32}
+
+
+@pytest.fixture(scope="module")
+def bag_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos")
+    for i in range(3):
+        write_synthetic_episode(root / f"episode_{i:03d}", seed=i, seconds=1.5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def demos(bag_dir):
+    return load_demos(bag_dir, TopicConfig(), chunk_len=4, control_rate_hz=10.0, image_size=32)
+
+
+def make_policy(**router) -> TaskPolicy:
+    torch.manual_seed(0)
+    cfg = TaskConfig(
+        model_overrides=TINY,
+        neck_dim=32,
+        hidden_dim=64,
+        chunk_len=4,
+        router=RouterConfig(anneal_steps=10, **router),
+    )
+    return TaskPolicy.build(cfg)
+
+
+def fast(**kw) -> TrainConfig:
+    base = dict(
+        steps=12,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=2,
+        val_every=4,
+        checkpoint_every=4,
+        progress=False,
+        plots=False,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_split_episodes():
+    assert split_episodes(1, 0.1) == ([0], [])
+    assert split_episodes(10, 0.2) == (list(range(8)), [8, 9])
+
+
+@pytest.mark.parametrize("mode", ROUTING_MODES)
+def test_each_ablation_mode_trains(tmp_path, demos, mode):
+    policy = make_policy(routing=mode)
+    trainer = RouterTrainer(policy, demos, tmp_path, fast(steps=20))
+    first = trainer.validate()
+    metrics = trainer.fit()
+    assert metrics["steps"] == 20 and np.isfinite(metrics["final_train_loss"])
+    assert metrics["final_val_loss"] < first  # it learned something on held-out episodes
+    loaded = TaskPolicy.from_pretrained(tmp_path)
+    assert loaded.config.router.routing == mode
+
+
+def test_no_anneal_trains_at_k_min(tmp_path, demos):
+    trainer = RouterTrainer(make_policy(anneal=False), demos, tmp_path, fast(steps=4))
+    trainer.fit()
+    assert {k for _, k in trainer.history["top_k"]} == {2}
+    trainer2 = RouterTrainer(make_policy(), demos, tmp_path / "b", fast(steps=12))
+    trainer2.fit()
+    assert [k for _, k in trainer2.history["top_k"]][:1] == [6]
+    assert trainer2.history["top_k"][-1][1] == 2
+
+
+def test_crash_then_resume_matches_uninterrupted_run(tmp_path, demos):
+    ref = RouterTrainer(make_policy(), demos, tmp_path / "ref", fast())
+    ref.fit()
+
+    crashing = RouterTrainer(make_policy(), demos, tmp_path / "run", fast())
+    real_loss = crashing.policy.loss
+
+    def loss_that_crashes(*a, step=None, **k):
+        if step == 9:
+            raise RuntimeError("simulated crash")
+        return real_loss(*a, step=step, **k)
+
+    crashing.policy.loss = loss_that_crashes
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit()
+    state = json.loads((tmp_path / "run" / "train_state.json").read_text())
+    assert state["step"] == 8  # the periodic checkpoint at step 8 survived the crash
+
+    resumed = RouterTrainer(
+        TaskPolicy.from_pretrained(tmp_path / "run"), demos, tmp_path / "run", fast()
+    )
+    assert resumed.resume() and resumed.step == 8
+    resumed.fit()
+    for (k, a), b in zip(
+        ref.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_cli_end_to_end_with_plots_and_resume(tmp_path, bag_dir, caplog):
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "task"
+    args = [
+        "--bag",
+        str(bag_dir),
+        "--out",
+        str(out),
+        "--steps",
+        "6",
+        "--batch-size",
+        "8",
+        "--chunk-len",
+        "4",
+        "--checkpoint-every",
+        "3",
+        "--val-every",
+        "3",
+        "--no-progress",
+        "--head",
+        "diffusion",
+        "--new-experts",
+        "1",
+        "--neck",
+        "attention",
+        *(f"--model-override={k}={v}" for k, v in TINY.items()),
+    ]
+    assert main(args) == 0
+    assert "FRESHLY INITIALIZED" in caplog.text and "% of the model" in caplog.text
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "stats.json",
+        "metrics.json",
+        "train_state.json",
+        "plots/loss.png",
+        "plots/expert_utilization.png",
+        "plots/routing_maps.png",
+    ):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["expert_utilization"]) == 2 and len(metrics["expert_utilization"][0]) == 7
+    policy = TaskPolicy.from_pretrained(out)
+    assert policy.config.head == "diffusion" and policy.config.router.new_experts == 1
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["action_max"][7] == pytest.approx(0.08, abs=1e-3)  # gripper width from the data
+    feats = policy.encode(torch.randn(1, 3, 32, 32))
+    assert policy.predict_chunk(feats.tokens, torch.zeros(1, 8)).shape == (1, 4, 8)
+    # resume to more steps: continues from step 6 (the cache makes it skip decoding)
+    assert main([*args, "--resume", "--steps", "9"]) == 0
+    assert json.loads((out / "train_state.json").read_text())["step"] == 9
+    assert "demo cache hit" in caplog.text
+
+
+def test_cli_bad_input_exit_code(tmp_path, caplog):
+    (tmp_path / "empty").mkdir()
+    assert (
+        main(
+            [
+                "--bag",
+                str(tmp_path / "empty"),
+                "--out",
+                str(tmp_path / "o"),
+                "--steps",
+                "1",
+                *(f"--model-override={k}={v}" for k, v in TINY.items()),
+            ]
+        )
+        == 2
+    )
+    assert "no rosbag2 episodes" in caplog.text
+
+
+def test_ctrl_c_saves_the_current_step(tmp_path, demos):
+    trainer = RouterTrainer(make_policy(), demos, tmp_path, fast(checkpoint_every=100))
+    real_loss = trainer.policy.loss
+
+    def interrupted(*a, step=None, **k):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real_loss(*a, step=step, **k)
+
+    trainer.policy.loss = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 5
+    assert TaskPolicy.from_pretrained(tmp_path).config.chunk_len == 4

@@ -1,0 +1,92 @@
+"""TaskConfig: everything a task checkpoint needs to rebuild its policy (saved in config.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ver_core.router import RouterConfig
+
+DEFAULT_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
+DEFAULT_FINGERS = ["fr3_finger_joint1", "fr3_finger_joint2"]
+HEADS = ("mlp", "diffusion")
+NECKS = ("conv", "attention")
+
+
+@dataclass
+class TaskConfig:
+    """A robot task policy: VER library + Robot Router + neck + action head.
+
+    State (S = 8): 7 arm joint positions (rad, order of ``joint_names``) + gripper width (m, the sum
+    of the two finger joints). Action (8): 7 joint position targets (rad) + gripper width (m),
+    predicted as chunks of ``chunk_len`` steps at ``control_rate_hz``.
+    """
+
+    model: str = "ver_tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    library: str | None = None  # library checkpoint dir (None: freshly initialized library)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    head: str = "mlp"
+    neck: str = "conv"
+    neck_dim: int = 256
+    hidden_dim: int = 512
+    chunk_len: int = 16
+    control_rate_hz: float = 10.0
+    diffusion_train_steps: int = 100
+    diffusion_infer_steps: int = 10
+    diffusion_prediction: str = "sample"  # denoiser target: sample (clean chunk) or epsilon
+    joint_names: list[str] = field(default_factory=lambda: list(DEFAULT_JOINTS))
+    gripper_max_width: float = 0.08  # m, full opening of the hand (normalization range)
+    finger_joint_names: list[str] = field(default_factory=lambda: list(DEFAULT_FINGERS))
+    image_topic: str = "/camera/camera/color/image_raw"
+    state_topic: str = "/joint_states"
+    action_topic: str = "/fr3_arm_controller/joint_trajectory"
+    gripper_topic: str = "/gripper/command"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.router, dict):
+            self.router = RouterConfig(**self.router)
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}: use one of {HEADS}")
+        if self.neck not in NECKS:
+            raise ValueError(f"unknown neck {self.neck!r}: use one of {NECKS}")
+        if self.chunk_len < 1:
+            raise ValueError(f"chunk_len must be >= 1, got {self.chunk_len}")
+        if self.control_rate_hz <= 0:
+            raise ValueError(f"control_rate_hz must be > 0, got {self.control_rate_hz}")
+        if len(self.joint_names) != 7 or len(set(self.joint_names)) != 7:
+            raise ValueError(f"joint_names must be 7 distinct arm joints, got {self.joint_names}")
+        if not 1 <= self.diffusion_infer_steps <= self.diffusion_train_steps:
+            raise ValueError("diffusion_infer_steps must be in [1, diffusion_train_steps]")
+        if self.diffusion_prediction not in ("sample", "epsilon"):
+            raise ValueError(
+                f"diffusion_prediction must be sample or epsilon, got {self.diffusion_prediction!r}"
+            )
+        for name in ("neck_dim", "hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.joint_names) + 1
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.joint_names) + 1
+
+    @property
+    def action_names(self) -> list[str]:
+        """Joint names of an action chunk message: 7 arm joints + ``gripper`` (width, m)."""
+        return [*self.joint_names, "gripper"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TaskConfig fields: {sorted(unknown)}")
+        return cls(**data)

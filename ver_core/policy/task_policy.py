@@ -1,0 +1,232 @@
+"""TaskPolicy: frozen VER library + Robot Router + neck + action head, saved as a task checkpoint.
+
+Checkpoint directory (self-contained; what the encoder/policy nodes and ver-eval load):
+    config.json        {"format": "ver-task", "version": 1, "task": TaskConfig, "model": VERConfig}
+    model.safetensors  library (BVT + experts) + router (+ new experts) + neck + head weights
+    stats.json         NormStats (state mean/std, action min/max)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ver_core.model import (
+    LibraryOutput,
+    VERConfig,
+    VisionExpertTransformer,
+    build_model,
+    load_library,
+    parameter_report,
+)
+from ver_core.policy.config import TaskConfig
+from ver_core.policy.heads import build_head
+from ver_core.policy.neck import build_neck
+from ver_core.policy.normalization import NormStats
+from ver_core.router import RobotRouter
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "stats.json"
+FORMAT = "ver-task"
+
+
+@dataclass
+class RoutedFeatures:
+    """tokens (B, 1+P, D) after the routed library; expert_index: per MoE layer (B, P, K) (patches)."""
+
+    tokens: Tensor
+    expert_index: list[Tensor]
+
+
+class TaskPolicy(nn.Module):
+    def __init__(
+        self, config: TaskConfig, model: VisionExpertTransformer, stats: NormStats | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.model = model.requires_grad_(False).eval()
+        mc = model.config
+        self.router = RobotRouter(mc, config.router)
+        self.neck = build_neck(config.neck, mc.embed_dim, mc.grid_size, config.neck_dim)
+        self.head = build_head(
+            config.head,
+            config.neck_dim + config.state_dim,
+            config.hidden_dim,
+            config.chunk_len,
+            config.action_dim,
+            **(
+                {
+                    "train_steps": config.diffusion_train_steps,
+                    "infer_steps": config.diffusion_infer_steps,
+                    "prediction": config.diffusion_prediction,
+                }
+                if config.head == "diffusion"
+                else {}
+            ),
+        )
+        self.stats = stats or NormStats.identity(config.state_dim, config.action_dim)
+        for name, t in self.stats.tensors().items():
+            self.register_buffer(name, t, persistent=False)
+        self._check_stats()
+
+    def train(self, mode: bool = True) -> TaskPolicy:
+        """The frozen library always stays in eval mode; router, neck and head follow ``mode``."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def _check_stats(self) -> None:
+        if self.state_mean.numel() != self.config.state_dim:
+            raise ValueError(
+                f"stats have state dim {self.state_mean.numel()}, config {self.config.state_dim}"
+            )
+        if self.action_min.numel() != self.config.action_dim:
+            raise ValueError(
+                f"stats have action dim {self.action_min.numel()}, config {self.config.action_dim}"
+            )
+
+    def set_stats(self, stats: NormStats) -> None:
+        self.stats = stats
+        for name, t in stats.tensors().items():
+            setattr(self, name, t.to(self.state_mean.device))
+        self._check_stats()
+
+    # ------------------------------------------------------------------ build / io
+    @classmethod
+    def build(cls, config: TaskConfig, stats: NormStats | None = None) -> TaskPolicy:
+        """An untrained policy over the library at ``config.library`` (or a fresh one, loudly)."""
+        if config.library:
+            model = load_library(config.library)
+            log.info("loaded VER library from %s", config.library)
+        else:
+            model = build_model(config.model, **config.model_overrides)
+            log.warning(
+                "WARNING: no --library given: using a FRESHLY INITIALIZED %s library (random experts); "
+                "train one with ver-distill for real results",
+                config.model,
+            )
+        return cls(config, model, stats)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Router (+ new experts) + neck + head; the library stays frozen."""
+        return [
+            p
+            for m in (self.router, self.neck, self.head)
+            for p in m.parameters()
+            if p.requires_grad
+        ]
+
+    def parameter_summary(self) -> dict[str, float]:
+        library = sum(p.numel() for p in self.model.parameters())
+        rep = parameter_report(self.model)
+        routers = self.router.router_parameter_count()
+        total = library - sum(
+            sum(p.numel() for p in r.parameters()) for r in self.model.routers.values()
+        )
+        total += self.router.parameter_count()
+        return {
+            "library": library,
+            "library_experts": rep.experts,
+            "robot_router": routers,
+            "new_experts": self.router.parameter_count() - routers,
+            "neck": sum(p.numel() for p in self.neck.parameters()),
+            "head": sum(p.numel() for p in self.head.parameters()),
+            "router_percent_of_model": 100.0 * routers / max(total, 1),
+        }
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": FORMAT,
+            "version": 1,
+            "task": self.config.to_dict(),
+            "model": self.model.config.to_dict(),
+        }
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / (WEIGHTS_FILE + ".tmp")))
+        self.stats.save(directory / (STATS_FILE + ".tmp"))
+        (directory / (CONFIG_FILE + ".tmp")).write_text(json.dumps(payload, indent=2))
+        for name in (WEIGHTS_FILE, STATS_FILE, CONFIG_FILE):  # config last: marks it complete
+            (directory / (name + ".tmp")).replace(directory / name)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> TaskPolicy:
+        directory = Path(directory)
+        path = directory / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{directory} is not a task checkpoint: {CONFIG_FILE} is missing"
+            )
+        try:
+            payload = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        if payload.get("format") != FORMAT:
+            raise ValueError(f"{path} has format {payload.get('format')!r}, expected {FORMAT!r}")
+        config = TaskConfig.from_dict(payload["task"])
+        model = VisionExpertTransformer(VERConfig.from_dict(payload["model"]))
+        policy = cls(config, model, NormStats.load(directory / STATS_FILE))
+        weights = directory / WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{directory} has no {WEIGHTS_FILE}")
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error types
+            raise ValueError(f"cannot read {weights}: {e}") from e
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{weights} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        return policy.to(map_location).eval()
+
+    # ------------------------------------------------------------------ compute
+    def route(self, bvt_tokens: Tensor, step: int | None = None) -> LibraryOutput:
+        """BVT tokens (B, 1+P, D) -> routed library output (K annealed by ``step`` when training)."""
+        return self.router(self.model, bvt_tokens, step)
+
+    def condition(self, tokens: Tensor, state: Tensor) -> Tensor:
+        """Routed tokens (B, 1+P, D) + raw state (B, S) -> head input (B, F + S)."""
+        if state.ndim != 2 or state.shape[1] != self.config.state_dim:
+            raise ValueError(
+                f"state must be (B, {self.config.state_dim}), got {tuple(state.shape)}"
+            )
+        state_n = (state.to(tokens.dtype) - self.state_mean) / self.state_std
+        return torch.cat([self.neck(tokens), state_n], dim=-1)
+
+    def normalize_actions(self, actions: Tensor) -> Tensor:
+        """Raw (..., A) -> [-1, 1]."""
+        return (actions - self.action_min) / (self.action_max - self.action_min) * 2 - 1
+
+    def unnormalize_actions(self, actions: Tensor) -> Tensor:
+        return (actions + 1) / 2 * (self.action_max - self.action_min) + self.action_min
+
+    def loss(
+        self, bvt_tokens: Tensor, state: Tensor, actions: Tensor, step: int | None = None
+    ) -> Tensor:
+        """Training loss: BVT tokens (B, N, D), raw state (B, S), raw action chunks (B, H, A)."""
+        out = self.route(bvt_tokens, step)
+        return self.head.loss(self.condition(out.tokens, state), self.normalize_actions(actions))
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> RoutedFeatures:
+        """Preprocessed images (B, 3, S, S) -> RoutedFeatures (tokens (B, 1+P, D), index (B, P, K))."""
+        out = self.route(self.model.forward_bvt(images))
+        return RoutedFeatures(tokens=out.tokens, expert_index=[i[:, 1:] for i in out.expert_index])
+
+    @torch.no_grad()
+    def predict_chunk(
+        self, tokens: Tensor, state: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Routed tokens (B, 1+P, D) + raw state (B, S) -> raw action chunk (B, H, 8)."""
+        cond = self.condition(tokens, state)
+        return self.unnormalize_actions(self.head.sample(cond, generator=generator))

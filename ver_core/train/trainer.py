@@ -1,0 +1,273 @@
+"""Router training: Robot Router (+ new experts) + neck + head over a frozen VER library.
+
+The output directory is a task checkpoint (config.json, model.safetensors, stats.json, see
+``ver_core.policy``) plus ``train_state.json`` / ``optimizer.safetensors`` (resume),
+``metrics.json`` and ``plots/``. The checkpoint is rewritten every ``checkpoint_every`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ver_core.data import DemoData
+from ver_core.policy import NormStats, TaskPolicy
+from ver_core.train.features import cached_bvt_tokens
+
+log = logging.getLogger(__name__)
+STATE_FILE, OPT_FILE, METRICS_FILE = "train_state.json", "optimizer.safetensors", "metrics.json"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    val_fraction: float = 0.1
+    val_every: int = 100
+    checkpoint_every: int = 250
+    seed: int = 0
+    feature_batch: int = 32
+    progress: bool = True
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "feature_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+def split_episodes(num_episodes: int, val_fraction: float) -> tuple[list[int], list[int]]:
+    """Hold out the last episodes for validation (none when there is only one episode)."""
+    n_val = (
+        0 if num_episodes < 2 or val_fraction <= 0 else max(1, round(num_episodes * val_fraction))
+    )
+    ids = list(range(num_episodes))
+    return ids[: num_episodes - n_val], ids[num_episodes - n_val :]
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v.contiguous() for i, s in sd["state"].items() for k, v in s.items()}
+    save_file(
+        tensors or {"_empty": torch.zeros(1)},
+        str(path) + ".tmp",
+        metadata={"groups": json.dumps(sd["param_groups"])},
+    )
+    Path(str(path) + ".tmp").replace(path)
+
+
+def _load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        groups = json.loads(f.metadata()["groups"])
+    state: dict[int, dict] = {}
+    for key, value in load_file(str(path)).items():
+        if key == "_empty":
+            continue
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class RouterTrainer:
+    """Trains ``policy`` on ``data``; writes everything under ``out_dir``."""
+
+    def __init__(
+        self,
+        policy: TaskPolicy,
+        data: DemoData,
+        out_dir: str | Path,
+        config: TrainConfig,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.policy, self.data, self.cfg = policy, data, config
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        train_eps, val_eps = split_episodes(len(data.episode_names), config.val_fraction)
+        self.train_idx = np.flatnonzero(np.isin(data.episode, train_eps))
+        self.val_idx = np.flatnonzero(np.isin(data.episode, val_eps))
+        if len(self.train_idx) == 0:
+            raise ValueError("no training samples after holding out validation episodes")
+        self.tokens = cached_bvt_tokens(
+            policy.model,
+            data.images,
+            data.key or "nokey",
+            cache_dir,
+            config.feature_batch,
+            config.progress,
+        )  # (N, 1+P, D) fp16
+        tr = self.train_idx  # resume() replaces these with the saved statistics
+        grip = (0.0, policy.config.gripper_max_width)
+        policy.set_stats(NormStats.from_data(data.states[tr], data.actions[tr], gripper_range=grip))
+        self.opt = torch.optim.AdamW(
+            policy.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.step = 0
+        self.history: dict[str, list] = {"train": [], "val": [], "top_k": []}
+
+    # ------------------------------------------------------------------ state
+    def resume(self) -> bool:
+        """Continue from ``out_dir``'s last checkpoint (weights, stats, optimizer, step)."""
+        state_path = self.out / STATE_FILE
+        if not state_path.is_file():
+            return False
+        saved = TaskPolicy.from_pretrained(self.out)
+        self.policy.load_state_dict(saved.state_dict())
+        self.policy.set_stats(saved.stats)
+        _load_optimizer(self.out / OPT_FILE, self.opt)
+        state = json.loads(state_path.read_text())
+        self.step, self.history = state["step"], state["history"]
+        log.info("resumed from %s at step %d", self.out, self.step)
+        return True
+
+    def save(self) -> None:
+        self.policy.save_pretrained(self.out)
+        _save_optimizer(self.out / OPT_FILE, self.opt)
+        state = {
+            "step": self.step,
+            "history": self.history,
+            "train_config": asdict(self.cfg),
+            "episodes": self.data.episode_names,
+            "skipped": self.data.skipped,
+        }
+        tmp = self.out / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.out / STATE_FILE)
+
+    # ------------------------------------------------------------------ loop
+    def _batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (
+            torch.from_numpy(self.tokens[idx].astype(np.float32)),
+            torch.from_numpy(self.data.states[idx]),
+            torch.from_numpy(self.data.actions[idx]),
+        )
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        if len(self.val_idx) == 0:
+            return None
+        self.policy.eval()
+        torch.manual_seed(1234)  # same diffusion noise each time: comparable values
+        losses = []
+        for start in range(0, len(self.val_idx), self.cfg.batch_size):
+            idx = self.val_idx[start : start + self.cfg.batch_size]
+            losses.append(self.policy.loss(*self._batch(idx)).item() * len(idx))
+        self.policy.train()
+        return float(sum(losses) / len(self.val_idx))
+
+    def fit(self) -> dict:
+        cfg, policy = self.cfg, self.policy
+        policy.train()
+        policy.model.eval()
+        start_time = time.time()
+        bar = tqdm(
+            total=cfg.steps, initial=self.step, desc="train router", disable=not cfg.progress
+        )
+        try:
+            self._loop(bar)
+        except KeyboardInterrupt:
+            log.warning(
+                "interrupted at step %d: saving a checkpoint (resume with --resume)", self.step
+            )
+            self.save()
+            raise
+        finally:
+            bar.close()
+        return self.finish(time.time() - start_time)
+
+    def _loop(self, bar: tqdm) -> None:
+        cfg, policy = self.cfg, self.policy
+        while self.step < cfg.steps:
+            rng = np.random.default_rng(cfg.seed * 1_000_003 + self.step)  # resumable sampling
+            idx = rng.choice(
+                self.train_idx, size=min(cfg.batch_size, len(self.train_idx)), replace=False
+            )
+            torch.manual_seed(cfg.seed * 1_000_003 + self.step)
+            for g in self.opt.param_groups:
+                g["lr"] = cfg.lr * _lr_factor(self.step, cfg)
+            loss = policy.loss(*self._batch(idx), step=self.step)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), 1.0)
+            self.opt.step()
+            self.history["train"].append([self.step, loss.item()])
+            self.history["top_k"].append([self.step, policy.router.top_k(self.step)])
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", k=policy.router.top_k(self.step - 1))
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                val = self.validate()
+                if val is not None:
+                    self.history["val"].append([self.step, val])
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save()
+
+    def finish(self, seconds: float) -> dict:
+        from ver_core.train.plots import write_plots
+
+        util = self.expert_utilization()
+        metrics = {
+            "steps": self.step,
+            "train_seconds_this_run": round(seconds, 2),
+            "final_train_loss": float(np.mean([v for _, v in self.history["train"][-20:]])),
+            "final_val_loss": self.history["val"][-1][1] if self.history["val"] else None,
+            "samples": {"train": int(len(self.train_idx)), "val": int(len(self.val_idx))},
+            "episodes": len(self.data.episode_names),
+            "skipped": self.data.skipped,
+            "parameters": self.policy.parameter_summary(),
+            "expert_utilization": util,
+        }
+        (self.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        if self.cfg.plots:
+            write_plots(
+                self.out / "plots",
+                self.policy,
+                self.history,
+                util,
+                self.data.images,
+                self.tokens,
+                self.val_idx if len(self.val_idx) else self.train_idx,
+            )
+        return metrics
+
+    @torch.no_grad()
+    def expert_utilization(self, max_frames: int = 256) -> list[list[float]]:
+        """Fraction of patch-token assignments per expert, per MoE layer (deployed K)."""
+        pool = self.val_idx if len(self.val_idx) else self.train_idx
+        idx = pool[np.linspace(0, len(pool) - 1, min(max_frames, len(pool))).astype(int)]
+        counts = None
+        self.policy.eval()
+        for start in range(0, len(idx), self.cfg.batch_size):
+            out = self.policy.route(self._batch(idx[start : start + self.cfg.batch_size])[0])
+            c = torch.stack(
+                [
+                    torch.bincount(i[:, 1:].reshape(-1), minlength=self.policy.router.num_experts)
+                    for i in out.expert_index
+                ]
+            ).double()  # (layers, E)
+            counts = c if counts is None else counts + c
+        return (counts / counts.sum(dim=1, keepdim=True)).tolist()
