@@ -1,8 +1,70 @@
 #!/usr/bin/env bash
-# `make demo`: the main job. Grows with the project; today it runs the stages that exist.
+# `make demo`: the whole VER story in simulation, end to end.
+#
+#   1. scripted demonstrations through the ROS graph (sim_node + scripted_expert + recorder_node)
+#      -> rosbag2 episodes                                              (ver-record-demos)
+#   2. Robot Router + policy head on the shipped VER-T library          (ver-train-router --bag)
+#   3. closed-loop evaluation on held-out seeds through the deployment graph
+#      sim -> encoder -> policy -> safety -> sim (real ROS processes)  (ver-eval --through-ros)
+#
+# Knobs (environment): VER_DEMO_EPISODES (demos, default 50), VER_DEMO_STEPS (router training
+# steps, default 1000), VER_DEMO_BATCH (training batch, default 16), VER_DEMO_EVAL_EPISODES
+# (held-out episodes, default 20), VER_DEMO_HEAD
+# (mlp|diffusion, default mlp), VER_DEMO_RTF (simulator speed during the evaluation as a fraction of
+# real time, default 1.0), VER_DEMO_OUT (output dir, default runs/demo), VER_LIBRARY (library
+# checkpoint, default assets/ver_tiny_sim_library), VER_DEMO_TRAIN_ARGS (extra ver-train-router
+# flags, e.g. "--lr 1e-3"), VER_DEMO_IN_PROCESS=1 (evaluate without ROS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
-echo "== VER-ROS demo: model sizes"
-.venv/bin/ver-model-info
+export PYTHONUNBUFFERED=1
+BIN=.venv/bin
+episodes="${VER_DEMO_EPISODES:-50}"
+steps="${VER_DEMO_STEPS:-1000}"
+batch="${VER_DEMO_BATCH:-16}"
+eval_episodes="${VER_DEMO_EVAL_EPISODES:-20}"
+head="${VER_DEMO_HEAD:-mlp}"
+rtf="${VER_DEMO_RTF:-1.0}"
+out="${VER_DEMO_OUT:-runs/demo}"
+library="${VER_LIBRARY:-assets/ver_tiny_sim_library}"
+t_all=$SECONDS
+
+stage() { echo; echo "== [$(( SECONDS - t_all ))s] $*"; }
+
+stage "VER-ROS demo: $episodes demos, $steps router steps ($head head), $eval_episodes held-out episodes -> $out"
+mkdir -p "$out"
+lib_args=()
+if [[ -f "$library/config.json" ]]; then
+  lib_args=(--library "$library")
+  echo "library: $library"
+else
+  echo "WARNING: no VER library at $library: the router trains over a FRESHLY INITIALIZED library." >&2
+  echo "         Reproduce the shipped one with 'make distill-sim'." >&2
+fi
+
+stage "1/3 recording $episodes scripted demonstrations through the ROS graph"
+rm -rf "$out/demos"
+t=$SECONDS
+$BIN/ver-record-demos --episodes "$episodes" --out "$out/demos" --seed 0
+echo "demos: $(find "$out/demos" -maxdepth 1 -name 'episode_*' -type d | wc -l) episodes in $out/demos ($(( SECONDS - t )) s)"
+
+stage "2/3 training the Robot Router + $head head on the demos"
+t=$SECONDS
+rm -rf "$out/policy"
+# shellcheck disable=SC2086
+$BIN/ver-train-router --bag "$out/demos" --out "$out/policy" --head "$head" --steps "$steps" --batch-size "$batch" \
+  "${lib_args[@]}" ${VER_DEMO_TRAIN_ARGS:-}
+echo "task checkpoint: $out/policy ($(( SECONDS - t )) s)"
+
+mode=(--through-ros --rtf "$rtf")
+[[ "${VER_DEMO_IN_PROCESS:-0}" == "1" ]] && mode=(--in-process)
+stage "3/3 closed-loop evaluation on $eval_episodes held-out seeds (${mode[*]})"
+t=$SECONDS
+rm -rf "$out/eval"
+$BIN/ver-eval --checkpoint "$out/policy" --episodes "$eval_episodes" "${mode[@]}" --out "$out/eval"
+echo "evaluation: $(( SECONDS - t )) s"
+
+stage "done in $(( SECONDS - t_all )) s"
+echo "demos:       $out/demos"
+echo "policy:      $out/policy (training plots and metrics inside)"
+echo "evaluation:  $out/eval/results.json, $out/eval/rollout_strip.png, $out/eval/rollout.gif, $out/eval/distance.png"

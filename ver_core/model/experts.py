@@ -5,7 +5,7 @@ H expert hidden width, T = B*N flattened tokens.
 
 The layer itself holds no router: the caller passes the router logits in (distillation trains one
 router per teacher, router training swaps in a Robot Router), and the layer returns what it chose
-so that losses (pure functions in ``ver_core.model.losses``) can be computed outside.
+so that losses (pure functions in ``ver_core.distill.losses``) can be computed outside.
 """
 
 from __future__ import annotations

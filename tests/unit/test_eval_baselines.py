@@ -1,0 +1,66 @@
+"""Frozen EfficientNet-Lite0 baseline policy: shapes, loss, save/load; eval graph parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ver_core.eval import EvalConfig
+from ver_core.eval.baselines import FrozenFeaturePolicy
+from ver_core.policy import NormStats, TaskConfig
+
+
+def test_frozen_feature_policy_round_trip(tmp_path):
+    stats = NormStats([0.1] * 8, [0.5] * 8, [-2.0] * 8, [2.0] * 8)
+    policy = FrozenFeaturePolicy(TaskConfig(chunk_len=4, hidden_dim=32, neck_dim=16), stats)
+    images = torch.randn(2, 3, 224, 224)
+    feats = policy.encode(images)
+    assert feats.tokens.shape == (2, 50, 1280) and feats.expert_index == []
+    state = torch.zeros(2, 8)
+    loss = policy.loss(feats.tokens, state, torch.zeros(2, 4, 8))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in policy.head.parameters())
+    assert not any(p.requires_grad for p in policy.encoder.parameters())  # frozen
+    actions = policy.predict_chunk(feats.tokens, state)
+    assert actions.shape == (2, 4, 8)
+    assert torch.all(actions >= -2.0) and torch.all(actions <= 2.0)
+    policy.save_pretrained(tmp_path / "ck")
+    assert "encoder" not in " ".join(policy.state_dict())  # encoder weights come from their package
+    again = FrozenFeaturePolicy.from_pretrained(tmp_path / "ck")
+    torch.testing.assert_close(again.predict_chunk(feats.tokens, state), actions)
+
+
+def test_frozen_feature_policy_rejects_other_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        FrozenFeaturePolicy.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"format": "ver-task"}')
+    with pytest.raises(ValueError, match="format"):
+        FrozenFeaturePolicy.from_pretrained(tmp_path)
+
+
+def test_eval_graph_parameters(tmp_path):
+    pytest.importorskip("rclpy")
+    from ver_ros.eval_graph import graph_parameters
+    from ver_ros.graph import default_config_path
+
+    params = graph_parameters(
+        default_config_path(), EvalConfig(seed=7, width=96, height=64), tmp_path, rtf=0.5
+    )
+    sim = params["sim_node"]["ros__parameters"]
+    assert (sim["seed"], sim["width"], sim["height"], sim["realtime"], sim["max_rtf"]) == (
+        7,
+        96,
+        64,
+        False,
+        0.5,
+    )
+    assert params["safety_node"]["ros__parameters"]["publish_while_holding"] is False
+    for node in ("encoder_node", "policy_node", "safety_node"):
+        assert Path(params[node]["ros__parameters"]["latency_log"]).parent == tmp_path
+    yaml.safe_dump(params)  # loadable by ROS as a parameter file
+    with pytest.raises(ValueError, match="real-time factor"):
+        graph_parameters(default_config_path(), EvalConfig(), tmp_path, rtf=2.0)

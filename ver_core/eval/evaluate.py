@@ -1,0 +1,171 @@
+"""In-process closed-loop evaluation: a task policy (or a baseline) drives ``FrankaPickEnv``.
+
+``evaluate`` runs held-out seeds ``seed, seed + 1, ...``, keeps the frames of the first episode
+for an image strip and GIF, plots the distance traces and writes ``results.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ver_core.deploy.latency import LatencyStats
+from ver_core.eval.media import save_distance_plot, save_gif, save_strip
+from ver_core.eval.report import build_report, write_report
+from ver_core.eval.rollout import ChunkController, Controller, EpisodeResult, run_episode
+
+__all__ = ["EvalConfig", "PolicyPredictor", "evaluate", "policy_predictor", "write_outputs"]
+
+# Held-out seeds start far above the seeds demos are recorded with (0, 1, 2, ...).
+DEFAULT_EVAL_SEED = 100_000
+
+
+@dataclass
+class EvalConfig:
+    """episodes: number of held-out episodes; seed: the first one (seed, seed+1, ...).
+    max_steps: control steps per episode before it counts as a failure.
+    execute_steps: actions of each predicted chunk executed before predicting again.
+    width/height: render size, the same the demos were recorded at.
+    media: write strip / GIF / plot (False for benchmark rows).
+    """
+
+    episodes: int = 20
+    seed: int = DEFAULT_EVAL_SEED
+    max_steps: int = 150
+    execute_steps: int = 8
+    width: int = 224
+    height: int = 224
+    media: bool = True
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.execute_steps < 1:
+            raise ValueError(f"execute_steps must be >= 1, got {self.execute_steps}")
+
+
+class PolicyPredictor:
+    """Chunk predictor over a ``TaskPolicy``: preprocess + encode (``encode``), head (``head``).
+
+    Also counts which library expert each patch token was routed to, per MoE layer
+    (``usage``: list of (E,) int arrays), for the expert-utilization statistics.
+    """
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+        self.usage: list[np.ndarray] = []
+
+    def __call__(self, image: np.ndarray, state: np.ndarray, latency: LatencyStats) -> np.ndarray:
+        import torch
+
+        from ver_core.model import preprocess_images
+
+        with torch.inference_mode():
+            with latency.time("encode"):
+                routed = self.policy.encode(preprocess_images(image))
+            with latency.time("head"):
+                s = torch.as_tensor(state, dtype=torch.float32).unsqueeze(0)  # (1, 8)
+                actions = self.policy.predict_chunk(routed.tokens, s)  # (1, H, 8)
+        self._count(getattr(routed, "expert_index", None) or [])
+        return actions[0].detach().cpu().numpy().astype(np.float64)
+
+    def _count(self, expert_index) -> None:
+        for layer, index in enumerate(expert_index):  # (1, P, K) per layer
+            flat = index.reshape(-1).cpu().numpy()
+            flat = flat[flat >= 0]
+            n = int(flat.max()) + 1 if flat.size else 0
+            if layer == len(self.usage):
+                self.usage.append(np.zeros(0, np.int64))
+            if n > self.usage[layer].size:
+                self.usage[layer] = np.pad(self.usage[layer], (0, n - self.usage[layer].size))
+            self.usage[layer] += np.bincount(flat, minlength=self.usage[layer].size)
+
+    def usage_fractions(self) -> list[list[float]]:
+        """Per MoE layer, the fraction of routed (token, slot) pairs that went to each expert."""
+        return [(u / max(1, u.sum())).round(4).tolist() for u in self.usage]
+
+
+def policy_predictor(policy) -> PolicyPredictor:
+    return PolicyPredictor(policy)
+
+
+def evaluate(
+    controller: Controller,
+    config: EvalConfig,
+    out_dir: str | Path | None = None,
+    env=None,
+    meta: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Run ``config.episodes`` episodes; returns (and with ``out_dir`` writes) the report."""
+    if env is None:
+        from ver_core.sim import FrankaPickEnv, SimConfig
+
+        env = FrankaPickEnv(SimConfig(width=config.width, height=config.height))
+    episodes: list[EpisodeResult] = []
+    start = time.perf_counter()
+    for i in range(config.episodes):
+        seed = config.seed + i
+        ep = run_episode(
+            env, controller, seed, config.max_steps, capture_frames=config.media and i == 0
+        )
+        episodes.append(ep)
+        if progress:
+            ok = sum(e.success for e in episodes)
+            progress(
+                f"[eval] episode {i + 1}/{config.episodes} seed {seed}: "
+                f"{'success' if ep.success else 'fail'} in {ep.steps} steps, closest "
+                f"{ep.min_distance:.3f} m ({ok}/{i + 1} so far, {time.perf_counter() - start:.0f} s)"
+            )
+    report = build_report(
+        episodes,
+        controller.latency.summary(),
+        {"mode": "in-process", "config": asdict(config), **(meta or {})},
+    )
+    if isinstance(controller, ChunkController):
+        report["chunks_predicted"] = controller.chunks
+        if isinstance(controller.predictor, PolicyPredictor) and controller.predictor.usage:
+            report["expert_usage"] = controller.predictor.usage_fractions()
+    report["wall_s"] = time.perf_counter() - start
+    if out_dir is not None:
+        dt = 1.0 / getattr(getattr(env, "config", None), "control_hz", 10.0)
+        write_outputs(out_dir, report, episodes, dt, media=config.media)
+    return report
+
+
+def write_outputs(
+    out_dir: str | Path,
+    report: dict[str, Any],
+    episodes: list[EpisodeResult],
+    dt: float,
+    media: bool,
+) -> None:
+    """Strip + GIF of the first episode with frames, distance plot (dt s per sample), JSON."""
+    out = Path(out_dir)
+    if media:
+        shown = next((e for e in episodes if e.frames), None)
+        if shown is not None:
+            labels = [f"#{k}" for k in range(len(shown.frames))]
+            report["strip_path"] = str(
+                save_strip(shown.frames, out / "rollout_strip.png", labels=labels)
+            )
+            report["gif_path"] = str(save_gif(shown.frames, out / "rollout.gif", fps=1.0 / dt))
+        report["plot_path"] = str(
+            save_distance_plot(
+                [e.distances for e in episodes],
+                [e.success for e in episodes],
+                out / "distance.png",
+                dt,
+            )
+        )
+    report["results_path"] = str(out / "results.json")
+    write_report(out, report)
