@@ -86,7 +86,9 @@ def _scene_xml(franka: Path, fovy_deg: float) -> str:
     cam_axes = _look_at_axes(cam_pos, np.array([0.3, 0.0, 0.28]))
     distractors = "\n".join(
         f'<body name="distractor{i}" mocap="true" pos="0 {1 + i} -0.5">'
-        f'<geom name="distractor{i}" type="{"cylinder" if i % 2 else "box"}" size="0.025 0.03 0.035" '
+        # never a box: the policy sees no privileged state, so the target must be the only cube
+        f'<geom name="distractor{i}" type="{"cylinder" if i % 2 else "sphere"}" '
+        f'size="{"0.025 0.035" if i % 2 else "0.035"}" '
         f'contype="0" conaffinity="0" rgba="0.2 0.6 0.2 1"/></body>'
         for i in range(N_DISTRACTORS)
     )
