@@ -136,3 +136,18 @@ def test_build_from_library_checkpoint(tmp_path, caplog):
     shutil.rmtree(tmp_path / "lib")
     loaded = TaskPolicy.from_pretrained(tmp_path / "task")
     assert torch.equal(loaded.model.blocks[0].attn.qkv.weight, library.blocks[0].attn.qkv.weight)
+
+
+def test_predictions_never_leave_the_demonstrated_action_range():
+    """A head that extrapolates wildly is clipped to the action range seen in the data."""
+    rng = np.random.default_rng(3)
+    stats = fake_stats(rng)
+    policy = TaskPolicy.build(tiny_config(head="mlp"), stats)
+    with torch.no_grad():
+        for p in policy.head.parameters():
+            p.mul_(1000.0)  # outputs far outside [-1, 1]
+        feats = policy.encode(torch.randn(2, 3, 64, 64))
+        actions = policy.predict_chunk(feats.tokens, torch.zeros(2, 8))
+    lo, hi = policy.action_min, policy.action_max
+    assert torch.all(actions >= lo - 1e-5) and torch.all(actions <= hi + 1e-5)
+    assert torch.isclose(actions, lo.expand_as(actions)).any() or torch.isclose(actions, hi.expand_as(actions)).any()

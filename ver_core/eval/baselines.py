@@ -106,7 +106,7 @@ class FrozenFeaturePolicy(nn.Module):
     def predict_chunk(
         self, tokens: Tensor, state: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
-        out = self.head.sample(self.condition(tokens, state), generator=generator)
+        out = self.head.sample(self.condition(tokens, state), generator=generator).clamp(-1, 1)
         return (out + 1) / 2 * (self.action_max - self.action_min) + self.action_min
 
     # ---- io

@@ -227,6 +227,9 @@ class TaskPolicy(nn.Module):
     def predict_chunk(
         self, tokens: Tensor, state: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Routed tokens (B, 1+P, D) + raw state (B, S) -> raw action chunk (B, H, 8)."""
+        """Routed tokens (B, 1+P, D) + raw state (B, S) -> raw action chunk (B, H, 8).
+
+        Normalized predictions are clipped to [-1, 1]: never beyond the demonstrated action range.
+        """
         cond = self.condition(tokens, state)
-        return self.unnormalize_actions(self.head.sample(cond, generator=generator))
+        return self.unnormalize_actions(self.head.sample(cond, generator=generator).clamp(-1, 1))
