@@ -60,7 +60,11 @@ def test_backward_reaches_experts_router_and_bvt(name):
     model = build_model(name)
     x = torch.randn(1, 3, 224, 224)
     model.forward_features(x).tokens.pow(2).mean().backward()
-    for pname in ("blocks.0.attn.qkv.weight", "blocks.11.mlp.w1", "routers.default.layers.2.gate.weight"):
+    for pname in (
+        "blocks.0.attn.qkv.weight",
+        "blocks.11.mlp.w1",
+        "routers.default.layers.2.gate.weight",
+    ):
         grad = dict(model.named_parameters())[pname].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, pname
 

@@ -150,4 +150,7 @@ def test_predictions_never_leave_the_demonstrated_action_range():
         actions = policy.predict_chunk(feats.tokens, torch.zeros(2, 8))
     lo, hi = policy.action_min, policy.action_max
     assert torch.all(actions >= lo - 1e-5) and torch.all(actions <= hi + 1e-5)
-    assert torch.isclose(actions, lo.expand_as(actions)).any() or torch.isclose(actions, hi.expand_as(actions)).any()
+    assert (
+        torch.isclose(actions, lo.expand_as(actions)).any()
+        or torch.isclose(actions, hi.expand_as(actions)).any()
+    )

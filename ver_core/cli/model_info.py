@@ -27,13 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({n: r.as_dict() for n, r in reports.items()}, indent=2))
         return 0
-    print(f"{'model':<12} {'total':>8} {'backbone':>9} {'experts':>8} {'router':>8} "
-          f"{'active K=1':>10} {'K=2':>7} {'K=3':>7}")
+    print(
+        f"{'model':<12} {'total':>8} {'backbone':>9} {'experts':>8} {'router':>8} "
+        f"{'active K=1':>10} {'K=2':>7} {'K=3':>7}"
+    )
     for n, r in reports.items():
-        print(f"{n:<12} {r.total / 1e6:7.2f}M {r.backbone / 1e6:8.2f}M {r.experts / 1e6:7.2f}M "
-              f"{r.router / 1e3:7.1f}k {r.active[1] / 1e6:9.2f}M {r.active[2] / 1e6:6.2f}M "
-              f"{r.active[3] / 1e6:6.2f}M   router share {100 * r.router / r.total:.3f}%")
-    print("paper, VER-T active: " + " / ".join(f"K={k} {v / 1e6:.1f}M" for k, v in PAPER_VER_T_ACTIVE.items()))
+        print(
+            f"{n:<12} {r.total / 1e6:7.2f}M {r.backbone / 1e6:8.2f}M {r.experts / 1e6:7.2f}M "
+            f"{r.router / 1e3:7.1f}k {r.active[1] / 1e6:9.2f}M {r.active[2] / 1e6:6.2f}M "
+            f"{r.active[3] / 1e6:6.2f}M   router share {100 * r.router / r.total:.3f}%"
+        )
+    print(
+        "paper, VER-T active: "
+        + " / ".join(f"K={k} {v / 1e6:.1f}M" for k, v in PAPER_VER_T_ACTIVE.items())
+    )
     return 0
 
 

@@ -25,7 +25,9 @@ class RouterSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "noisy", "frame", "fixed"):
-            raise ValueError(f"unknown router kind {self.kind!r}: use linear, noisy, frame or fixed")
+            raise ValueError(
+                f"unknown router kind {self.kind!r}: use linear, noisy, frame or fixed"
+            )
 
 
 @dataclass
@@ -50,17 +52,26 @@ class VERConfig:
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
-            raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+            raise ValueError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
         if not 0 <= self.moe_blocks <= self.depth:
-            raise ValueError(f"moe_blocks must be in [0, depth={self.depth}], got {self.moe_blocks}")
+            raise ValueError(
+                f"moe_blocks must be in [0, depth={self.depth}], got {self.moe_blocks}"
+            )
         if self.num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {self.num_experts}")
         if not 1 <= self.top_k <= self.num_experts:
-            raise ValueError(f"top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}")
+            raise ValueError(
+                f"top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}"
+            )
         self.routers = {
-            k: (v if isinstance(v, RouterSpec) else RouterSpec(**v)) for k, v in self.routers.items()
+            k: (v if isinstance(v, RouterSpec) else RouterSpec(**v))
+            for k, v in self.routers.items()
         }
 
     @property

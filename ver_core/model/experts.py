@@ -44,7 +44,9 @@ class Router(nn.Module):
         self.num_experts = num_experts
         if self.spec.kind == "fixed":
             if self.spec.fixed_expert >= num_experts:
-                raise ValueError(f"fixed_expert {self.spec.fixed_expert} >= num_experts {num_experts}")
+                raise ValueError(
+                    f"fixed_expert {self.spec.fixed_expert} >= num_experts {num_experts}"
+                )
             logits = torch.zeros(num_experts)
             if self.spec.fixed_expert >= 0:
                 logits.fill_(-30.0)

@@ -22,7 +22,12 @@ def save_library(
     """Write ``config.json`` (model config + ``extra`` metadata) and ``model.safetensors``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"format": "ver-library", "version": 1, "model": model.config.to_dict(), **(extra or {})}
+    payload = {
+        "format": "ver-library",
+        "version": 1,
+        "model": model.config.to_dict(),
+        **(extra or {}),
+    }
     tmp = directory / (CONFIG_FILE + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

@@ -184,7 +184,9 @@ class VisionExpertTransformer(nn.Module):
             x = block(x)
         return x
 
-    def _resolve_routers(self, router: str | Sequence[nn.Module] | RouterSet) -> Sequence[nn.Module]:
+    def _resolve_routers(
+        self, router: str | Sequence[nn.Module] | RouterSet
+    ) -> Sequence[nn.Module]:
         if isinstance(router, str):
             if router not in self.routers:
                 raise KeyError(f"no router named {router!r}; have {sorted(self.routers)}")
