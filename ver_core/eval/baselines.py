@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from ver_core.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ver_core.policy import NormStats, TaskConfig
-from ver_core.policy.heads import build_head
 from ver_core.policy.neck import build_neck
+from ver_core.policy.task_policy import build_task_head
 
 __all__ = ["FrozenFeaturePolicy", "FrozenFeatures"]
 
@@ -50,21 +50,7 @@ class FrozenFeaturePolicy(nn.Module):
         self.config = config
         self._encoder = [encoder]  # a list keeps the frozen encoder out of state_dict()
         self.neck = build_neck(config.neck, CHANNELS, GRID, config.neck_dim)
-        self.head = build_head(
-            config.head,
-            config.neck_dim + config.state_dim,
-            config.hidden_dim,
-            config.chunk_len,
-            config.action_dim,
-            **(
-                {
-                    "train_steps": config.diffusion_train_steps,
-                    "infer_steps": config.diffusion_infer_steps,
-                }
-                if config.head == "diffusion"
-                else {}
-            ),
-        )
+        self.head = build_task_head(config)
         self.set_stats(stats or NormStats.identity(config.state_dim, config.action_dim))
 
     def set_stats(self, stats: NormStats) -> None:

@@ -45,6 +45,27 @@ class RoutedFeatures:
     expert_index: list[Tensor]
 
 
+def build_task_head(config: TaskConfig) -> nn.Module:
+    """The action head a TaskConfig describes (conditioned on neck features + proprioception)."""
+    diffusion = (
+        {
+            "train_steps": config.diffusion_train_steps,
+            "infer_steps": config.diffusion_infer_steps,
+            "prediction": config.diffusion_prediction,
+        }
+        if config.head == "diffusion"
+        else {}
+    )
+    return build_head(
+        config.head,
+        config.neck_dim + config.state_dim,
+        config.hidden_dim,
+        config.chunk_len,
+        config.action_dim,
+        **diffusion,
+    )
+
+
 class TaskPolicy(nn.Module):
     def __init__(
         self, config: TaskConfig, model: VisionExpertTransformer, stats: NormStats | None = None
@@ -55,22 +76,7 @@ class TaskPolicy(nn.Module):
         mc = model.config
         self.router = RobotRouter(mc, config.router)
         self.neck = build_neck(config.neck, mc.embed_dim, mc.grid_size, config.neck_dim)
-        self.head = build_head(
-            config.head,
-            config.neck_dim + config.state_dim,
-            config.hidden_dim,
-            config.chunk_len,
-            config.action_dim,
-            **(
-                {
-                    "train_steps": config.diffusion_train_steps,
-                    "infer_steps": config.diffusion_infer_steps,
-                    "prediction": config.diffusion_prediction,
-                }
-                if config.head == "diffusion"
-                else {}
-            ),
-        )
+        self.head = build_task_head(config)
         self.stats = stats or NormStats.identity(config.state_dim, config.action_dim)
         for name, t in self.stats.tensors().items():
             self.register_buffer(name, t, persistent=False)
