@@ -5,7 +5,13 @@ or the EfficientNet-Lite0 frozen-feature baseline) and evaluates it in-process o
 held-out seeds. Rows run separately (``--only ver_mlp``) and their results accumulate in
 bench/results/ablation.json; ``--table`` prints the markdown table of docs/RESULTS.md.
 
-    python bench/bench_ablation.py --demos runs/demo/demos --only ver_mlp --steps 1500 --episodes 20
+    python bench/bench_ablation.py --demos runs/demo/demos --only ver_mlp --episodes 20
+
+Every row gets the same updates: ``--steps`` joint steps through the library (router + neck +
+head; for fixed routings neck + head through the same blocks) then ``--head-steps`` of neck + head
+on cached routed tokens; the EfficientNet baseline, whose features are frozen, trains
+``--steps + --head-steps`` steps. Rows may run in parallel processes: each result is merged into
+the results file as it lands.
     python bench/bench_ablation.py --table
 """
 
@@ -59,7 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ROW",
         help=f"rows to run (default all): {', '.join(ROWS)}",
     )
-    p.add_argument("--steps", type=int, default=1500, help="training steps per row")
+    p.add_argument("--steps", type=int, default=300, help="joint training steps per row")
+    p.add_argument(
+        "--head-steps", type=int, default=3000, help="then neck + head steps on routed tokens"
+    )
     p.add_argument("--batch-size", type=int, default=32, help="training batch size per row")
     p.add_argument("--episodes", type=int, default=20, help="held-out evaluation episodes per row")
     p.add_argument("--seed", type=int, default=100_000, help="first held-out seed")
@@ -98,11 +107,13 @@ def train_row(row: str, args: argparse.Namespace, ckpt: Path) -> tuple[list[str]
     variant, head = row.rsplit("_", 1)
     if variant == "effnet":
         cmd = [sys.executable, "-m", "ver_core.eval.baselines", "--bag", str(args.demos), "--out", str(ckpt),
-               "--head", head, "--steps", str(args.steps), "--batch-size", str(args.batch_size)]  # fmt: skip
+               "--head", head, "--steps", str(args.steps + args.head_steps),
+               "--batch-size", str(args.batch_size)]  # fmt: skip
     else:
         cmd = [str(ROOT / ".venv" / "bin" / "ver-train-router"), "--bag", str(args.demos), "--out", str(ckpt),
-               "--head", head, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-               *VARIANTS[variant][1]]  # fmt: skip
+               "--head", head, "--steps", str(args.steps), "--head-steps", str(args.head_steps),
+               "--batch-size", str(args.batch_size), "--cache-dir", str(args.work / "cache"),
+               "--no-progress", *VARIANTS[variant][1]]  # fmt: skip
         if (args.library / "config.json").is_file():
             cmd += ["--library", str(args.library)]
         else:
@@ -150,7 +161,7 @@ def summarize(report: dict) -> dict:
 
 def table(results: dict) -> str:
     lines = [
-        "| row | head | success (95% CI) | closest gripper-cube (m) | encode p50 (ms) | train steps x batch | train time |",
+        "| row | head | success (95% CI) | closest gripper-cube (m) | encode p50 (ms) | joint + head steps x batch | train time |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in ROWS:
@@ -162,7 +173,8 @@ def table(results: dict) -> str:
         lines.append(
             f"| {VARIANTS[variant][0]} | {head} | {e['successes']}/{e['episodes']} = {100 * e['success_rate']:.0f}% "
             f"({100 * e['ci95_low']:.0f}-{100 * e['ci95_high']:.0f}%) | {e['mean_min_distance_m']:.3f} | "
-            f"{e['encode_p50_ms'] or 0:.0f} | {r['train_steps']} x {r.get('batch_size', 32)} | "
+            f"{e['encode_p50_ms'] or 0:.0f} | {r['train_steps']} + {r.get('head_steps', 0)} x "
+            f"{r.get('batch_size', 32)} | "
             f"{r['train_wall_s'] / 60:.1f} min |"
         )
     return "\n".join(lines)
@@ -197,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"[bench] {row}: reusing {ckpt}", flush=True)
         report = evaluate_row(row, ckpt, args)
-        results["rows"][row] = {
+        entry = {
             "label": VARIANTS[row.rsplit("_", 1)[0]][0],
             "train_command": cmd,
             "train_steps": args.steps,
+            "head_steps": args.head_steps,
             "batch_size": args.batch_size,
             "train_wall_s": round(train_s, 1),
             "demos": str(args.demos),
@@ -212,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()} {os.cpu_count()} cores",
             "load_avg_1m": round(os.getloadavg()[0], 2),  # the machine is shared: context for times
         }
+        results = load_results(args.results)  # rows finished meanwhile by parallel runs stay
+        results["rows"][row] = entry
         save_results(args.results, results)
-        e = results["rows"][row]["eval"]
+        e = entry["eval"]
         print(
             f"[bench] {row}: success {e['successes']}/{e['episodes']} -> {args.results}", flush=True
         )

@@ -7,8 +7,9 @@
 #   3. closed-loop evaluation on held-out seeds through the deployment graph
 #      sim -> encoder -> policy -> safety -> sim (real ROS processes)  (ver-eval --through-ros)
 #
-# Knobs (environment): VER_DEMO_EPISODES (demos, default 50), VER_DEMO_STEPS (router training
-# steps, default 1000), VER_DEMO_BATCH (training batch, default 16), VER_DEMO_EVAL_EPISODES
+# Knobs (environment): VER_DEMO_EPISODES (demos, default 50), VER_DEMO_STEPS (joint router + head
+# training steps, default 300), VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed
+# tokens, default 3000), VER_DEMO_BATCH (training batch, default 32), VER_DEMO_EVAL_EPISODES
 # (held-out episodes, default 20), VER_DEMO_HEAD
 # (mlp|diffusion, default mlp), VER_DEMO_RTF (simulator speed during the evaluation as a fraction of
 # real time, default 1.0), VER_DEMO_OUT (output dir, default runs/demo), VER_LIBRARY (library
@@ -20,8 +21,9 @@ export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export PYTHONUNBUFFERED=1
 BIN=.venv/bin
 episodes="${VER_DEMO_EPISODES:-50}"
-steps="${VER_DEMO_STEPS:-1000}"
-batch="${VER_DEMO_BATCH:-16}"
+steps="${VER_DEMO_STEPS:-300}"
+head_steps="${VER_DEMO_HEAD_STEPS:-3000}"
+batch="${VER_DEMO_BATCH:-32}"
 eval_episodes="${VER_DEMO_EVAL_EPISODES:-20}"
 head="${VER_DEMO_HEAD:-mlp}"
 rtf="${VER_DEMO_RTF:-1.0}"
@@ -31,7 +33,7 @@ t_all=$SECONDS
 
 stage() { echo; echo "== [$(( SECONDS - t_all ))s] $*"; }
 
-stage "VER-ROS demo: $episodes demos, $steps router steps ($head head), $eval_episodes held-out episodes -> $out"
+stage "VER-ROS demo: $episodes demos, $steps router + $head_steps head steps ($head head), $eval_episodes held-out episodes -> $out"
 mkdir -p "$out"
 lib_args=()
 if [[ -f "$library/config.json" ]]; then
@@ -52,7 +54,8 @@ stage "2/3 training the Robot Router + $head head on the demos"
 t=$SECONDS
 rm -rf "$out/policy"
 # shellcheck disable=SC2086
-$BIN/ver-train-router --bag "$out/demos" --out "$out/policy" --head "$head" --steps "$steps" --batch-size "$batch" \
+$BIN/ver-train-router --bag "$out/demos" --out "$out/policy" --head "$head" --steps "$steps" \
+  --head-steps "$head_steps" --batch-size "$batch" \
   "${lib_args[@]}" ${VER_DEMO_TRAIN_ARGS:-}
 echo "task checkpoint: $out/policy ($(( SECONDS - t )) s)"
 

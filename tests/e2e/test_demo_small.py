@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EPISODES, STEPS, EVAL_EPISODES = 4, 120, 2
+EPISODES, STEPS, HEAD_STEPS, EVAL_EPISODES = 4, 120, 600, 2
 CHECK_SEEDS, CHECK_EPISODES, CHECK_MAX_STEPS = 100_000, 2, 50
 REACH_M = 0.05  # mean closest gripper-to-cube distance (m) that counts as reaching the cube
 
@@ -51,6 +51,7 @@ def demo_run(tmp_path_factory) -> Path:
         {
             "VER_DEMO_EPISODES": str(EPISODES),
             "VER_DEMO_STEPS": str(STEPS),
+            "VER_DEMO_HEAD_STEPS": str(HEAD_STEPS),
             "VER_DEMO_EVAL_EPISODES": str(EVAL_EPISODES),
             "VER_DEMO_OUT": str(out),
             "VER_DEMO_RTF": env.get("VER_DEMO_RTF", "0.5"),

@@ -23,7 +23,7 @@ def fake_stats(rng: np.random.Generator, chunk_len: int = 4) -> NormStats:
 
 
 @pytest.mark.parametrize("head", ["mlp", "diffusion"])
-@pytest.mark.parametrize("neck", ["conv", "attention"])
+@pytest.mark.parametrize("neck", ["conv", "spatial", "attention"])
 def test_encode_predict_shapes(head, neck):
     policy = TaskPolicy.build(tiny_config(head=head, neck=neck))
     feats = policy.encode(torch.randn(3, 3, 64, 64))
@@ -104,7 +104,9 @@ def test_heads_overfit_tiny_dataset(head):
 
     def sample_error() -> float:
         pred = policy.predict_chunk(policy.route(bvt).tokens, s, torch.Generator().manual_seed(0))
-        return (policy.normalize_actions(pred) - policy.normalize_actions(a)).abs().mean().item()
+        return (
+            (policy.normalize_actions(pred, s) - policy.normalize_actions(a, s)).abs().mean().item()
+        )
 
     before_loss, before_err = fixed_loss(), sample_error()
     opt = torch.optim.AdamW(policy.trainable_parameters(), lr=3e-3)
@@ -154,3 +156,71 @@ def test_predictions_never_leave_the_demonstrated_action_range():
         torch.isclose(actions, lo.expand_as(actions)).any()
         or torch.isclose(actions, hi.expand_as(actions)).any()
     )
+
+
+@pytest.mark.parametrize("mode", ["absolute", "delta"])
+def test_action_modes_round_trip_and_delta_is_relative_to_the_state(mode):
+    from ver_core.policy.normalization import action_targets, actions_from_targets
+
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(5, 8))
+    actions = rng.normal(size=(5, 3, 8))
+    targets = action_targets(actions, states, mode)
+    np.testing.assert_allclose(actions_from_targets(targets, states, mode), actions)
+    t_torch = action_targets(torch.from_numpy(actions), torch.from_numpy(states), mode)
+    np.testing.assert_allclose(t_torch.numpy(), targets)
+    if mode == "delta":
+        np.testing.assert_allclose(targets[..., :7], actions[..., :7] - states[:, None, :7])
+    np.testing.assert_allclose(targets[..., 7], actions[..., 7])  # gripper stays absolute
+    with pytest.raises(ValueError, match="unknown action mode"):
+        action_targets(actions, states, "velocity")
+
+
+def test_delta_policy_predicts_around_the_measured_joints():
+    from ver_core.policy.normalization import action_targets
+
+    rng = np.random.default_rng(1)
+    states = rng.normal(size=(40, 8)).astype(np.float32)
+    actions = rng.normal(size=(40, 4, 8)).astype(np.float32)
+    cfg = tiny_config(action_mode="delta")
+    stats = NormStats.from_data(states, action_targets(actions, states, "delta"))
+    policy = TaskPolicy.build(cfg, stats)
+    bvt = policy.model.forward_bvt(torch.randn(2, 3, 64, 64))
+    s = torch.from_numpy(states[:2])
+    chunk = policy.predict_chunk(policy.route(bvt).tokens, s)
+    offsets = chunk[..., :7] - s[:, None, :7]
+    lo, hi = policy.action_min[:7], policy.action_max[:7]
+    assert torch.all(offsets >= lo - 1e-5) and torch.all(offsets <= hi + 1e-5)
+    # the same head output lands elsewhere when the arm is elsewhere: offsets, not positions
+    moved = s.clone()
+    moved[:, :7] += 0.3
+    with torch.no_grad():
+        out = policy.head.sample(policy.condition(policy.route(bvt).tokens, s)).clamp(-1, 1)
+    np.testing.assert_allclose(
+        (policy.unnormalize_actions(out, moved) - policy.unnormalize_actions(out, s))[..., :7],
+        np.full((2, 4, 7), 0.3, np.float32),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="action_mode"):
+        tiny_config(action_mode="velocity")
+
+
+def test_spatial_neck_keypoints_follow_a_moving_blob():
+    from ver_core.policy.neck import SpatialSoftmaxNeck
+
+    torch.manual_seed(0)
+    neck = SpatialSoftmaxNeck(dim=8, grid=6, out_dim=16, keypoints=4)
+    with torch.no_grad():  # one map that fires on feature channel 0
+        neck.maps.weight.zero_()
+        neck.maps.bias.zero_()
+        neck.maps.weight[0, 0, 1, 1] = 1.0
+        neck.log_temperature.fill_(-3.0)
+        neck.norm.weight.fill_(1.0)
+        neck.norm.bias.zero_()
+    tokens = torch.zeros(2, 1 + 36, 8)
+    tokens[0, 1 + 0 * 6 + 0, 0] = 5.0  # blob top left
+    tokens[1, 1 + 5 * 6 + 5, 0] = 5.0  # blob bottom right
+    kp = neck.keypoints(tokens)  # (2, 4, 2)
+    assert kp[0, 0, 0] < -0.8 and kp[0, 0, 1] < -0.8
+    assert kp[1, 0, 0] > 0.8 and kp[1, 0, 1] > 0.8
+    assert neck(tokens).shape == (2, 16)

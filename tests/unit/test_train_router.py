@@ -124,6 +124,8 @@ def test_cli_end_to_end_with_plots_and_resume(tmp_path, bag_dir, caplog):
         str(out),
         "--steps",
         "6",
+        "--head-steps",
+        "0",
         "--batch-size",
         "8",
         "--chunk-len",
@@ -201,3 +203,55 @@ def test_ctrl_c_saves_the_current_step(tmp_path, demos):
         trainer.fit()
     assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 5
     assert TaskPolicy.from_pretrained(tmp_path).config.chunk_len == 4
+
+
+def test_head_phase_trains_neck_and_head_on_fixed_routed_tokens(tmp_path, demos):
+    trainer = RouterTrainer(make_policy(), demos, tmp_path, fast(steps=8, head_steps=12))
+    trainer.fit()
+    router_after_joint = {
+        k: v.clone() for k, v in TaskPolicy.from_pretrained(tmp_path).router.state_dict().items()
+    }
+    assert trainer.step == 20 and trainer.history["train"][-1][0] == 19
+    # the cached tokens are exactly the deployed routing of every frame
+    idx = np.arange(4)
+    policy = TaskPolicy.from_pretrained(tmp_path)
+    with torch.no_grad():
+        routed = policy.route(trainer._batch(idx)[0]).tokens.numpy()
+    np.testing.assert_allclose(trainer.routed_tokens()[idx], routed, atol=1e-5)
+    # router weights after the head phase are those the joint phase left
+    for k, v in policy.router.state_dict().items():
+        assert torch.equal(v, router_after_joint[k]), k
+    # and the head phase moved the head
+    joint_only = RouterTrainer(make_policy(), demos, tmp_path / "b", fast(steps=8))
+    joint_only.fit()
+    head_a = TaskPolicy.from_pretrained(tmp_path / "b").head.state_dict()
+    assert any(not torch.equal(head_a[k], v) for k, v in policy.head.state_dict().items())
+    assert trainer.history["val"][-1][1] < trainer.history["val"][0][1]
+
+
+def test_head_phase_resumes_past_the_phase_boundary(tmp_path, demos):
+    ref = RouterTrainer(make_policy(), demos, tmp_path / "ref", fast(steps=8, head_steps=8))
+    ref.fit()
+    crashing = RouterTrainer(make_policy(), demos, tmp_path / "run", fast(steps=8, head_steps=8))
+    real_loss = crashing._loss
+
+    def loss_that_crashes(idx, step):
+        if step == 13:
+            raise RuntimeError("simulated crash")
+        return real_loss(idx, step)
+
+    crashing._loss = loss_that_crashes
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit()  # checkpoint at step 12, inside the head phase
+    resumed = RouterTrainer(
+        TaskPolicy.from_pretrained(tmp_path / "run"),
+        demos,
+        tmp_path / "run",
+        fast(steps=8, head_steps=8),
+    )
+    assert resumed.resume() and resumed.step == 12 and resumed.head_phase
+    resumed.fit()
+    for (k, a), b in zip(
+        ref.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-5), k

@@ -12,6 +12,8 @@ import torch
 
 from ver_core.data import TopicConfig, load_demos
 from ver_core.policy import TaskConfig, TaskPolicy
+from ver_core.policy.config import NECKS
+from ver_core.policy.normalization import ACTION_MODES
 from ver_core.router import ROUTING_MODES, RouterConfig
 from ver_core.train import RouterTrainer, TrainConfig
 
@@ -37,8 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="VERConfig override for a fresh library, e.g. depth=3 (repeatable)",
     )
     p.add_argument("--head", choices=("mlp", "diffusion"), default="mlp")
-    p.add_argument("--neck", choices=("conv", "attention"), default="conv")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--neck", choices=NECKS, default=TaskConfig.neck)
+    p.add_argument(
+        "--action-mode",
+        choices=ACTION_MODES,
+        default=TaskConfig.action_mode,
+        help="arm targets absolute, or as offsets from the measured joints",
+    )
+    p.add_argument(
+        "--steps", type=int, default=1000, help="joint steps: router + neck + head (K annealed)"
+    )
+    p.add_argument(
+        "--head-steps",
+        type=int,
+        default=3000,
+        help="then steps of neck + head alone on the routed tokens of the trained router, "
+        "cached once (~10x cheaper per step)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--chunk-len", type=int, default=d.chunk_len)
@@ -111,6 +128,7 @@ def run(args: argparse.Namespace) -> dict:
             ),
             head=args.head,
             neck=args.neck,
+            action_mode=args.action_mode,
             chunk_len=args.chunk_len,
             control_rate_hz=args.control_rate,
             image_topic=args.image_topic,
@@ -162,6 +180,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     train_cfg = TrainConfig(
         steps=args.steps,
+        head_steps=args.head_steps,
         batch_size=args.batch_size,
         lr=args.lr,
         val_fraction=args.val_fraction,

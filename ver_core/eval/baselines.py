@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ver_core.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ver_core.policy import NormStats, TaskConfig
 from ver_core.policy.neck import build_neck
+from ver_core.policy.normalization import ActionNormalization, action_targets
 from ver_core.policy.task_policy import build_task_head
 
 __all__ = ["FrozenFeaturePolicy", "FrozenFeatures"]
@@ -39,7 +40,7 @@ class FrozenFeatures:
     expert_index: list[Tensor]
 
 
-class FrozenFeaturePolicy(nn.Module):
+class FrozenFeaturePolicy(ActionNormalization, nn.Module):
     """``encode(images (B,3,224,224) ImageNet-normalized) -> FrozenFeatures``,
     ``predict_chunk(tokens, state (B, 8) raw) -> (B, H, 8) raw`` (the TaskPolicy interface)."""
 
@@ -85,15 +86,14 @@ class FrozenFeaturePolicy(nn.Module):
 
     def loss(self, tokens: Tensor, state: Tensor, actions: Tensor) -> Tensor:
         """tokens (B, 50, 1280), raw state (B, S), raw action chunks (B, H, A)."""
-        norm = (actions - self.action_min) / (self.action_max - self.action_min) * 2 - 1
-        return self.head.loss(self.condition(tokens, state), norm)
+        return self.head.loss(self.condition(tokens, state), self.normalize_actions(actions, state))
 
     @torch.no_grad()
     def predict_chunk(
         self, tokens: Tensor, state: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
         out = self.head.sample(self.condition(tokens, state), generator=generator).clamp(-1, 1)
-        return (out + 1) / 2 * (self.action_max - self.action_min) + self.action_min
+        return self.unnormalize_actions(out, state)
 
     # ---- io
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -172,7 +172,11 @@ def train_baseline(
     train_eps, val_eps = split_episodes(len(data.episode_names), cfg.val_fraction)
     tr = np.flatnonzero(np.isin(data.episode, train_eps))
     va = np.flatnonzero(np.isin(data.episode, val_eps))
-    policy = FrozenFeaturePolicy(config, NormStats.from_data(data.states[tr], data.actions[tr]))
+    targets = action_targets(data.actions[tr], data.states[tr], config.action_mode)
+    grip = (0.0, config.gripper_max_width)
+    policy = FrozenFeaturePolicy(
+        config, NormStats.from_data(data.states[tr], targets, gripper_range=grip)
+    )
     tokens = _features(policy, data.images)  # (N, 50, 1280)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

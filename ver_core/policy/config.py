@@ -6,12 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ver_core.policy.normalization import ACTION_MODES
 from ver_core.router import RouterConfig
 
 DEFAULT_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
 DEFAULT_FINGERS = ["fr3_finger_joint1", "fr3_finger_joint2"]
 HEADS = ("mlp", "diffusion")
-NECKS = ("conv", "attention")
+NECKS = ("conv", "spatial", "attention")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TaskConfig:
     neck: str = "conv"
     neck_dim: int = 256
     hidden_dim: int = 512
+    action_mode: str = "absolute"  # or "delta": arm targets as offsets from the measured joints
     chunk_len: int = 16
     control_rate_hz: float = 10.0
     diffusion_train_steps: int = 100
@@ -51,6 +53,8 @@ class TaskConfig:
             raise ValueError(f"unknown head {self.head!r}: use one of {HEADS}")
         if self.neck not in NECKS:
             raise ValueError(f"unknown neck {self.neck!r}: use one of {NECKS}")
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"unknown action_mode {self.action_mode!r}: use one of {ACTION_MODES}")
         if self.chunk_len < 1:
             raise ValueError(f"chunk_len must be >= 1, got {self.chunk_len}")
         if self.control_rate_hz <= 0:

@@ -51,7 +51,53 @@ class AttentionPoolNeck(nn.Module):
         return self.proj(F.gelu(pooled.flatten(1)))  # (B, F)
 
 
+class SpatialSoftmaxNeck(nn.Module):
+    """Keypoints: C learned heat maps over the patch grid, each reduced to its expected (x, y).
+
+    A 3x3 conv turns the g x g patch grid into C maps; a softmax over the grid (learned
+    temperature) gives C probability maps whose expected image coordinates in [-1, 1] are the
+    keypoints (B, 2C). Coordinates vary smoothly with where a thing is, an inductive bias for
+    object positions not seen in the demos that a flattened conv grid lacks (Levine et al. 2016;
+    robomimic's image encoder). The CLS token and the mean patch token ride along for what is not
+    a position (gripper open or closed, lighting). On our 50-demo pick task it did not beat the
+    conv neck (docs/RESULTS.md): the library's tokens localize the 1-patch cube poorly.
+    """
+
+    def __init__(
+        self, dim: int, grid: int, out_dim: int, keypoints: int = 32, summary: bool = True
+    ) -> None:
+        super().__init__()
+        self.grid = grid
+        self.norm = nn.LayerNorm(dim)
+        self.maps = nn.Conv2d(dim, keypoints, 3, padding=1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        lin = torch.linspace(-1.0, 1.0, grid)
+        ys, xs = torch.meshgrid(lin, lin, indexing="ij")
+        self.register_buffer("coords", torch.stack([xs, ys], -1).reshape(-1, 2), persistent=False)
+        self.summary = nn.Linear(2 * dim, 64) if summary else None
+        features = 2 * keypoints + (64 if summary else 0)
+        self.proj = nn.Sequential(nn.Linear(features, out_dim), nn.GELU())
+
+    def keypoints(self, tokens: Tensor) -> Tensor:
+        """Tokens (B, 1+P, D) -> expected (x, y) in [-1, 1] of each heat map (B, C, 2)."""
+        b, _, d = tokens.shape
+        patches = self.norm(tokens)[:, 1:]  # (B, P, D)
+        grid = patches.transpose(1, 2).reshape(b, d, self.grid, self.grid)  # (B, D, g, g)
+        logits = self.maps(grid).flatten(2) / self.log_temperature.exp()  # (B, C, P)
+        return logits.softmax(dim=-1) @ self.coords  # (B, C, 2)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        keypoints = self.keypoints(tokens).flatten(1)  # (B, 2C)
+        if self.summary is None:
+            return self.proj(keypoints)
+        x = self.norm(tokens)
+        summary = self.summary(torch.cat([x[:, 0], x[:, 1:].mean(dim=1)], dim=-1))  # (B, 64)
+        return self.proj(torch.cat([keypoints, summary], dim=-1))  # (B, F)
+
+
 def build_neck(kind: str, dim: int, grid: int, out_dim: int) -> nn.Module:
+    if kind == "spatial":
+        return SpatialSoftmaxNeck(dim, grid, out_dim)
     if kind == "conv":
         return ConvNeck(dim, grid, out_dim)
     if kind == "attention":

@@ -12,6 +12,32 @@ from torch import Tensor
 
 MIN_STD = 0.02  # rad / m: dims that never moved in the demos must not blow up at run time
 MIN_RANGE = 0.02  # rad / m: a joint seen still in the demos may still move a little at run time
+ACTION_MODES = ("delta", "absolute")
+
+
+def action_targets(actions, states, mode: str, arm_dims: int = 7):
+    """What the head learns to predict, in raw units, from action chunks (N, H, A) and states (N, S).
+
+    ``absolute``: the chunks as they are. ``delta``: arm joint targets as offsets from the arm
+    joints measured with the image; the gripper width stays absolute (open/close is a decision,
+    not a motion). Works on numpy arrays and torch tensors alike.
+    """
+    return actions - _arm_offset(actions, states, mode, arm_dims)
+
+
+def actions_from_targets(targets, states, mode: str, arm_dims: int = 7):
+    """Inverse of ``action_targets``: predicted targets (N, H, A) + states (N, S) -> raw chunks."""
+    return targets + _arm_offset(targets, states, mode, arm_dims)
+
+
+def _arm_offset(like, states, mode: str, arm_dims: int):
+    """(N, H, A) zeros, with the measured arm joints (N, 1, arm_dims) in the arm dims for delta."""
+    if mode not in ACTION_MODES:
+        raise ValueError(f"unknown action mode {mode!r}: use one of {ACTION_MODES}")
+    offset = like * 0
+    if mode == "delta":
+        offset[..., :arm_dims] = states[:, None, :arm_dims]
+    return offset
 
 
 @dataclass
@@ -73,3 +99,18 @@ class NormStats:
 
     def tensors(self) -> dict[str, Tensor]:
         return {k: torch.tensor(v, dtype=torch.float32) for k, v in self.__dict__.items()}
+
+
+class ActionNormalization:
+    """Mixin for policies holding ``config.action_mode`` and ``action_min``/``action_max`` tensors:
+    raw action chunks <-> the head's [-1, 1] targets."""
+
+    def normalize_actions(self, actions: Tensor, state: Tensor) -> Tensor:
+        """Raw chunks (B, H, A) + raw state (B, S) -> head targets in [-1, 1] (``action_mode``)."""
+        targets = action_targets(actions, state.to(actions.dtype), self.config.action_mode)
+        return (targets - self.action_min) / (self.action_max - self.action_min) * 2 - 1
+
+    def unnormalize_actions(self, normalized: Tensor, state: Tensor) -> Tensor:
+        """Head output in [-1, 1] (B, H, A) + raw state (B, S) -> raw chunks (rad, m)."""
+        targets = (normalized + 1) / 2 * (self.action_max - self.action_min) + self.action_min
+        return actions_from_targets(targets, state.to(targets.dtype), self.config.action_mode)

@@ -28,7 +28,7 @@ from ver_core.model import (
 from ver_core.policy.config import TaskConfig
 from ver_core.policy.heads import build_head
 from ver_core.policy.neck import build_neck
-from ver_core.policy.normalization import NormStats
+from ver_core.policy.normalization import ActionNormalization, NormStats
 from ver_core.router import RobotRouter
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def build_task_head(config: TaskConfig) -> nn.Module:
     )
 
 
-class TaskPolicy(nn.Module):
+class TaskPolicy(ActionNormalization, nn.Module):
     def __init__(
         self, config: TaskConfig, model: VisionExpertTransformer, stats: NormStats | None = None
     ) -> None:
@@ -209,19 +209,15 @@ class TaskPolicy(nn.Module):
         state_n = (state.to(tokens.dtype) - self.state_mean) / self.state_std
         return torch.cat([self.neck(tokens), state_n], dim=-1)
 
-    def normalize_actions(self, actions: Tensor) -> Tensor:
-        """Raw (..., A) -> [-1, 1]."""
-        return (actions - self.action_min) / (self.action_max - self.action_min) * 2 - 1
-
-    def unnormalize_actions(self, actions: Tensor) -> Tensor:
-        return (actions + 1) / 2 * (self.action_max - self.action_min) + self.action_min
-
     def loss(
         self, bvt_tokens: Tensor, state: Tensor, actions: Tensor, step: int | None = None
     ) -> Tensor:
         """Training loss: BVT tokens (B, N, D), raw state (B, S), raw action chunks (B, H, A)."""
-        out = self.route(bvt_tokens, step)
-        return self.head.loss(self.condition(out.tokens, state), self.normalize_actions(actions))
+        return self.loss_from_tokens(self.route(bvt_tokens, step).tokens, state, actions)
+
+    def loss_from_tokens(self, tokens: Tensor, state: Tensor, actions: Tensor) -> Tensor:
+        """Neck + head loss from routed tokens (B, 1+P, D) (the router fixed or bypassed)."""
+        return self.head.loss(self.condition(tokens, state), self.normalize_actions(actions, state))
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> RoutedFeatures:
@@ -235,7 +231,9 @@ class TaskPolicy(nn.Module):
     ) -> Tensor:
         """Routed tokens (B, 1+P, D) + raw state (B, S) -> raw action chunk (B, H, 8).
 
-        Normalized predictions are clipped to [-1, 1]: never beyond the demonstrated action range.
+        Normalized predictions are clipped to [-1, 1]: never beyond the demonstrated range of
+        targets (with ``action_mode`` delta: never a bigger offset from the measured joints).
         """
         cond = self.condition(tokens, state)
-        return self.unnormalize_actions(self.head.sample(cond, generator=generator).clamp(-1, 1))
+        normalized = self.head.sample(cond, generator=generator).clamp(-1, 1)
+        return self.unnormalize_actions(normalized, state)

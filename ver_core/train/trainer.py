@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ver_core.data import DemoData
 from ver_core.policy import NormStats, TaskPolicy
+from ver_core.policy.normalization import action_targets
 from ver_core.train.features import cached_bvt_tokens
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,11 @@ STATE_FILE, OPT_FILE, METRICS_FILE = "train_state.json", "optimizer.safetensors"
 
 @dataclass
 class TrainConfig:
+    """steps: joint steps (router + neck + head through the library); head_steps: then neck + head
+    alone on the routed tokens of the trained (now fixed) router, cached once: ~10x cheaper each."""
+
     steps: int = 2000
+    head_steps: int = 0
     batch_size: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -46,6 +51,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "val_every", "checkpoint_every", "feature_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.head_steps < 0:
+            raise ValueError(f"head_steps must be >= 0, got {self.head_steps}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
@@ -62,6 +69,9 @@ def split_episodes(num_episodes: int, val_fraction: float) -> tuple[list[int], l
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step >= cfg.steps:  # head phase: its own cosine from the full rate
+        progress = (step - cfg.steps) / max(1, cfg.head_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
@@ -122,12 +132,14 @@ class RouterTrainer:
         )  # (N, 1+P, D) fp16
         tr = self.train_idx  # resume() replaces these with the saved statistics
         grip = (0.0, policy.config.gripper_max_width)
-        policy.set_stats(NormStats.from_data(data.states[tr], data.actions[tr], gripper_range=grip))
+        targets = action_targets(data.actions[tr], data.states[tr], policy.config.action_mode)
+        policy.set_stats(NormStats.from_data(data.states[tr], targets, gripper_range=grip))
         self.opt = torch.optim.AdamW(
             policy.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.step = 0
         self.history: dict[str, list] = {"train": [], "val": [], "top_k": []}
+        self._routed: np.ndarray | None = None  # (N, 1+P, D) routed tokens of the fixed router
 
     # ------------------------------------------------------------------ state
     def resume(self) -> bool:
@@ -166,6 +178,32 @@ class RouterTrainer:
             torch.from_numpy(self.data.actions[idx]),
         )
 
+    @property
+    def head_phase(self) -> bool:
+        return self.step >= self.cfg.steps
+
+    @torch.no_grad()
+    def routed_tokens(self) -> np.ndarray:
+        """Every frame through the trained router as deployed (eval mode, K = k_min), once."""
+        if self._routed is None:
+            self.policy.eval()
+            n, b = len(self.tokens), self.cfg.feature_batch
+            first = self.policy.route(self._batch(np.arange(min(b, n)))[0]).tokens
+            self._routed = np.empty((n, *first.shape[1:]), np.float32)
+            for start in range(0, n, b):
+                idx = np.arange(start, min(start + b, n))
+                self._routed[idx] = self.policy.route(self._batch(idx)[0]).tokens.numpy()
+            self.policy.train()
+        return self._routed
+
+    def _loss(self, idx: np.ndarray, step: int | None) -> torch.Tensor:
+        """Training loss of samples ``idx``: through the router, or from routed tokens (head phase)."""
+        bvt, state, actions = self._batch(idx)
+        if not self.head_phase:
+            return self.policy.loss(bvt, state, actions, step=step)
+        routed = torch.from_numpy(self.routed_tokens()[idx])
+        return self.policy.loss_from_tokens(routed, state, actions)
+
     @torch.no_grad()
     def validate(self) -> float | None:
         if len(self.val_idx) == 0:
@@ -175,7 +213,7 @@ class RouterTrainer:
         losses = []
         for start in range(0, len(self.val_idx), self.cfg.batch_size):
             idx = self.val_idx[start : start + self.cfg.batch_size]
-            losses.append(self.policy.loss(*self._batch(idx)).item() * len(idx))
+            losses.append(self._loss(idx, None).item() * len(idx))
         self.policy.train()
         return float(sum(losses) / len(self.val_idx))
 
@@ -185,7 +223,10 @@ class RouterTrainer:
         policy.model.eval()
         start_time = time.time()
         bar = tqdm(
-            total=cfg.steps, initial=self.step, desc="train router", disable=not cfg.progress
+            total=cfg.steps + cfg.head_steps,
+            initial=self.step,
+            desc="train router",
+            disable=not cfg.progress,
         )
         try:
             self._loop(bar)
@@ -201,7 +242,10 @@ class RouterTrainer:
 
     def _loop(self, bar: tqdm) -> None:
         cfg, policy = self.cfg, self.policy
-        while self.step < cfg.steps:
+        total = cfg.steps + cfg.head_steps
+        while self.step < total:
+            if self.step == cfg.steps and cfg.head_steps:
+                bar.set_description("train head (router fixed)")
             rng = np.random.default_rng(cfg.seed * 1_000_003 + self.step)  # resumable sampling
             idx = rng.choice(
                 self.train_idx, size=min(cfg.batch_size, len(self.train_idx)), replace=False
@@ -209,7 +253,7 @@ class RouterTrainer:
             torch.manual_seed(cfg.seed * 1_000_003 + self.step)
             for g in self.opt.param_groups:
                 g["lr"] = cfg.lr * _lr_factor(self.step, cfg)
-            loss = policy.loss(*self._batch(idx), step=self.step)
+            loss = self._loss(idx, self.step)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), 1.0)
@@ -219,11 +263,11 @@ class RouterTrainer:
             self.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", k=policy.router.top_k(self.step - 1))
-            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+            if self.step % cfg.val_every == 0 or self.step in (cfg.steps, total):
                 val = self.validate()
                 if val is not None:
                     self.history["val"].append([self.step, val])
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+            if self.step % cfg.checkpoint_every == 0 or self.step in (cfg.steps, total):
                 self.save()
 
     def finish(self, seconds: float) -> dict:
