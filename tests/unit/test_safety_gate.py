@@ -170,6 +170,25 @@ def test_resync_when_robot_moved_during_hold():
     np.testing.assert_allclose(out.arm, moved)
 
 
+def test_gripper_resyncs_to_the_measured_width_after_a_hold():
+    """An episode reset under e-stop reopens the hand: leaving the hold must not re-close it."""
+    gate, t = started_gate()
+    for i in range(int(1.2 / DT)):  # the policy closes the hand, fresh chunks every tick
+        now = t + i * DT
+        gate.on_chunk(chunk_to(HOME, now, gripper=0.0), now)
+        out = gate.step(now)
+        gate.on_joint_state(out.arm, now, gripper=0.08)
+    assert out.gripper < 0.01
+    t = now + DT
+    gate.set_estop(True)
+    gate.step(t)
+    gate.on_joint_state(HOME, t + DT, gripper=0.08)  # reset: hand open again
+    gate.set_estop(False)
+    gate.on_chunk(chunk_to(HOME, t + DT, gripper=0.08), t + DT)
+    out = gate.step(t + DT)
+    assert out.gripper == pytest.approx(0.08)  # before the fix: ~0.0 (the pre-hold command)
+
+
 def test_gripper_clamped_and_rate_limited():
     gate, t = started_gate()
     gate.on_chunk(chunk_to(HOME, t, gripper=5.0), t)

@@ -28,6 +28,9 @@ from ver_core.safety.limits import JointLimits
 __all__ = ["GateOutput", "HoldReason", "SafetyConfig", "SafetyGate"]
 
 
+GRIPPER_RESYNC_TOLERANCE = 0.01  # m of hand opening
+
+
 class HoldReason(str, Enum):
     NO_JOINT_STATE = "no_joint_state"
     STALE_JOINT_STATE = "stale_joint_state"
@@ -196,6 +199,15 @@ class SafetyGate:
             assert self._q is not None
             if np.max(np.abs(self._q - self._cmd)) > self.config.resync_tolerance:
                 self._cmd = self._q.copy()
+            # the same for the hand: a width commanded before the hold (closed on a cube, say)
+            # must not be re-sent to a hand that was opened meanwhile (an episode reset)
+            if (
+                self._gripper_measured is not None
+                and abs(self._gripper_measured - self._gripper_cmd) > GRIPPER_RESYNC_TOLERANCE
+            ):
+                self._gripper_cmd = float(
+                    np.clip(self._gripper_measured, self.config.gripper_min, self.config.gripper_max)
+                )
         if self.config.ramp_time_s > 0:
             self._ramp = min(1.0, self._ramp + self.config.period / self.config.ramp_time_s)
         else:
