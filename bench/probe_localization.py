@@ -1,0 +1,149 @@
+"""Does a VER library know where the cube is? A per-patch linear probe on simulator images.
+
+Renders ``--images`` randomized scenes (224x224, seeds from 5000), labels every 16x16 patch
+"cube" when the simulator's segmentation puts at least 20 % cube pixels in it, and fits one
+logistic-regression probe per feature set on the first 2/3 of the images:
+
+- ``bvt``: the BVT tokens (before the expert library),
+- ``library_average``: the library's output with every expert averaged (no router to train).
+
+On the held-out third it reports how often the highest-scoring patch of an image is a cube patch
+(``top_patch_hit``) and how far (in patches) it lies from the cube's centroid. A library whose
+tokens localize a one-patch cube poorly cannot give a policy the cube's position, however the
+router or head are trained (docs/RESULTS.md).
+
+    python bench/probe_localization.py --library assets/ver_tiny_sim_library
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+ROOT = Path(__file__).resolve().parent.parent
+CUBE_FRACTION = 0.2  # a patch is a cube patch from this fraction of cube pixels on
+
+
+def render_scenes(n: int, size: int = 224, patch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """-> images (n, size, size, 3) uint8, cube fraction per patch (n, g*g)."""
+    from ver_core.sim import FrankaPickEnv, SimConfig
+    from ver_core.sim.config import SEG_CLASSES
+
+    env = FrankaPickEnv(SimConfig(width=size, height=size))
+    g = size // patch
+    images, fractions = [], []
+    for i in range(n):
+        env.reset(5000 + i)
+        images.append(env.render())
+        cube = env.render_segmentation() == SEG_CLASSES["cube"]
+        fractions.append(cube.reshape(g, patch, g, patch).mean(axis=(1, 3)).reshape(-1))
+    env.close()
+    return np.stack(images), np.stack(fractions)
+
+
+@torch.no_grad()
+def patch_features(library: str, images: np.ndarray) -> dict[str, np.ndarray]:
+    from ver_core.model import load_library, preprocess_images
+    from ver_core.policy import TaskConfig, TaskPolicy
+    from ver_core.router import RouterConfig
+
+    model = load_library(library).eval()
+    policy = TaskPolicy(TaskConfig(router=RouterConfig(routing="average")), model).eval()
+    bvt, routed = [], []
+    for start in range(0, len(images), 25):
+        x = preprocess_images(images[start : start + 25], size=model.config.img_size)
+        tokens = model.forward_bvt(x)
+        bvt.append(tokens[:, 1:])
+        routed.append(policy.route(tokens).tokens[:, 1:])
+    return {"bvt": torch.cat(bvt).numpy(), "library_average": torch.cat(routed).numpy()}
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, steps: int = 300):
+    """Class-balanced logistic regression (full batch Adam) -> scoring function."""
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
+    mean, std = xt.mean(0), xt.std(0) + 1e-4
+    probe = torch.nn.Linear(x.shape[1], 1)
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-4)
+    pos_weight = (1 - yt.mean()) / yt.mean().clamp_min(1e-6)
+    for _ in range(steps):
+        logits = probe((xt - mean) / std).squeeze(-1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, yt, pos_weight=pos_weight
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def score(z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return probe((torch.from_numpy(z).float() - mean) / std).squeeze(-1).numpy()
+
+    return score
+
+
+def evaluate(features: np.ndarray, fractions: np.ndarray, n_train: int) -> dict:
+    n, p, d = features.shape
+    g = int(round(p**0.5))
+    labels = (fractions >= CUBE_FRACTION).astype(np.float32)
+    score = fit_probe(features[:n_train].reshape(-1, d), labels[:n_train].reshape(-1))
+    scores = score(features[n_train:].reshape(-1, d)).reshape(n - n_train, p)
+    grid = np.stack(np.unravel_index(np.arange(p), (g, g)), axis=1).astype(np.float64)  # (P, 2)
+    hits, dists = [], []
+    for s, frac, lab in zip(scores, fractions[n_train:], labels[n_train:], strict=True):
+        if frac.sum() == 0:
+            continue  # cube hidden (behind the arm)
+        top = int(s.argmax())
+        hits.append(bool(lab[top] > 0))
+        centroid = (grid * frac[:, None]).sum(0) / frac.sum()
+        dists.append(float(np.linalg.norm(grid[top] - centroid)))
+    return {
+        "test_images": len(hits),
+        "top_patch_hit": float(np.mean(hits)),
+        "mean_distance_patches": float(np.mean(dists)),
+        "median_distance_patches": float(np.median(dists)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--library", default=str(ROOT / "assets" / "ver_tiny_sim_library"))
+    p.add_argument("--images", type=int, default=300)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "localization.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    images, fractions = render_scenes(args.images)
+    feats = patch_features(args.library, images)
+    n_train = 2 * args.images // 3
+    results = {
+        "benchmark": "cube localization probe",
+        "library": args.library,
+        "images": args.images,
+        "cube_patches_per_image": float((fractions >= CUBE_FRACTION).sum(1).mean()),
+        "probes": {k: evaluate(v, fractions, n_train) for k, v in feats.items()},
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results["probes"], indent=2))
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
