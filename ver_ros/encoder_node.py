@@ -17,7 +17,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from ver_core.deploy import FreshnessGate, LatencyStats
 from ver_ros.conversions import image_to_msg, msg_to_rgb, stamp_to_ns
-from ver_ros.params import declare_config, param
+from ver_ros.params import check_checkpoint_and_transport, declare_config, param
 from ver_ros.qos import SENSOR_QOS
 
 __all__ = ["EncoderNode", "EncoderParams", "features_to_msg", "main", "msg_to_features"]
@@ -67,12 +67,7 @@ class EncoderParams:
     latency_log: str = param("", "write per-stage latency stats (JSON) here on shutdown")
 
     def __post_init__(self) -> None:
-        if self.image_transport not in ("raw", "compressed"):
-            raise ValueError(
-                f"image_transport must be raw or compressed, got {self.image_transport!r}"
-            )
-        if not self.checkpoint:
-            raise ValueError("parameter 'checkpoint' is required: a task checkpoint directory")
+        check_checkpoint_and_transport(self.checkpoint, self.image_transport)
 
 
 class EncoderNode(Node):

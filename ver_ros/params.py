@@ -35,6 +35,17 @@ _ARRAYS: dict[Any, tuple[int, Parameter.Type]] = {
 }
 
 
+IMAGE_TRANSPORTS = ("raw", "compressed")
+
+
+def check_checkpoint_and_transport(checkpoint: str, image_transport: str) -> None:
+    """Validation shared by the nodes that load a task checkpoint and may subscribe to a camera."""
+    if image_transport not in IMAGE_TRANSPORTS:
+        raise ValueError(f"image_transport must be raw or compressed, got {image_transport!r}")
+    if not checkpoint:
+        raise ValueError("parameter 'checkpoint' is required: a task checkpoint directory")
+
+
 def param(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with a parameter description (lists get a default_factory)."""
     meta = {"help": help}

@@ -29,7 +29,7 @@ from ver_core.deploy import (
 )
 from ver_ros.conversions import msg_to_rgb, ns_to_stamp, stamp_to_ns
 from ver_ros.encoder_node import msg_to_features
-from ver_ros.params import declare_config, param
+from ver_ros.params import check_checkpoint_and_transport, declare_config, param
 from ver_ros.qos import COMMAND_QOS, SENSOR_QOS
 
 __all__ = ["GRIPPER_NAME", "PolicyNode", "PolicyParams", "chunk_to_msg", "main", "msg_to_chunk"]
@@ -109,12 +109,7 @@ class PolicyParams:
     def __post_init__(self) -> None:
         if self.smoothing not in SMOOTHING_MODES:
             raise ValueError(f"smoothing must be one of {SMOOTHING_MODES}, got {self.smoothing!r}")
-        if self.image_transport not in ("raw", "compressed"):
-            raise ValueError(
-                f"image_transport must be raw or compressed, got {self.image_transport!r}"
-            )
-        if not self.checkpoint:
-            raise ValueError("parameter 'checkpoint' is required: a task checkpoint directory")
+        check_checkpoint_and_transport(self.checkpoint, self.image_transport)
 
 
 class PolicyNode(Node):

@@ -41,3 +41,12 @@ def test_encoder_and_policy_need_a_checkpoint():
         EncoderParams()
     with pytest.raises(ValueError, match="smoothing"):
         PolicyParams(checkpoint="/c", smoothing="median")
+
+
+@pytest.mark.parametrize("cls", [EncoderParams, PolicyParams])
+def test_checkpoint_and_transport_are_checked(cls):
+    with pytest.raises(ValueError, match="'checkpoint' is required"):
+        cls()
+    with pytest.raises(ValueError, match="image_transport must be raw or compressed"):
+        cls(checkpoint="runs/pick", image_transport="theora")
+    assert cls(checkpoint="runs/pick", image_transport="compressed").image_transport == "compressed"
