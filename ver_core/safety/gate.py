@@ -206,7 +206,9 @@ class SafetyGate:
                 and abs(self._gripper_measured - self._gripper_cmd) > GRIPPER_RESYNC_TOLERANCE
             ):
                 self._gripper_cmd = float(
-                    np.clip(self._gripper_measured, self.config.gripper_min, self.config.gripper_max)
+                    np.clip(
+                        self._gripper_measured, self.config.gripper_min, self.config.gripper_max
+                    )
                 )
         if self.config.ramp_time_s > 0:
             self._ramp = min(1.0, self._ramp + self.config.period / self.config.ramp_time_s)
