@@ -6,13 +6,13 @@ held-out seeds. Rows run separately (``--only ver_mlp``) and their results accum
 bench/results/ablation.json; ``--table`` prints the markdown table of docs/RESULTS.md.
 
     python bench/bench_ablation.py --demos runs/demo/demos --only ver_mlp --episodes 20
+    python bench/bench_ablation.py --table
 
 Every row gets the same updates: ``--steps`` joint steps through the library (router + neck +
 head; for fixed routings neck + head through the same blocks) then ``--head-steps`` of neck + head
 on cached routed tokens; the EfficientNet baseline, whose features are frozen, trains
 ``--steps + --head-steps`` steps. Rows may run in parallel processes: each result is merged into
 the results file as it lands.
-    python bench/bench_ablation.py --table
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ver_core.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ver_core.policy import NormStats, TaskConfig
 from ver_core.policy.neck import build_neck
-from ver_core.policy.normalization import ActionNormalization, action_targets
+from ver_core.policy.normalization import ActionNormalization
 from ver_core.policy.task_policy import build_task_head
 
 __all__ = ["FrozenFeaturePolicy", "FrozenFeatures"]
@@ -172,11 +172,10 @@ def train_baseline(
     train_eps, val_eps = split_episodes(len(data.episode_names), cfg.val_fraction)
     tr = np.flatnonzero(np.isin(data.episode, train_eps))
     va = np.flatnonzero(np.isin(data.episode, val_eps))
-    targets = action_targets(data.actions[tr], data.states[tr], config.action_mode)
-    grip = (0.0, config.gripper_max_width)
-    policy = FrozenFeaturePolicy(
-        config, NormStats.from_data(data.states[tr], targets, gripper_range=grip)
+    stats = NormStats.for_task(
+        data.states[tr], data.actions[tr], config.action_mode, config.gripper_max_width
     )
+    policy = FrozenFeaturePolicy(config, stats)
     tokens = _features(policy, data.images)  # (N, 50, 1280)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

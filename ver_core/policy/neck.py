@@ -63,9 +63,7 @@ class SpatialSoftmaxNeck(nn.Module):
     conv neck (docs/RESULTS.md): the library's tokens localize the 1-patch cube poorly.
     """
 
-    def __init__(
-        self, dim: int, grid: int, out_dim: int, keypoints: int = 32, summary: bool = True
-    ) -> None:
+    def __init__(self, dim: int, grid: int, out_dim: int, keypoints: int = 32) -> None:
         super().__init__()
         self.grid = grid
         self.norm = nn.LayerNorm(dim)
@@ -74,9 +72,8 @@ class SpatialSoftmaxNeck(nn.Module):
         lin = torch.linspace(-1.0, 1.0, grid)
         ys, xs = torch.meshgrid(lin, lin, indexing="ij")
         self.register_buffer("coords", torch.stack([xs, ys], -1).reshape(-1, 2), persistent=False)
-        self.summary = nn.Linear(2 * dim, 64) if summary else None
-        features = 2 * keypoints + (64 if summary else 0)
-        self.proj = nn.Sequential(nn.Linear(features, out_dim), nn.GELU())
+        self.summary = nn.Linear(2 * dim, 64)
+        self.proj = nn.Sequential(nn.Linear(2 * keypoints + 64, out_dim), nn.GELU())
 
     def keypoints(self, tokens: Tensor) -> Tensor:
         """Tokens (B, 1+P, D) -> expected (x, y) in [-1, 1] of each heat map (B, C, 2)."""
@@ -88,8 +85,6 @@ class SpatialSoftmaxNeck(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         keypoints = self.keypoints(tokens).flatten(1)  # (B, 2C)
-        if self.summary is None:
-            return self.proj(keypoints)
         x = self.norm(tokens)
         summary = self.summary(torch.cat([x[:, 0], x[:, 1:].mean(dim=1)], dim=-1))  # (B, 64)
         return self.proj(torch.cat([keypoints, summary], dim=-1))  # (B, F)

@@ -22,21 +22,28 @@ def action_targets(actions, states, mode: str, arm_dims: int = 7):
     joints measured with the image; the gripper width stays absolute (open/close is a decision,
     not a motion). Works on numpy arrays and torch tensors alike.
     """
-    return actions - _arm_offset(actions, states, mode, arm_dims)
+    if _check_mode(mode) == "absolute":
+        return actions
+    return actions - _arm_offset(actions, states, arm_dims)
 
 
 def actions_from_targets(targets, states, mode: str, arm_dims: int = 7):
     """Inverse of ``action_targets``: predicted targets (N, H, A) + states (N, S) -> raw chunks."""
-    return targets + _arm_offset(targets, states, mode, arm_dims)
+    if _check_mode(mode) == "absolute":
+        return targets
+    return targets + _arm_offset(targets, states, arm_dims)
 
 
-def _arm_offset(like, states, mode: str, arm_dims: int):
-    """(N, H, A) zeros, with the measured arm joints (N, 1, arm_dims) in the arm dims for delta."""
+def _check_mode(mode: str) -> str:
     if mode not in ACTION_MODES:
         raise ValueError(f"unknown action mode {mode!r}: use one of {ACTION_MODES}")
-    offset = like * 0
-    if mode == "delta":
-        offset[..., :arm_dims] = states[:, None, :arm_dims]
+    return mode
+
+
+def _arm_offset(like, states, arm_dims: int):
+    """(N, H, A) zeros with the measured arm joints (N, 1, arm_dims) in the arm dims."""
+    offset = torch.zeros_like(like) if isinstance(like, Tensor) else np.zeros_like(like)
+    offset[..., :arm_dims] = states[:, None, :arm_dims]
     return offset
 
 
@@ -86,6 +93,15 @@ class NormStats:
         return cls(
             states.mean(axis=0).tolist(), std.tolist(), (mid - half).tolist(), (mid + half).tolist()
         )
+
+    @classmethod
+    def for_task(
+        cls, states: np.ndarray, actions: np.ndarray, action_mode: str, gripper_max_width: float
+    ) -> NormStats:
+        """Statistics of what a task policy's head predicts (``action_targets``), gripper range
+        widened to the hand's full opening."""
+        targets = action_targets(actions, states, action_mode)
+        return cls.from_data(states, targets, gripper_range=(0.0, gripper_max_width))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.__dict__, indent=2))

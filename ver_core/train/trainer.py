@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from ver_core.data import DemoData
 from ver_core.policy import NormStats, TaskPolicy
-from ver_core.policy.normalization import action_targets
 from ver_core.train.features import cached_bvt_tokens
 
 log = logging.getLogger(__name__)
@@ -131,9 +130,12 @@ class RouterTrainer:
             config.progress,
         )  # (N, 1+P, D) fp16
         tr = self.train_idx  # resume() replaces these with the saved statistics
-        grip = (0.0, policy.config.gripper_max_width)
-        targets = action_targets(data.actions[tr], data.states[tr], policy.config.action_mode)
-        policy.set_stats(NormStats.from_data(data.states[tr], targets, gripper_range=grip))
+        cfg = policy.config
+        policy.set_stats(
+            NormStats.for_task(
+                data.states[tr], data.actions[tr], cfg.action_mode, cfg.gripper_max_width
+            )
+        )
         self.opt = torch.optim.AdamW(
             policy.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -188,20 +190,21 @@ class RouterTrainer:
         if self._routed is None:
             self.policy.eval()
             n, b = len(self.tokens), self.cfg.feature_batch
-            first = self.policy.route(self._batch(np.arange(min(b, n)))[0]).tokens
-            self._routed = np.empty((n, *first.shape[1:]), np.float32)
+            self._routed = np.empty(self.tokens.shape, np.float32)  # routing keeps (1+P, D)
             for start in range(0, n, b):
                 idx = np.arange(start, min(start + b, n))
-                self._routed[idx] = self.policy.route(self._batch(idx)[0]).tokens.numpy()
+                bvt = torch.from_numpy(self.tokens[idx].astype(np.float32))
+                self._routed[idx] = self.policy.route(bvt).tokens.numpy()
             self.policy.train()
         return self._routed
 
     def _loss(self, idx: np.ndarray, step: int | None) -> torch.Tensor:
         """Training loss of samples ``idx``: through the router, or from routed tokens (head phase)."""
-        bvt, state, actions = self._batch(idx)
         if not self.head_phase:
-            return self.policy.loss(bvt, state, actions, step=step)
+            return self.policy.loss(*self._batch(idx), step=step)
         routed = torch.from_numpy(self.routed_tokens()[idx])
+        state = torch.from_numpy(self.data.states[idx])
+        actions = torch.from_numpy(self.data.actions[idx])
         return self.policy.loss_from_tokens(routed, state, actions)
 
     @torch.no_grad()
