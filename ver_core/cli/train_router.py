@@ -70,6 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--new-experts", type=int, default=0, help="trainable experts beside the library"
     )
+    t = TrainConfig
+    p.add_argument(
+        "--augment-views",
+        type=int,
+        default=t.augment_views,
+        help="augmented copies per frame (color jitter + shift), cached; a sample picks one",
+    )
+    p.add_argument(
+        "--augment-shift", type=int, default=t.augment_shift, help="max shift (px) per axis"
+    )
+    p.add_argument(
+        "--augment-color",
+        type=float,
+        default=t.augment_color,
+        help="brightness/contrast/saturation factors in [1-x, 1+x]",
+    )
+    p.add_argument(
+        "--state-noise",
+        type=float,
+        default=t.state_noise,
+        help="std (rad) of Gaussian noise on the joint angles fed to the policy in training",
+    )
     p.add_argument("--include-failed", action="store_true", help="use episodes with success: false")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -189,6 +211,10 @@ def run(args: argparse.Namespace) -> dict:
         seed=args.seed,
         progress=not args.no_progress,
         plots=not args.no_plots,
+        augment_views=args.augment_views,
+        augment_shift=args.augment_shift,
+        augment_color=args.augment_color,
+        state_noise=args.state_noise,
     )
     trainer = RouterTrainer(policy, data, out, train_cfg, cache_dir=cache)
     if resuming:

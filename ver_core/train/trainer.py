@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ver_core.data import DemoData
 from ver_core.policy import NormStats, TaskPolicy
+from ver_core.train.augment import AugmentConfig, augmented_views
 from ver_core.train.features import cached_bvt_tokens
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,14 @@ class TrainConfig:
     feature_batch: int = 32
     progress: bool = True
     plots: bool = True
+    augment_views: int = 0  # cached augmented copies per frame (see ver_core.train.augment)
+    augment_shift: int = 4
+    augment_color: float = 0.2
+    state_noise: float = 0.0  # std (rad) of noise on the joint angles fed to the policy
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(self.augment_views, self.augment_shift, self.augment_color, self.seed)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "val_every", "checkpoint_every", "feature_batch"):
@@ -56,6 +65,9 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.state_noise <= 0.5:
+            raise ValueError(f"state_noise must be in [0, 0.5] rad, got {self.state_noise}")
+        _ = self.augment  # AugmentConfig validates the augmentation settings
 
 
 def split_episodes(num_episodes: int, val_fraction: float) -> tuple[list[int], list[int]]:
@@ -129,6 +141,7 @@ class RouterTrainer:
             config.feature_batch,
             config.progress,
         )  # (N, 1+P, D) fp16
+        self.bank = self._token_bank(cache_dir)  # ((1+V)N, 1+P, D): originals, then each view
         tr = self.train_idx  # resume() replaces these with the saved statistics
         cfg = policy.config
         policy.set_stats(
@@ -142,6 +155,25 @@ class RouterTrainer:
         self.step = 0
         self.history: dict[str, list] = {"train": [], "val": [], "top_k": []}
         self._routed: np.ndarray | None = None  # (N, 1+P, D) routed tokens of the fixed router
+
+    def _token_bank(self, cache_dir: str | Path | None) -> np.ndarray:
+        aug, data = self.cfg.augment, self.data
+        if aug.views == 0:
+            return self.tokens
+        banks = [self.tokens]
+        for v in range(1, aug.views + 1):
+            log.info("augmented view %d/%d (%s)", v, aug.views, aug.cache_tag(v))
+            banks.append(
+                cached_bvt_tokens(
+                    self.policy.model,
+                    augmented_views(data.images, aug, v),
+                    f"{data.key or 'nokey'}_{aug.cache_tag(v)}",
+                    cache_dir,
+                    self.cfg.feature_batch,
+                    self.cfg.progress,
+                )
+            )
+        return np.concatenate(banks)
 
     # ------------------------------------------------------------------ state
     def resume(self) -> bool:
@@ -180,6 +212,24 @@ class RouterTrainer:
             torch.from_numpy(self.data.actions[idx]),
         )
 
+    def _rows(self, idx: np.ndarray, step: int | None) -> np.ndarray:
+        """Rows of the token bank for samples ``idx``: a random view each in training steps."""
+        views = self.cfg.augment_views
+        if step is None or views == 0:
+            return idx
+        rng = np.random.default_rng([self.cfg.seed, step, 7])  # resumable, like the batch order
+        return idx + len(self.data) * rng.integers(0, views + 1, len(idx))
+
+    def _state(self, idx: np.ndarray, step: int | None) -> torch.Tensor:
+        """States of ``idx``; in training steps with Gaussian noise on the 7 joint angles."""
+        state = torch.from_numpy(self.data.states[idx])
+        if step is None or self.cfg.state_noise == 0:
+            return state
+        rng = np.random.default_rng([self.cfg.seed, step, 11])
+        noise = np.zeros(state.shape, np.float32)
+        noise[:, :7] = rng.normal(0.0, self.cfg.state_noise, (len(idx), 7))
+        return state + torch.from_numpy(noise)
+
     @property
     def head_phase(self) -> bool:
         return self.step >= self.cfg.steps
@@ -189,22 +239,23 @@ class RouterTrainer:
         """Every frame through the trained router as deployed (eval mode, K = k_min), once."""
         if self._routed is None:
             self.policy.eval()
-            n, b = len(self.tokens), self.cfg.feature_batch
-            self._routed = np.empty(self.tokens.shape, np.float32)  # routing keeps (1+P, D)
+            n, b = len(self.bank), self.cfg.feature_batch
+            self._routed = np.empty(self.bank.shape, np.float32)  # routing keeps (1+P, D)
             for start in range(0, n, b):
                 idx = np.arange(start, min(start + b, n))
-                bvt = torch.from_numpy(self.tokens[idx].astype(np.float32))
+                bvt = torch.from_numpy(self.bank[idx].astype(np.float32))
                 self._routed[idx] = self.policy.route(bvt).tokens.numpy()
             self.policy.train()
         return self._routed
 
     def _loss(self, idx: np.ndarray, step: int | None) -> torch.Tensor:
         """Training loss of samples ``idx``: through the router, or from routed tokens (head phase)."""
-        if not self.head_phase:
-            return self.policy.loss(*self._batch(idx), step=step)
-        routed = torch.from_numpy(self.routed_tokens()[idx])
-        state = torch.from_numpy(self.data.states[idx])
+        rows, state = self._rows(idx, step), self._state(idx, step)
         actions = torch.from_numpy(self.data.actions[idx])
+        if not self.head_phase:
+            bvt = torch.from_numpy(self.bank[rows].astype(np.float32))
+            return self.policy.loss(bvt, state, actions, step=step)
+        routed = torch.from_numpy(self.routed_tokens()[rows])
         return self.policy.loss_from_tokens(routed, state, actions)
 
     @torch.no_grad()

@@ -1,0 +1,77 @@
+"""Training-time augmentation that survives the frozen-feature cache.
+
+Router training caches the BVT tokens of every frame (``features.py``), so images cannot be
+re-augmented per step. Instead each frame gets ``views`` augmented copies, drawn once from a seeded
+RNG and cached like the originals; every training sample then picks one of the ``1 + views``
+versions at random. Validation always uses the original frames.
+
+Two perturbations, both what a fixed robot camera sees between sessions:
+- color: brightness, contrast and saturation factors drawn from ``[1 - color, 1 + color]``
+  (lighting and white balance drift; breaks "this table color = this episode" shortcuts);
+- shift: an integer translation in ``[-shift, shift]`` pixels per axis, edges replicated
+  (camera mount play; DrQ-style random shift).
+
+``state_noise`` is the proprioceptive counterpart, applied per step in the trainer: Gaussian noise
+(rad) on the seven joint angles fed to the policy, so the start pose cannot identify an episode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    views: int = 0
+    shift: int = 4
+    color: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.views < 0:
+            raise ValueError(f"augment views must be >= 0, got {self.views}")
+        if not 0 <= self.shift <= 32:
+            raise ValueError(f"augment shift must be in [0, 32] px, got {self.shift}")
+        if not 0 <= self.color < 1:
+            raise ValueError(f"augment color must be in [0, 1), got {self.color}")
+
+    def cache_tag(self, view: int) -> str:
+        """Part of the feature-cache key: the same tag means the same augmented pixels."""
+        return f"aug{view}-s{self.shift}-c{self.color:g}-r{self.seed}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def augment_images(images: np.ndarray, rng: np.random.Generator, shift: int, color: float):
+    """uint8 (N, H, W, 3) -> augmented uint8 copy (per-image color factors and shift from ``rng``)."""
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
+    n, h, w, _ = images.shape
+    out = np.empty_like(images)
+    for i in range(n):
+        x = images[i].astype(np.float32)
+        if color > 0:
+            b, c, s = rng.uniform(1 - color, 1 + color, 3)
+            x = x * b
+            gray = x @ _LUMA  # (H, W)
+            x = gray[..., None] + (x - gray[..., None]) * s  # saturation around the pixel's gray
+            x = x.mean() + (x - x.mean()) * c  # contrast around the image mean
+        if shift > 0:
+            dy, dx = rng.integers(-shift, shift + 1, 2)
+            padded = np.pad(x, ((shift, shift), (shift, shift), (0, 0)), mode="edge")
+            x = padded[shift + dy : shift + dy + h, shift + dx : shift + dx + w]
+        out[i] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return out
+
+
+def augmented_views(images: np.ndarray, config: AugmentConfig, view: int) -> np.ndarray:
+    """The ``view``-th (1-based) augmented copy of every frame; a pure function of the config."""
+    if not 1 <= view <= config.views:
+        raise ValueError(f"view must be in [1, {config.views}], got {view}")
+    rng = np.random.default_rng([config.seed, view])
+    return augment_images(images, rng, config.shift, config.color)
