@@ -52,6 +52,22 @@ def test_find_episodes_recursive_dirs_and_bare_mcap(tmp_path):
     assert len(data) > 0
 
 
+def test_find_episodes_follows_symlinked_sessions_once(tmp_path):
+    """Episodes of two recording sessions gathered into one --bag directory by links."""
+    write_synthetic_episode(tmp_path / "monday" / "episode_000", seconds=0.5)
+    write_synthetic_episode(tmp_path / "tuesday" / "episode_000", seconds=0.5)
+    both = tmp_path / "both"
+    both.mkdir()
+    (both / "mon_ep0").symlink_to(tmp_path / "monday" / "episode_000", target_is_directory=True)
+    (both / "tuesday").symlink_to(tmp_path / "tuesday", target_is_directory=True)
+    (both / "tuesday_again").symlink_to(tmp_path / "tuesday", target_is_directory=True)
+    (tmp_path / "tuesday" / "loop").symlink_to(both, target_is_directory=True)  # a cycle
+    found = find_episodes(both)
+    assert len(found) == 2  # each real episode once, the cycle ends
+    assert {e.path.name for e in found} == {"mon_ep0", "episode_000"}
+    assert len(load(both).episode_names) == 2
+
+
 def test_foreign_mcap_writer_trains_without_conversion(tmp_path):
     """A bag written by the mcap + mcap-ros2-support packages (not rosbags) reads as is."""
     from mcap_ros2.writer import Writer

@@ -8,6 +8,7 @@ Problems with one episode raise :class:`EpisodeSkip` with the reason; the caller
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,15 +71,32 @@ class EpisodeStreams:
     gripper_targets: np.ndarray  # (Ng,)
 
 
+def _walk_files(root: Path) -> list[Path]:
+    """Files under ``root``, following symlinked directories (episodes gathered from several
+    recording sessions by links), each real directory once (no loops on cyclic links)."""
+    seen: set[str] = set()
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        files += [Path(dirpath) / f for f in filenames]
+    return files
+
+
 def find_episodes(root: str | Path) -> list[EpisodeSource]:
-    """Every episode under ``root`` (recursive), sorted by path. Raises if there is none."""
+    """Every episode under ``root`` (recursive, through symlinks), sorted by path. Raises if
+    there is none."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--bag {root} is not a directory")
-    bag_dirs = sorted(p.parent for p in root.rglob("metadata.yaml") if ".partial" not in p.parts)
+    files = [f for f in _walk_files(root) if ".partial" not in f.parts]
+    bag_dirs = sorted(f.parent for f in files if f.name == "metadata.yaml")
     found = [EpisodeSource(d, _read_meta(d)) for d in bag_dirs]
-    for f in sorted(root.rglob("*.mcap")):
-        if ".partial" in f.parts or any(d == f.parent or d in f.parents for d in bag_dirs):
+    for f in sorted(f for f in files if f.suffix == ".mcap"):
+        if any(d == f.parent or d in f.parents for d in bag_dirs):
             continue
         found.append(EpisodeSource(f, _read_meta(f.parent, f.stem)))
     if not found:
