@@ -35,6 +35,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ver_core.sim import FrankaPickEnv, SimConfig
+from ver_core.sim.config import CAMERA_POS, CAMERA_TARGET
 from ver_core.sim.trajectory import TrajectoryFollower, parse_arm_points, validate_positions
 from ver_ros.conversions import (
     camera_info_to_msg,
@@ -66,6 +67,10 @@ class SimNodeConfig:
         ["fr3_finger_joint1", "fr3_finger_joint2"], "finger joint names"
     )
     camera_frame_id: str = param("camera_color_optical_frame", "frame_id of the camera images")
+    camera_pos: list[float] = param(
+        list(CAMERA_POS), "camera position (m, robot base frame): match your real camera"
+    )
+    camera_target: list[float] = param(list(CAMERA_TARGET), "point the camera looks at (m)")
     task: str = param("pick_cube", "task name reported on /sim/episode")
 
     def __post_init__(self) -> None:
@@ -77,6 +82,7 @@ class SimNodeConfig:
             )
         if self.max_rtf < 0:
             raise ValueError(f"max_rtf must be >= 0, got {self.max_rtf}")
+        SimConfig(camera_pos=self.camera_pos, camera_target=self.camera_target)  # checks the pose
 
 
 class SimNode(Node):
@@ -84,7 +90,15 @@ class SimNode(Node):
         super().__init__("sim_node")
         self.cfg = declare_config(self, SimNodeConfig)
         c = self.cfg
-        self.env = FrankaPickEnv(SimConfig(width=c.width, height=c.height, randomize=c.randomize))
+        self.env = FrankaPickEnv(
+            SimConfig(
+                width=c.width,
+                height=c.height,
+                randomize=c.randomize,
+                camera_pos=tuple(c.camera_pos),
+                camera_target=tuple(c.camera_target),
+            )
+        )
         self.lock = threading.Lock()
         self.clock_base_ns = time.time_ns()
         self.sim_elapsed = 0.0  # s of simulated time since node start (monotonic over resets)

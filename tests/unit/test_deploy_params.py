@@ -9,9 +9,12 @@ from ver_ros.encoder_node import EncoderParams
 from ver_ros.params import describe_config
 from ver_ros.policy_node import PolicyParams
 from ver_ros.safety_node import SafetyParams
+from ver_ros.sim_node import SimNodeConfig
 
 
-@pytest.mark.parametrize("cls", [CameraParams, EncoderParams, PolicyParams, SafetyParams])
+@pytest.mark.parametrize(
+    "cls", [CameraParams, EncoderParams, PolicyParams, SafetyParams, SimNodeConfig]
+)
 def test_every_parameter_is_described(cls):
     rows = describe_config(cls)
     assert rows
@@ -50,3 +53,9 @@ def test_checkpoint_and_transport_are_checked(cls):
     with pytest.raises(ValueError, match="image_transport must be raw or compressed"):
         cls(checkpoint="runs/pick", image_transport="theora")
     assert cls(checkpoint="runs/pick", image_transport="compressed").image_transport == "compressed"
+
+
+def test_sim_node_rejects_a_bad_camera_pose():
+    assert SimNodeConfig(camera_pos=[1.0, 0.2, 0.6]).camera_pos == [1.0, 0.2, 0.6]
+    with pytest.raises(ValueError, match="camera_pos needs 3"):
+        SimNodeConfig(camera_pos=[1.0, 0.2])

@@ -38,7 +38,7 @@ def test_renders_rgb_depth_segmentation(env):
     classes = set(np.unique(seg).tolist())
     assert {SEG_CLASSES[k] for k in ("table", "robot", "gripper", "cube")} <= classes
     assert classes <= set(SEG_CLASSES.values())
-    cam = np.array([1.6, 0.0, 1.0])
+    cam = np.array(env.config.camera_pos)
     cube_dist = np.linalg.norm(env.observation().cube_pos - cam)
     cube_depth = np.median(depth[seg == SEG_CLASSES["cube"]])
     assert 0.6 * cube_dist < cube_depth < cube_dist  # depth along the axis <= euclidean distance
@@ -46,6 +46,31 @@ def test_renders_rgb_depth_segmentation(env):
     assert np.median(depth[seg == SEG_CLASSES["table"]]) < np.median(
         depth[seg == SEG_CLASSES["background"]]
     )
+
+
+def test_camera_pose_is_configurable(env):
+    """A camera moved closer to the workspace sees the cube bigger and nearer, and bad poses fail."""
+    near = FrankaPickEnv(
+        SimConfig(width=224, height=224, camera_pos=(1.0, 0.1, 0.6), camera_target=(0.5, 0, 0.1))
+    )
+    try:
+        env.reset(5)
+        near.reset(5)
+        cube = SEG_CLASSES["cube"]
+        far_px = (env.render_segmentation() == cube).sum()
+        near_seg, near_depth = near.render_segmentation(), near.render_depth()
+        assert (near_seg == cube).sum() > 1.5 * far_px > 0
+        dist = np.linalg.norm(near.observation().cube_pos - np.array([1.0, 0.1, 0.6]))
+        assert 0.6 * dist < np.median(near_depth[near_seg == cube]) < dist
+    finally:
+        near.close()
+    for bad, match in [
+        ({"camera_pos": (1.0, 0.0)}, "3 finite"),
+        ({"camera_target": (0.3, 0.0, float("inf"))}, "3 finite"),
+        ({"camera_pos": (0.3, 0.0, 0.3), "camera_target": (0.3, 0.0, 0.28)}, "5 cm apart"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            SimConfig(**bad)
 
 
 def test_realsense_intrinsics_at_640x480():

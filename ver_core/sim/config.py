@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["SimConfig", "SEG_CLASSES"]
+__all__ = ["CAMERA_POS", "CAMERA_TARGET", "SimConfig", "SEG_CLASSES"]
+
+# The default camera: in front of the robot, looking down at the cube's workspace.
+CAMERA_POS = (1.6, 0.0, 1.0)
+CAMERA_TARGET = (0.3, 0.0, 0.28)
 
 # Segmentation class ids returned by FrankaPickEnv.render_segmentation() (int32 per pixel).
 SEG_CLASSES: dict[str, int] = {
@@ -31,6 +36,8 @@ class SimConfig:
     cube_yaw: half range (rad) of the cube's initial yaw.
     shadows / reflections: off by default (about 10x faster offscreen rendering).
     msaa_samples: offscreen multisampling (0 = none, ~1.7x faster software rendering than 4).
+    camera_pos / camera_target: where the camera sits and the point it looks at (m, world frame,
+        robot base at the origin, table top at z = 0); match them to a real rig's camera.
     """
 
     width: int = 640
@@ -45,6 +52,8 @@ class SimConfig:
     shadows: bool = False
     reflections: bool = False
     msaa_samples: int = 0
+    camera_pos: tuple[float, float, float] = CAMERA_POS
+    camera_target: tuple[float, float, float] = CAMERA_TARGET
 
     def __post_init__(self) -> None:
         if not (16 <= self.width <= 1280 and 16 <= self.height <= 960):
@@ -57,6 +66,13 @@ class SimConfig:
             raise ValueError(f"control_hz must be in [1, 500], got {self.control_hz}")
         if not 0.01 <= self.lift_height <= 0.4:
             raise ValueError(f"lift_height must be in [0.01, 0.4] m, got {self.lift_height}")
+        for name in ("camera_pos", "camera_target"):
+            value = tuple(float(v) for v in getattr(self, name))  # YAML gives lists
+            if len(value) != 3 or not all(math.isfinite(v) and abs(v) <= 5.0 for v in value):
+                raise ValueError(f"{name} needs 3 finite coordinates within 5 m, got {value}")
+            setattr(self, name, value)
+        if math.dist(self.camera_pos, self.camera_target) < 0.05:
+            raise ValueError("camera_pos and camera_target must be at least 5 cm apart")
         self.cube_x = tuple(float(v) for v in self.cube_x)  # YAML gives lists
         self.cube_y = tuple(float(v) for v in self.cube_y)
         for name, (lo, hi) in (("cube_x", self.cube_x), ("cube_y", self.cube_y)):

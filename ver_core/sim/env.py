@@ -53,7 +53,9 @@ class FrankaPickEnv:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self.model = build_model(self.config.fy_at_480)
+        self.model = build_model(
+            self.config.fy_at_480, self.config.camera_pos, self.config.camera_target
+        )
         self.model.vis.quality.offsamples = self.config.msaa_samples
         self.data = mujoco.MjData(self.model)
         m = self.model

@@ -22,6 +22,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from ver_core.sim.config import CAMERA_POS, CAMERA_TARGET
+
 __all__ = [
     "CAMERA_NAME",
     "JOINT_OFFSET",
@@ -81,9 +83,9 @@ def _look_at_axes(pos: np.ndarray, target: np.ndarray) -> str:
     return " ".join(f"{v:.6f}" for v in (*right, *up))
 
 
-def _scene_xml(franka: Path, fovy_deg: float) -> str:
-    cam_pos = np.array([1.6, 0.0, 1.0])
-    cam_axes = _look_at_axes(cam_pos, np.array([0.3, 0.0, 0.28]))
+def _scene_xml(franka: Path, fovy_deg: float, camera_pos, camera_target) -> str:
+    cam_pos = np.asarray(camera_pos, dtype=np.float64)
+    cam_axes = _look_at_axes(cam_pos, np.asarray(camera_target, dtype=np.float64))
     distractors = "\n".join(
         f'<body name="distractor{i}" mocap="true" pos="0 {1 + i} -0.5">'
         # never a box: the policy sees no privileged state, so the target must be the only cube
@@ -129,11 +131,17 @@ def _scene_xml(franka: Path, fovy_deg: float) -> str:
 """
 
 
-def build_model(fy_at_480: float = 615.0) -> mujoco.MjModel:
+def build_model(
+    fy_at_480: float = 615.0,
+    camera_pos=CAMERA_POS,
+    camera_target=CAMERA_TARGET,
+) -> mujoco.MjModel:
     """Compile the scene. ``fy_at_480`` sets the camera's vertical FOV so that a 640x480 render
-    has focal length fy (fx = fy: MuJoCo pixels are square)."""
+    has focal length fy (fx = fy: MuJoCo pixels are square); the camera sits at ``camera_pos``
+    looking at ``camera_target``."""
     fovy = math.degrees(2.0 * math.atan(240.0 / fy_at_480))
-    spec = mujoco.MjSpec.from_string(_scene_xml(franka_assets_dir(), fovy))
+    xml = _scene_xml(franka_assets_dir(), fovy, camera_pos, camera_target)
+    spec = mujoco.MjSpec.from_string(xml)
     for body in spec.bodies:
         # Gravity compensation on the arm, as Franka's own controllers do: no position droop.
         if body.name.startswith("panda0"):
