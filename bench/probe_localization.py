@@ -12,7 +12,12 @@ On the held-out third it reports how often the highest-scoring patch of an image
 tokens localize a one-patch cube poorly cannot give a policy the cube's position, however the
 router or head are trained (docs/RESULTS.md).
 
+It also trains the policy's own conv neck (+ a linear layer) to regress the cube's table position
+(x, y in m) from the same tokens (``position_error_cm`` on the held-out third): the number to hold
+against what a grasp tolerates (the 5 cm cube in the 8 cm hand: about 1.5 cm).
+
     python bench/probe_localization.py --library assets/ver_tiny_sim_library
+    python bench/probe_localization.py --camera-pos 1.15 0 0.7 --camera-target 0.45 0 0.12
 """
 
 from __future__ import annotations
@@ -33,21 +38,24 @@ ROOT = Path(__file__).resolve().parent.parent
 CUBE_FRACTION = 0.2  # a patch is a cube patch from this fraction of cube pixels on
 
 
-def render_scenes(n: int, size: int = 224, patch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """-> images (n, size, size, 3) uint8, cube fraction per patch (n, g*g)."""
+def render_scenes(
+    n: int, size: int = 224, patch: int = 16, camera: dict | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> images (n, size, size, 3) uint8, cube fraction per patch (n, g*g), cube xy (n, 2) m."""
     from ver_core.sim import FrankaPickEnv, SimConfig
     from ver_core.sim.config import SEG_CLASSES
 
-    env = FrankaPickEnv(SimConfig(width=size, height=size))
+    env = FrankaPickEnv(SimConfig(width=size, height=size, **(camera or {})))
     g = size // patch
-    images, fractions = [], []
+    images, fractions, xy = [], [], []
     for i in range(n):
-        env.reset(5000 + i)
+        obs = env.reset(5000 + i)
         images.append(env.render())
+        xy.append(obs.cube_pos[:2].copy())
         cube = env.render_segmentation() == SEG_CLASSES["cube"]
         fractions.append(cube.reshape(g, patch, g, patch).mean(axis=(1, 3)).reshape(-1))
     env.close()
-    return np.stack(images), np.stack(fractions)
+    return np.stack(images), np.stack(fractions), np.stack(xy)
 
 
 @torch.no_grad()
@@ -113,6 +121,37 @@ def evaluate(features: np.ndarray, fractions: np.ndarray, n_train: int) -> dict:
     }
 
 
+def regress_position(features: np.ndarray, xy: np.ndarray, n_train: int, steps: int = 600) -> dict:
+    """The policy's conv neck + a linear layer: patch tokens -> cube (x, y); held-out error (cm)."""
+    from ver_core.policy.neck import ConvNeck
+
+    n, p, d = features.shape
+    tokens = torch.cat([torch.zeros(n, 1, d), torch.from_numpy(features).float()], dim=1)
+    tokens = (tokens - tokens[:n_train].mean((0, 1))) / (tokens[:n_train].std((0, 1)) + 1e-4)
+    target = torch.from_numpy(xy).float()
+    mu, sd = target[:n_train].mean(0), target[:n_train].std(0)
+    model = torch.nn.Sequential(
+        ConvNeck(d, int(round(p**0.5)), 256), torch.nn.GELU(), torch.nn.Linear(256, 2)
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(0, n_train, (32,), generator=gen)
+        loss = torch.nn.functional.smooth_l1_loss(model(tokens[idx]), (target[idx] - mu) / sd)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = model(tokens[n_train:]) * sd + mu
+    err = (pred - target[n_train:]).norm(dim=1).numpy() * 100
+    return {
+        "position_error_cm_mean": float(err.mean()),
+        "position_error_cm_median": float(np.median(err)),
+        "within_1_5cm": float((err <= 1.5).mean()),
+        "predict_mean_error_cm": float(((target[n_train:] - mu).norm(dim=1) * 100).mean()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,20 +159,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--library", default=str(ROOT / "assets" / "ver_tiny_sim_library"))
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--camera-pos", type=float, nargs=3, default=None, help="sim camera (m)")
+    p.add_argument("--camera-target", type=float, nargs=3, default=None, help="its look-at (m)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "localization.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    images, fractions = render_scenes(args.images)
+    from ver_core.sim import SimConfig
+
+    camera = {"camera_pos": SimConfig().camera_pos, "camera_target": SimConfig().camera_target}
+    if args.camera_pos:
+        camera["camera_pos"] = tuple(args.camera_pos)
+    if args.camera_target:
+        camera["camera_target"] = tuple(args.camera_target)
+    images, fractions, xy = render_scenes(args.images, camera=camera)
     feats = patch_features(args.library, images)
     n_train = 2 * args.images // 3
     results = {
         "benchmark": "cube localization probe",
         "library": args.library,
+        "camera": camera,
         "images": args.images,
         "cube_patches_per_image": float((fractions >= CUBE_FRACTION).sum(1).mean()),
-        "probes": {k: evaluate(v, fractions, n_train) for k, v in feats.items()},
+        "probes": {
+            k: {**evaluate(v, fractions, n_train), **regress_position(v, xy, n_train)}
+            for k, v in feats.items()
+        },
         "wall_s": round(time.perf_counter() - t0, 1),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
