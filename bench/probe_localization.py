@@ -5,7 +5,9 @@ Renders ``--images`` randomized scenes (224x224, seeds from 5000), labels every 
 logistic-regression probe per feature set on the first 2/3 of the images:
 
 - ``bvt``: the BVT tokens (before the expert library),
-- ``library_average``: the library's output with every expert averaged (no router to train).
+- ``library_average``: the library's output with every expert averaged (no router to train),
+- ``segmentation_teacher``: the class fractions per patch from the simulator's segmentation (what
+  the ``sim_segmentation`` teacher gives the distillation): the ceiling a library could reach.
 
 On the held-out third it reports how often the highest-scoring patch of an image is a cube patch
 (``top_patch_hit``) and how far (in patches) it lies from the cube's centroid. A library whose
@@ -41,21 +43,27 @@ CUBE_FRACTION = 0.2  # a patch is a cube patch from this fraction of cube pixels
 def render_scenes(
     n: int, size: int = 224, patch: int = 16, camera: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> images (n, size, size, 3) uint8, cube fraction per patch (n, g*g), cube xy (n, 2) m."""
+    """-> images (n, size, size, 3) uint8, cube fraction per patch (n, g*g), cube xy (n, 2) m,
+    fraction of every segmentation class per patch (n, g*g, classes): the sim_segmentation
+    teacher's signal on the student's grid, i.e. what a perfectly distilled library could carry."""
     from ver_core.sim import FrankaPickEnv, SimConfig
     from ver_core.sim.config import SEG_CLASSES
 
     env = FrankaPickEnv(SimConfig(width=size, height=size, **(camera or {})))
     g = size // patch
-    images, fractions, xy = [], [], []
+    classes = max(SEG_CLASSES.values()) + 1
+    images, fractions, xy, seg_tokens = [], [], [], []
     for i in range(n):
         obs = env.reset(5000 + i)
         images.append(env.render())
         xy.append(obs.cube_pos[:2].copy())
-        cube = env.render_segmentation() == SEG_CLASSES["cube"]
-        fractions.append(cube.reshape(g, patch, g, patch).mean(axis=(1, 3)).reshape(-1))
+        seg = env.render_segmentation()
+        onehot = (seg[..., None] == np.arange(classes)).astype(np.float32)  # (H, W, C)
+        per_patch = onehot.reshape(g, patch, g, patch, classes).mean(axis=(1, 3))
+        seg_tokens.append(per_patch.reshape(g * g, classes))
+        fractions.append(per_patch[..., SEG_CLASSES["cube"]].reshape(-1))
     env.close()
-    return np.stack(images), np.stack(fractions), np.stack(xy)
+    return np.stack(images), np.stack(fractions), np.stack(xy), np.stack(seg_tokens)
 
 
 @torch.no_grad()
@@ -173,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         camera["camera_pos"] = tuple(args.camera_pos)
     if args.camera_target:
         camera["camera_target"] = tuple(args.camera_target)
-    images, fractions, xy = render_scenes(args.images, camera=camera)
-    feats = patch_features(args.library, images)
+    images, fractions, xy, seg_tokens = render_scenes(args.images, camera=camera)
+    feats = {**patch_features(args.library, images), "segmentation_teacher": seg_tokens}
     n_train = 2 * args.images // 3
     results = {
         "benchmark": "cube localization probe",
