@@ -2,7 +2,7 @@
 
 Renders ``--images`` randomized scenes (224x224, seeds from 5000), labels every 16x16 patch
 "cube" when the simulator's segmentation puts at least 20 % cube pixels in it, and fits one
-logistic-regression probe per feature set on the first 2/3 of the images:
+logistic-regression probe per feature set on the first ``--fit`` images (default 2/3):
 
 - ``bvt``: the BVT tokens (before the expert library),
 - ``library_average``: the library's output with every expert averaged (no router to train),
@@ -14,9 +14,11 @@ On the held-out third it reports how often the highest-scoring patch of an image
 tokens localize a one-patch cube poorly cannot give a policy the cube's position, however the
 router or head are trained (docs/RESULTS.md).
 
-It also trains the policy's own conv neck (+ a linear layer) to regress the cube's table position
-(x, y in m) from the same tokens (``position_error_cm`` on the held-out third): the number to hold
-against what a grasp tolerates (the 5 cm cube in the 8 cm hand: about 1.5 cm).
+It also trains the policy's own necks (+ a linear layer; conv, and spatial-softmax keypoints with
+the ``spatial_`` prefix) to regress the cube's table position (x, y in m) from the same tokens
+(``position_error_cm`` on the held-out scenes): the number to hold against what a grasp
+tolerates (the 5 cm cube in the 8 cm hand: about 1.5 cm). ``--fit 45`` asks what 45 scenes, the
+cube positions 50 demos give a policy, teach.
 
     python bench/probe_localization.py --library assets/ver_tiny_sim_library
     python bench/probe_localization.py --camera-pos 1.15 0 0.7 --camera-target 0.45 0 0.12
@@ -129,17 +131,21 @@ def evaluate(features: np.ndarray, fractions: np.ndarray, n_train: int) -> dict:
     }
 
 
-def regress_position(features: np.ndarray, xy: np.ndarray, n_train: int, steps: int = 600) -> dict:
-    """The policy's conv neck + a linear layer: patch tokens -> cube (x, y); held-out error (cm)."""
-    from ver_core.policy.neck import ConvNeck
+def regress_position(
+    features: np.ndarray, xy: np.ndarray, n_train: int, neck: str = "conv", steps: int = 600
+) -> dict:
+    """A policy neck (``conv`` or ``spatial``) + a linear layer: patch tokens -> cube (x, y);
+    held-out error (cm)."""
+    from ver_core.policy.neck import build_neck
 
     n, p, d = features.shape
     tokens = torch.cat([torch.zeros(n, 1, d), torch.from_numpy(features).float()], dim=1)
     tokens = (tokens - tokens[:n_train].mean((0, 1))) / (tokens[:n_train].std((0, 1)) + 1e-4)
     target = torch.from_numpy(xy).float()
     mu, sd = target[:n_train].mean(0), target[:n_train].std(0)
+    torch.manual_seed(0)
     model = torch.nn.Sequential(
-        ConvNeck(d, int(round(p**0.5)), 256), torch.nn.GELU(), torch.nn.Linear(256, 2)
+        build_neck(neck, d, int(round(p**0.5)), 256), torch.nn.GELU(), torch.nn.Linear(256, 2)
     )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(0)
@@ -152,10 +158,11 @@ def regress_position(features: np.ndarray, xy: np.ndarray, n_train: int, steps: 
     with torch.no_grad():
         pred = model(tokens[n_train:]) * sd + mu
     err = (pred - target[n_train:]).norm(dim=1).numpy() * 100
+    prefix = "" if neck == "conv" else f"{neck}_"
     return {
-        "position_error_cm_mean": float(err.mean()),
-        "position_error_cm_median": float(np.median(err)),
-        "within_1_5cm": float((err <= 1.5).mean()),
+        f"{prefix}position_error_cm_mean": float(err.mean()),
+        f"{prefix}position_error_cm_median": float(np.median(err)),
+        f"{prefix}within_1_5cm": float((err <= 1.5).mean()),
         "predict_mean_error_cm": float(((target[n_train:] - mu).norm(dim=1) * 100).mean()),
     }
 
@@ -165,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--library", default=str(ROOT / "assets" / "ver_tiny_sim_library"))
-    p.add_argument("--images", type=int, default=300)
+    p.add_argument("--images", type=int, default=600)
+    p.add_argument(
+        "--fit",
+        type=int,
+        default=None,
+        help="scenes the probes are fitted on (default 2/3 of --images; the rest are held out)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--camera-pos", type=float, nargs=3, default=None, help="sim camera (m)")
     p.add_argument("--camera-target", type=float, nargs=3, default=None, help="its look-at (m)")
@@ -183,15 +196,22 @@ def main(argv: list[str] | None = None) -> int:
         camera["camera_target"] = tuple(args.camera_target)
     images, fractions, xy, seg_tokens = render_scenes(args.images, camera=camera)
     feats = {**patch_features(args.library, images), "segmentation_teacher": seg_tokens}
-    n_train = 2 * args.images // 3
+    n_train = 2 * args.images // 3 if args.fit is None else args.fit
+    if not 0 < n_train < args.images:
+        p.error(f"--fit must be in [1, {args.images - 1}]")
     results = {
         "benchmark": "cube localization probe",
         "library": args.library,
         "camera": camera,
         "images": args.images,
+        "fitted_on": n_train,
         "cube_patches_per_image": float((fractions >= CUBE_FRACTION).sum(1).mean()),
         "probes": {
-            k: {**evaluate(v, fractions, n_train), **regress_position(v, xy, n_train)}
+            k: {
+                **evaluate(v, fractions, n_train),
+                **regress_position(v, xy, n_train, "conv"),
+                **regress_position(v, xy, n_train, "spatial"),
+            }
             for k, v in feats.items()
         },
         "wall_s": round(time.perf_counter() - t0, 1),

@@ -10,54 +10,38 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from harness import HOME, JOINTS, TestNode, random_task_checkpoint
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from ver_core.safety import FR3_LIMITS
 from ver_ros.conversions import compressed_image_to_msg, image_to_msg, msg_to_rgb, stamp_to_ns
 from ver_ros.encoder_node import msg_to_features
-from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from ver_ros.qos import COMMAND_QOS, SENSOR_QOS
 
 pytestmark = pytest.mark.ros
-
-JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
-HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """An untrained (random) task checkpoint: the graph's plumbing, not its skill, is tested."""
-    from ver_core.policy import TaskConfig, TaskPolicy
-
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("task")
-    TaskPolicy.build(TaskConfig(chunk_len=16, control_rate_hz=10.0)).save_pretrained(path)
-    return path
+    return random_task_checkpoint(tmp_path_factory.mktemp("task"))
 
 
-class CameraAndRobot:
+class CameraAndRobot(TestNode):
+    """Plays camera (random frames) and an ideal robot that follows the gated commands."""
+
     def __init__(self, compressed: bool = False) -> None:
+        super().__init__("pipeline_test")
+        n = self.node
         self.compressed = compressed
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = n = Node("pipeline_test", context=self.ctx)
-        self.lock = threading.Lock()
         self.q = HOME.copy()
-        self.commands: list[tuple[float, np.ndarray]] = []
         self.features: list[tuple[int, tuple[int, int]]] = []
         self.chunks: list[int] = []
         self.image_stamps: set[int] = set()
-        self.status: list[str] = []
         self.rng = np.random.default_rng(0)
         self.overlays: list[tuple[int, int, int]] = []
         if compressed:
@@ -72,9 +56,6 @@ class CameraAndRobot:
             SENSOR_QOS,
         )
         self.js_pub = n.create_publisher(JointState, "/joint_states", SENSOR_QOS)
-        n.create_subscription(
-            JointTrajectory, "/fr3_arm_controller/joint_trajectory", self._on_cmd, COMMAND_QOS
-        )
         n.create_subscription(Image, "/ver/features", self._on_features, SENSOR_QOS)
         n.create_subscription(
             JointTrajectory,
@@ -82,15 +63,9 @@ class CameraAndRobot:
             lambda m: self.chunks.append(stamp_to_ns(m.header.stamp)),
             COMMAND_QOS,
         )
-        n.create_subscription(
-            String, "/ver/safety_status", lambda m: self.status.append(m.data), LATCHED_QOS
-        )
         n.create_timer(1 / 15, self._publish_image)
         n.create_timer(0.01, self._publish_state)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(n)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.start()
 
     def _publish_image(self) -> None:
         rgb = self.rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
@@ -109,31 +84,12 @@ class CameraAndRobot:
             msg.position = [*self.q.tolist(), 0.02, 0.02]
         self.js_pub.publish(msg)
 
-    def _on_cmd(self, msg: JointTrajectory) -> None:
-        q = np.array(msg.points[0].positions)
+    def on_command(self, q: np.ndarray) -> None:
         with self.lock:
-            self.commands.append((time.monotonic(), q))
             self.q = q
 
     def _on_features(self, msg: Image) -> None:
         self.features.append((stamp_to_ns(msg.header.stamp), msg_to_features(msg).shape))
-
-    def cmds_since(self, t: float) -> np.ndarray:
-        with self.lock:
-            return np.array([q for (tr, q) in self.commands if tr >= t])
-
-    def wait_for(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; status {self.status[-5:]}")
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.ctx)
 
 
 def _start(module: str, env: dict, *params: str) -> subprocess.Popen:

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from harness import HOME, JOINTS, TestNode
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, String
+from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from ver_core.deploy import ActionChunk, uniform_offsets
@@ -27,23 +24,18 @@ from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 pytestmark = pytest.mark.ros
 
-JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
-HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 RATE = 50.0
 MARGIN = 0.05
 
 
-class FakeRobotAndPolicy:
+class FakeRobotAndPolicy(TestNode):
     """In-test rclpy node: ideal robot that follows commands + a chunk feeder."""
 
+    poll_s = 0.02
+
     def __init__(self) -> None:
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = Node("deploy_test", context=self.ctx)
-        self.lock = threading.Lock()
+        super().__init__("deploy_test")
         self.q = HOME.copy()
-        self.commands: list[tuple[float, np.ndarray]] = []  # (receipt monotonic, (7,))
-        self.status: list[str] = []
         self.target: np.ndarray | None = None  # chunk target fed at 10 Hz when set
         self.stamp_offset = 0.0  # s added to chunk stamps (negative = stale)
         self.feed_joint_states = True
@@ -51,23 +43,12 @@ class FakeRobotAndPolicy:
         self.js_pub = n.create_publisher(JointState, "/joint_states", SENSOR_QOS)
         self.chunk_pub = n.create_publisher(JointTrajectory, "/ver/action_chunk", COMMAND_QOS)
         self.estop_pub = n.create_publisher(Bool, "/ver/e_stop", LATCHED_QOS)
-        n.create_subscription(
-            JointTrajectory, "/fr3_arm_controller/joint_trajectory", self._on_cmd, COMMAND_QOS
-        )
-        n.create_subscription(
-            String, "/ver/safety_status", lambda m: self.status.append(m.data), LATCHED_QOS
-        )
         n.create_timer(0.01, self._publish_state)
         n.create_timer(0.1, self._feed)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(n)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.start()
 
-    def _on_cmd(self, msg: JointTrajectory) -> None:
-        q = np.array(msg.points[0].positions)
+    def on_command(self, q: np.ndarray) -> None:
         with self.lock:
-            self.commands.append((time.monotonic(), q))
             if np.all(np.isfinite(q)):
                 self.q = q  # ideal tracking
 
@@ -92,23 +73,6 @@ class FakeRobotAndPolicy:
         self.chunk_pub.publish(
             chunk_to_msg(ActionChunk(stamp, uniform_offsets(10, 10.0), actions), JOINTS)
         )
-
-    def cmds_since(self, t: float) -> np.ndarray:
-        with self.lock:
-            return np.array([q for (tr, q) in self.commands if tr >= t])
-
-    def wait_for(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}; status history {self.status[-5:]}")
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.ctx)
 
 
 @pytest.fixture

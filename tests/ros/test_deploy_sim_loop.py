@@ -7,37 +7,25 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
-import rclpy
 import yaml
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from harness import JOINTS, TestNode, random_task_checkpoint
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, String
-from trajectory_msgs.msg import JointTrajectory
+from std_msgs.msg import Bool
 
 from ver_core.safety import FR3_LIMITS
 from ver_ros.graph import default_config_path
-from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from ver_ros.qos import LATCHED_QOS, SENSOR_QOS
 
 pytestmark = [pytest.mark.ros, pytest.mark.e2e]
-
-JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from ver_core.policy import TaskConfig, TaskPolicy
-
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("task")
-    TaskPolicy.build(TaskConfig(chunk_len=16, control_rate_hz=10.0)).save_pretrained(path)
-    return path
+    return random_task_checkpoint(tmp_path_factory.mktemp("task"))
 
 
 @pytest.fixture
@@ -57,52 +45,20 @@ def small_config(tmp_path):
     return path
 
 
-class Watcher:
+class Watcher(TestNode):
+    """Watches the simulated robot's joints and the gated commands; holds the e-stop."""
+
     def __init__(self) -> None:
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = n = Node("sim_loop_test", context=self.ctx)
-        self.lock = threading.Lock()
+        super().__init__("sim_loop_test")
         self.q: list[tuple[float, np.ndarray]] = []
-        self.cmds: list[tuple[float, np.ndarray]] = []
-        self.status: list[str] = []
-        n.create_subscription(JointState, "/joint_states", self._on_js, SENSOR_QOS)
-        n.create_subscription(
-            JointTrajectory, "/fr3_arm_controller/joint_trajectory", self._on_cmd, COMMAND_QOS
-        )
-        n.create_subscription(
-            String, "/ver/safety_status", lambda m: self.status.append(m.data), LATCHED_QOS
-        )
-        self.estop = n.create_publisher(Bool, "/ver/e_stop", LATCHED_QOS)
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(n)
-        threading.Thread(target=self.ex.spin, daemon=True).start()
+        self.node.create_subscription(JointState, "/joint_states", self._on_js, SENSOR_QOS)
+        self.estop = self.node.create_publisher(Bool, "/ver/e_stop", LATCHED_QOS)
+        self.start()
 
     def _on_js(self, msg: JointState) -> None:
         idx = {name: i for i, name in enumerate(msg.name)}
         with self.lock:
             self.q.append((time.monotonic(), np.array([msg.position[idx[j]] for j in JOINTS])))
-
-    def _on_cmd(self, msg: JointTrajectory) -> None:
-        with self.lock:
-            self.cmds.append((time.monotonic(), np.array(msg.points[0].positions)))
-
-    def since(self, series, t: float) -> np.ndarray:
-        with self.lock:
-            return np.array([v for (tr, v) in series if tr >= t])
-
-    def wait_for(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; status {self.status[-5:]}")
-
-    def close(self) -> None:
-        self.ex.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.ctx)
 
 
 @pytest.mark.parametrize("composed", [False, True], ids=["processes", "composed"])
@@ -121,7 +77,7 @@ def test_sim_closed_loop_through_bringup(ros_env, checkpoint, small_config, comp
         w.wait_for(lambda: "ok" in w.status, 150.0, "the gate passing policy commands")
         t0 = time.monotonic()
         time.sleep(2.0)
-        cmds = w.since(w.cmds, t0)
+        cmds = w.since(w.commands, t0)
         assert len(cmds) > 20 and np.all(np.isfinite(cmds))
         lo, hi = FR3_LIMITS.lower + 0.05, FR3_LIMITS.upper - 0.05
         assert np.all(cmds >= lo - 1e-9) and np.all(cmds <= hi + 1e-9)
@@ -132,7 +88,7 @@ def test_sim_closed_loop_through_bringup(ros_env, checkpoint, small_config, comp
         w.wait_for(lambda: "e_stop" in w.status[-1], 10.0, "e_stop hold")
         t_stop = time.monotonic()
         time.sleep(1.0)
-        frozen = w.since(w.cmds, t_stop)
+        frozen = w.since(w.commands, t_stop)
         assert len(frozen) > 5 and np.ptp(frozen, axis=0).max() == 0.0
     finally:
         w.close()
