@@ -45,16 +45,24 @@ class Recorder:
         self.node = rclpy.create_node("test_recorder_client")
         self.img = self.node.create_publisher(Image, IMG, SENSOR_QOS)
         self.js = self.node.create_publisher(JointState, JS, SENSOR_QOS)
+        self.clients: dict = {}
 
     def call(self, srv: str, timeout: float = 40.0) -> tuple[bool, str]:
         from std_srvs.srv import Trigger
 
-        cli = self.node.create_client(Trigger, f"/rec/{srv}")
-        assert cli.wait_for_service(timeout_sec=timeout), f"/rec/{srv} not available"
+        cli = self.clients.get(srv)
+        if cli is None:
+            # One client per service, kept: a fresh client's first request can be sent before the
+            # server's side of the request/response topics has matched it (wait_for_service only
+            # sees the server), and is then lost on a loaded machine. Let matching finish first.
+            cli = self.clients[srv] = self.node.create_client(Trigger, f"/rec/{srv}")
+            assert cli.wait_for_service(timeout_sec=timeout), f"/rec/{srv} not available"
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                self.rclpy.spin_once(self.node, timeout_sec=0.05)
         fut = cli.call_async(Trigger.Request())
         self.rclpy.spin_until_future_complete(self.node, fut, timeout_sec=timeout)
         assert fut.done(), f"/rec/{srv} did not answer"
-        self.node.destroy_client(cli)
         return fut.result().success, fut.result().message
 
     def wait_subscribed(self, timeout: float = 20.0) -> None:
