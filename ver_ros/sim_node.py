@@ -95,8 +95,8 @@ class SimNode(Node):
                 width=c.width,
                 height=c.height,
                 randomize=c.randomize,
-                camera_pos=tuple(c.camera_pos),
-                camera_target=tuple(c.camera_target),
+                camera_pos=c.camera_pos,
+                camera_target=c.camera_target,
             )
         )
         self.lock = threading.Lock()

@@ -173,7 +173,9 @@ class RouterTrainer:
                     self.cfg.progress,
                 )
             )
-        return np.concatenate(banks)
+        bank = np.concatenate(banks)
+        self.tokens = bank[: len(data)]  # a view: the originals are not held twice
+        return bank
 
     # ------------------------------------------------------------------ state
     def resume(self) -> bool:
