@@ -8,6 +8,12 @@ bench/results/ablation.json; ``--table`` prints the markdown table of docs/RESUL
     python bench/bench_ablation.py --demos runs/demo/demos --only ver_mlp --episodes 20
     python bench/bench_ablation.py --table
 
+The ``dense`` row is a separately distilled dense student (Theia-style: the same VER-T body with
+plain MLPs where the library's expert blocks sit, ``moe_blocks=0``), distilled by the same recipe
+as the library (same images, teachers, steps, batch); make it with
+``OVERRIDES=moe_blocks=0 OUT=runs/distill_dense/lib STATE=runs/distill_dense/trainer_state
+make distill-sim`` (docs/DISTILL.md) and point ``--dense-library`` at it.
+
 Every row gets the same updates: ``--steps`` joint steps through the library (router + neck +
 head; for fixed routings neck + head through the same blocks) then ``--head-steps`` of neck + head
 on cached routed tokens; the EfficientNet baseline, whose features are frozen, trains
@@ -32,6 +38,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless the user 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "ablation.json"
 DEFAULT_LIBRARY = ROOT / "assets" / "ver_tiny_sim_library"
+DEFAULT_DENSE_LIBRARY = ROOT / "runs" / "distill_dense" / "lib"
 
 # row -> (label, routing flags); the head is the row's suffix (_mlp / _diffusion)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -58,6 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="rosbag2 demo episodes (default: runs/demo/demos, recorded by make demo)",
     )
     p.add_argument("--library", type=Path, default=DEFAULT_LIBRARY, help="VER library checkpoint")
+    p.add_argument(
+        "--dense-library",
+        type=Path,
+        default=DEFAULT_DENSE_LIBRARY,
+        help="dense distilled student (moe_blocks=0) for the dense rows",
+    )
     p.add_argument(
         "--only",
         nargs="+",
@@ -114,7 +127,14 @@ def train_row(row: str, args: argparse.Namespace, ckpt: Path) -> tuple[list[str]
                "--head", head, "--steps", str(args.steps), "--head-steps", str(args.head_steps),
                "--batch-size", str(args.batch_size), "--cache-dir", str(args.work / "cache"),
                "--no-progress", *VARIANTS[variant][1]]  # fmt: skip
-        if (args.library / "config.json").is_file():
+        if variant == "dense":
+            if not (args.dense_library / "config.json").is_file():
+                raise SystemExit(
+                    f"bench_ablation: the dense row needs a dense distilled student at "
+                    f"{args.dense_library} (see this file's docstring for the command)"
+                )
+            cmd += ["--library", str(args.dense_library)]
+        elif (args.library / "config.json").is_file():
             cmd += ["--library", str(args.library)]
         else:
             print(
@@ -125,6 +145,14 @@ def train_row(row: str, args: argparse.Namespace, ckpt: Path) -> tuple[list[str]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     return cmd, time.perf_counter() - t0
+
+
+def row_library(row: str, args: argparse.Namespace) -> str | None:
+    """The feature extractor a row's policy trains over (None: the EfficientNet baseline)."""
+    variant = row.rsplit("_", 1)[0]
+    if variant == "effnet":
+        return None
+    return str(args.dense_library if variant == "dense" else args.library)
 
 
 def evaluate_row(row: str, ckpt: Path, args: argparse.Namespace) -> dict:
@@ -219,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             "demos": str(args.demos),
             "num_demos": n_demos,
             "checkpoint": str(ckpt),
+            "library": row_library(row, args),
             "eval_wall_s": round(report["wall_s"], 1),
             "eval": summarize(report),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),

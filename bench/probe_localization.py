@@ -6,6 +6,8 @@ logistic-regression probe per feature set on the first ``--fit`` images (default
 
 - ``bvt``: the BVT tokens (before the expert library),
 - ``library_average``: the library's output with every expert averaged (no router to train),
+- ``dense_student`` instead of both when ``--library`` is a dense distilled student
+  (``moe_blocks=0``, the ablation's Theia-style backbone): its output tokens,
 - ``segmentation_teacher``: the class fractions per patch from the simulator's segmentation (what
   the ``sim_segmentation`` teacher gives the distillation): the ceiling a library could reach.
 
@@ -75,13 +77,17 @@ def patch_features(library: str, images: np.ndarray) -> dict[str, np.ndarray]:
     from ver_core.router import RouterConfig
 
     model = load_library(library).eval()
-    policy = TaskPolicy(TaskConfig(router=RouterConfig(routing="average")), model).eval()
+    dense = model.config.moe_blocks == 0
+    routing = RouterConfig(routing="dense" if dense else "average")
+    policy = TaskPolicy(TaskConfig(router=routing), model).eval()
     bvt, routed = [], []
     for start in range(0, len(images), 25):
         x = preprocess_images(images[start : start + 25], size=model.config.img_size)
         tokens = model.forward_bvt(x)
         bvt.append(tokens[:, 1:])
         routed.append(policy.route(tokens).tokens[:, 1:])
+    if dense:  # no library: the BVT is the whole student, its output the features
+        return {"dense_student": torch.cat(routed).numpy()}
     return {"bvt": torch.cat(bvt).numpy(), "library_average": torch.cat(routed).numpy()}
 
 

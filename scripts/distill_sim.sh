@@ -7,8 +7,10 @@
 #   4. library checkpoint + log in $OUT
 # Settings (environment): N (images, 2000), STEPS (3000), BATCH (64), LR (Theia's 2e-3*B/512 if
 # empty), NPROC (1), WORK (runs/distill_sim), OUT (assets/ver_tiny_sim_library), SEED (0),
-# RESUME (1: continue the last run), KEEP_WORK (1: keep rendered images and shards). The trainer
-# state (translators + optimizer, ~100 MB) is parked in $WORK/trainer_state so $OUT stays small.
+# RESUME (1: continue the last run), KEEP_WORK (1: keep rendered images and shards), OVERRIDES
+# (space-separated VERConfig KEY=VALUE, e.g. "moe_blocks=0" for the dense Theia-style student of
+# the ablation). The trainer state (translators + optimizer, ~100 MB) is parked in STATE
+# ($WORK/trainer_state) so $OUT stays small; give a second run on the same images its own STATE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,7 @@ NPROC="${NPROC:-1}"
 SEED="${SEED:-0}"
 WORK="${WORK:-runs/distill_sim}"
 OUT="${OUT:-assets/ver_tiny_sim_library}"
+STATE="${STATE:-$WORK/trainer_state}"
 PY="${PY:-.venv/bin/python}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}" HF_HUB_OFFLINE=1
 
@@ -31,7 +34,7 @@ fi
 
 mkdir -p "$WORK" "$OUT"
 LOG="$OUT/distill_sim.log"
-echo "[distill-sim] $(date -u +%FT%TZ) N=$N STEPS=$STEPS BATCH=$BATCH NPROC=$NPROC SEED=$SEED" | tee -a "$LOG"
+echo "[distill-sim] $(date -u +%FT%TZ) N=$N STEPS=$STEPS BATCH=$BATCH NPROC=$NPROC SEED=$SEED OVERRIDES=${OVERRIDES:-}" | tee -a "$LOG"
 
 if [[ ! -f "$WORK/images/sim_$(printf %05d $((N - 1))).seg.npy" ]]; then
   echo "[distill-sim] rendering $N images" | tee -a "$LOG"
@@ -47,8 +50,9 @@ fi
 args=(--shards "$WORK/shards" --model ver_tiny --out "$OUT" --steps "$STEPS" --batch-size "$BATCH"
       --seed "$SEED" --save-every 500)
 [[ -n "$LR" ]] && args+=(--lr "$LR")
+for kv in ${OVERRIDES:-}; do args+=(--model-override "$kv"); done
 if [[ "${RESUME:-0}" == 1 ]]; then
-  [[ -d "$WORK/trainer_state" && ! -d "$OUT/trainer_state" ]] && mv "$WORK/trainer_state" "$OUT/trainer_state"
+  [[ -d "$STATE" && ! -d "$OUT/trainer_state" ]] && mv "$STATE" "$OUT/trainer_state"
   [[ -d "$OUT/trainer_state" ]] && args+=(--resume)
 fi
 [[ " ${args[*]} " == *" --resume "* ]] || args+=(--overwrite)
@@ -60,6 +64,6 @@ else
 fi
 
 cp "$WORK/shards/manifest.json" "$OUT/teacher_manifest.json"
-rm -rf "$WORK/trainer_state" && mv "$OUT/trainer_state" "$WORK/trainer_state"
+rm -rf "$STATE" && mkdir -p "$(dirname "$STATE")" && mv "$OUT/trainer_state" "$STATE"
 if [[ "${KEEP_WORK:-1}" != 1 ]]; then rm -rf "$WORK/images" "$WORK/shards"; fi
 echo "[distill-sim] library in $OUT (config.json, model.safetensors, metrics.jsonl, expert_utilization.png)" | tee -a "$LOG"

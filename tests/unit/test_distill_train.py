@@ -14,7 +14,7 @@ from ver_core.cli.distill import main as distill_main
 from ver_core.cli.extract_teachers import main as extract_main
 from ver_core.distill.shards import ShardDataset
 from ver_core.distill.synthetic import make_synthetic_images, save_tiny_hf_teachers
-from ver_core.model import load_library
+from ver_core.model import ExpertLibraryLayer, load_library
 
 SMALL = [
     "--model-override",
@@ -154,3 +154,20 @@ def test_resume_continues_the_same_run(shards: Path, tmp_path: Path) -> None:
 def test_resume_without_a_run_is_an_error(shards: Path, tmp_path: Path, capsys) -> None:
     assert _distill(shards, tmp_path / "nothing", 2, "--resume") == 2
     assert "holds no earlier run" in capsys.readouterr().err
+
+
+def test_dense_student_distills_without_experts(shards: Path, tmp_path: Path) -> None:
+    """``moe_blocks=0``: the Theia-style dense student of the ablation, same recipe, no library."""
+    out = tmp_path / "dense"
+    assert _distill(shards, out, 20, "--model-override", "moe_blocks=0") == 0
+    losses = _losses(out)
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert all(
+        json.loads(ln)["mi"] == 0.0 for ln in (out / "metrics.jsonl").read_text().splitlines()
+    )
+    model = load_library(out)
+    assert model.config.moe_blocks == 0 and len(model.bvt_blocks) == 4
+    assert not any(isinstance(m, ExpertLibraryLayer) for m in model.modules())
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 224, 224)).shape == (1, 197, 64)
+    assert not (out / "expert_utilization.png").exists()  # nothing to map

@@ -12,6 +12,7 @@ import torch
 from ver_core.cli.train_router import main
 from ver_core.data import TopicConfig, load_demos
 from ver_core.data.synthetic import write_synthetic_episode
+from ver_core.model import build_model, save_library
 from ver_core.policy import TaskConfig, TaskPolicy
 from ver_core.router import ROUTING_MODES, RouterConfig
 from ver_core.train import RouterTrainer, TrainConfig, split_episodes
@@ -255,3 +256,23 @@ def test_head_phase_resumes_past_the_phase_boundary(tmp_path, demos):
         ref.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True
     ):
         assert torch.allclose(a, b, atol=1e-5), k
+
+
+def test_dense_student_trains_with_dense_routing_only(tmp_path, bag_dir, caplog):
+    """A dense distilled student (moe_blocks=0) is the Theia-style ablation: routing 'dense' trains
+    on its features; a routing mode that needs experts is refused with a clear message."""
+    caplog.set_level(logging.INFO)
+    torch.manual_seed(0)
+    lib = tmp_path / "dense_lib"
+    save_library(lib, build_model("ver_tiny", **{**TINY, "moe_blocks": 0}))
+    args = ["--bag", str(bag_dir), "--library", str(lib), "--steps", "4", "--head-steps", "4",
+            "--batch-size", "8", "--chunk-len", "4", "--val-every", "2", "--no-progress"]  # fmt: skip
+    out = tmp_path / "dense"
+    assert main([*args, "--out", str(out), "--routing", "dense"]) == 0
+    policy = TaskPolicy.from_pretrained(out)
+    assert policy.model.config.moe_blocks == 0 and policy.config.router.routing == "dense"
+    assert (out / "plots" / "loss.png").is_file()
+    assert not (out / "plots" / "routing_maps.png").exists()  # nothing routed
+    assert json.loads((out / "metrics.json").read_text())["expert_utilization"] == []
+    assert main([*args, "--out", str(tmp_path / "ver"), "--routing", "patchwise"]) == 2
+    assert "needs expert library blocks" in caplog.text

@@ -315,7 +315,7 @@ def train(cfg: DistillConfig) -> dict[str, Any]:
         "out": str(out),
         "elapsed_s": time.perf_counter() - t0,
     }
-    if rank == 0:
+    if rank == 0 and student.model.config.moe_blocks:  # a dense student has no experts to map
         summary["heatmap"] = str(_write_heatmap(cfg, student, data, device))
     if world > 1:
         dist.barrier()

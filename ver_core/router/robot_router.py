@@ -8,9 +8,10 @@ Routing modes (the paper's ablations, first-class options):
   - ``frame``: a trainable router per layer routes the whole image (mean token) to one expert set.
   - ``single``: every token uses one fixed expert (``fixed_expert``); nothing to train.
   - ``average``: static average of all experts (uniform weights, K = all experts); nothing to train.
-  - ``dense``: no MoE at all (Theia-style): every expert library layer runs as one dense MLP whose
-    output is the uniform mean over all experts, through the library's dense (static-graph) path.
-    See docs/TRAINING.md for why this stands in for a separately distilled dense ViT.
+  - ``dense``: no MoE at all (Theia-style). Over a dense distilled student (``moe_blocks=0``, from
+    ``ver-distill --model-override moe_blocks=0``) there is nothing to route: the features are the
+    student's own. Over an expert library, every library layer runs as one dense MLP whose output
+    is the uniform mean over all experts, through the library's dense (static-graph) path.
 """
 
 from __future__ import annotations
@@ -116,6 +117,11 @@ class RobotRouter(nn.Module):
         c = model_config
         self.num_library_experts = c.num_experts
         self.num_experts = c.num_experts + config.new_experts
+        if c.moe_blocks == 0 and config.routing != "dense":
+            raise ValueError(
+                f"routing {config.routing!r} needs expert library blocks, and this model has none "
+                "(moe_blocks=0: a dense distilled student); train it with routing 'dense'"
+            )
         if config.routing != "dense" and config.k_min > self.num_experts:
             raise ValueError(f"k_min {config.k_min} > number of experts {self.num_experts}")
         if config.routing == "single" and not 0 <= config.fixed_expert < c.num_experts:

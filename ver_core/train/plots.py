@@ -96,6 +96,8 @@ def plot_routing_maps(
 def write_plots(directory: Path, policy, history: dict, util, images, tokens, idx) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     plot_losses(history, directory / "loss.png")
+    if not util:  # a dense student: no experts, no routing to draw
+        return
     plot_utilization(util, directory / "expert_utilization.png")
     policy.eval()
     plot_routing_maps(policy, images, tokens, idx, directory / "routing_maps.png")

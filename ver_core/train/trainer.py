@@ -356,7 +356,11 @@ class RouterTrainer:
 
     @torch.no_grad()
     def expert_utilization(self, max_frames: int = 256) -> list[list[float]]:
-        """Fraction of patch-token assignments per expert, per MoE layer (deployed K)."""
+        """Fraction of patch-token assignments per expert, per MoE layer (deployed K).
+
+        Empty for a dense student (no MoE layers)."""
+        if not self.policy.model.config.moe_blocks:
+            return []
         pool = self.val_idx if len(self.val_idx) else self.train_idx
         idx = pool[np.linspace(0, len(pool) - 1, min(max_frames, len(pool))).astype(int)]
         counts = None
