@@ -121,7 +121,10 @@ class EncoderNode(Node):
         self.features_pub.publish(features_to_msg(tokens, msg.header))
         if self.params.publish_routing and self.routing_pub.get_subscription_count() > 0:
             overlay = self.perception.overlay(rgb, experts)
-            self.routing_pub.publish(image_to_msg(overlay, msg.header.stamp, msg.header.frame_id))
+            if overlay is not None:  # a dense student routes nothing
+                self.routing_pub.publish(
+                    image_to_msg(overlay, msg.header.stamp, msg.header.frame_id)
+                )
         self._frames += 1
         every = self.params.log_stats_every
         if every > 0 and self._frames % every == 0:

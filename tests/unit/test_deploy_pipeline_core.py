@@ -69,3 +69,23 @@ def test_load_policy_errors(tmp_path):
         load_policy("")
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         load_policy(tmp_path)
+
+
+def test_perception_of_a_dense_student_has_no_experts_and_no_overlay():
+    """The ablation's dense distilled student (moe_blocks=0) runs through the deployed encoder."""
+    from ver_core.model import build_model
+    from ver_core.policy import TaskConfig, TaskPolicy
+    from ver_core.router import RouterConfig
+
+    torch.manual_seed(0)
+    cfg = TaskConfig(chunk_len=4, router=RouterConfig(routing="dense"))
+    dense = TaskPolicy(cfg, build_model("ver_tiny", depth=3, moe_blocks=0)).eval()
+    rgb = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    for backend in ("torch", "onnxruntime"):
+        perception = Perception(dense, backend)
+        tokens, experts = perception(rgb)
+        assert perception.backend == backend
+        assert tokens.shape == (197, 192) and experts.shape == (0, 196, 6)
+        ref = dense.encode(perception.preprocess(rgb)).tokens[0].numpy()
+        np.testing.assert_allclose(tokens, ref, atol=1e-4)
+        assert perception.overlay(rgb, experts) is None

@@ -88,3 +88,26 @@ def test_ver_export_cli_errors(tmp_path, capsys):
 
     assert main(["--checkpoint", str(tmp_path / "missing"), "--backend", "onnx"]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+
+
+def test_dense_student_exports_to_onnx(tmp_path, capsys):
+    """The ablation's dense distilled student (moe_blocks=0) deploys like a library: no experts."""
+    from ver_core.cli.export import main
+    from ver_core.model import build_model
+    from ver_core.policy import TaskConfig, TaskPolicy
+    from ver_core.router import RouterConfig
+
+    torch.manual_seed(0)
+    cfg = TaskConfig(chunk_len=4, router=RouterConfig(routing="dense"))
+    dense = TaskPolicy(cfg, build_model("ver_tiny", depth=4, moe_blocks=0))
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    tokens, experts = RoutedEncoder(dense)(x)
+    assert experts.shape == (2, 0, 196, 6) and experts.dtype == torch.long
+    torch.testing.assert_close(tokens, dense.encode(x).tokens)
+    dense.save_pretrained(tmp_path / "task")
+    assert main(["--checkpoint", str(tmp_path / "task"), "--backend", "onnx"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_abs_token_diff"] < 1e-4
+    fn, chosen, _ = build_encoder(dense, "onnxruntime", tmp_path / "task")
+    onnx_tokens, onnx_experts = fn(x[:1])
+    assert chosen == "onnxruntime" and onnx_experts.shape == (1, 0, 196, 6)
+    assert float((onnx_tokens - tokens[:1]).abs().max()) < 1e-4

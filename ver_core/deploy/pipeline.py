@@ -18,6 +18,7 @@ from ver_core.deploy.chunk import ActionChunk, uniform_offsets
 from ver_core.deploy.ensemble import ChunkSmoother, SmoothingConfig
 from ver_core.deploy.latency import LatencyStats
 from ver_core.deploy.overlay import routing_overlay
+from ver_core.export.encoder_module import stack_experts
 
 __all__ = ["ChunkPredictor", "Perception", "load_policy"]
 
@@ -76,17 +77,20 @@ class Perception:
                 bvt = model.forward_bvt(x)  # (1, N, D)
             with self.stats.time("route"):
                 out = router(model, bvt)
-                experts = torch.stack([i[:, 1:] for i in out.expert_index], dim=1)  # (1, L, P, K)
                 tokens = out.tokens
+                experts = stack_experts(out.expert_index, tokens, router.top_k())  # (1, L, P, K)
         else:
             with self.stats.time("encode+route"):
                 tokens, experts = self.encoder(x)
         return tokens[0].float().cpu().numpy(), experts[0].cpu().numpy()
 
-    def overlay(self, rgb: np.ndarray, experts: np.ndarray) -> np.ndarray:
-        """(S, S, 3) uint8 tinted by the last MoE layer's top-1 expert per patch."""
+    def overlay(self, rgb: np.ndarray, experts: np.ndarray) -> np.ndarray | None:
+        """(S, S, 3) uint8 tinted by the last MoE layer's top-1 expert per patch (None: no MoE
+        layer to show, a dense student)."""
         from PIL import Image
 
+        if not len(experts):
+            return None
         small = np.asarray(Image.fromarray(rgb).resize((self.size, self.size)), dtype=np.uint8)
         return routing_overlay(small, experts[-1])
 

@@ -7,7 +7,7 @@ from ver_core.export.backends import (
     normalize_backend,
     select_backend,
 )
-from ver_core.export.encoder_module import RoutedEncoder
+from ver_core.export.encoder_module import RoutedEncoder, stack_experts
 from ver_core.export.runner import EXPORT_DIR, ONNX_FILE, TRT_FILE, build_encoder
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "build_encoder",
     "normalize_backend",
     "select_backend",
+    "stack_experts",
 ]

@@ -10,10 +10,12 @@ with new trainable experts beside the library has no dense path; it runs through
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RoutedEncoder", "exportable"]
+__all__ = ["RoutedEncoder", "exportable", "stack_experts"]
 
 
 def exportable(policy: nn.Module) -> bool:
@@ -21,10 +23,21 @@ def exportable(policy: nn.Module) -> bool:
     return not len(getattr(policy.router, "new_experts", ()))
 
 
+def stack_experts(expert_index: Sequence[Tensor], tokens: Tensor, k: int) -> Tensor:
+    """Per-layer (B, N, K) expert choices -> (B, L, P, K), the CLS token dropped.
+
+    L = 0 for a dense student (``moe_blocks=0``): an empty (B, 0, P, K) tensor, not an error."""
+    if not expert_index:
+        b, n = tokens.shape[:2]
+        return tokens.new_zeros((b, 0, n - 1, k), dtype=torch.long)
+    return torch.stack([i[:, 1:] for i in expert_index], dim=1)
+
+
 class RoutedEncoder(nn.Module):
     """images (B, 3, 224, 224) -> tokens (B, 1+P, D) float, experts (B, L, P, K) int64.
 
-    L = number of MoE layers, K = experts active per patch (the CLS token's choice is dropped).
+    L = number of MoE layers (0 for a dense student), K = experts active per patch (the CLS
+    token's choice is dropped).
     """
 
     def __init__(self, policy: nn.Module, static_graph: bool = True) -> None:
@@ -36,9 +49,11 @@ class RoutedEncoder(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         if not self.static_graph:
             out = self.policy.encode(images)
-            return out.tokens, torch.stack(list(out.expert_index), dim=1)
+            return out.tokens, stack_experts(
+                out.expert_index, out.tokens, self.policy.router.top_k()
+            )
         model, router = self.policy.model, self.policy.router
         bvt = model.forward_bvt(images)  # (B, N, D)
         lib = model.forward_library(bvt, router=router.layers, top_k=router.top_k(), dense=True)
-        experts = torch.stack([info.index[:, 1:] for info in lib.routing], dim=1)  # (B, L, P, K)
-        return lib.tokens, experts
+        index = [info.index for info in lib.routing]
+        return lib.tokens, stack_experts(index, lib.tokens, router.top_k())  # (B, L, P, K)
