@@ -2,7 +2,7 @@
 
 Subscriptions hand over the serialized bytes (``raw=True``); the callbacks only stamp them with
 the node clock (sim time with ``use_sim_time:=true``) and enqueue them for a writer thread
-(``ver_core.data.bag_writer.BackgroundBagWriter``), so disk writes, segment rotation and JPEG
+(``ver_core.data.background_writer.BackgroundBagWriter``), so disk writes, segment rotation and JPEG
 encoding never hold up the executor. Bytes are stored as is (trailing buffer padding trimmed, see
 ``trim_cdr``); with ``compressed:=true`` the image is re-encoded to JPEG in the writer thread and
 stored as sensor_msgs/CompressedImage on ``<image_topic>/compressed``.
@@ -39,12 +39,8 @@ from std_msgs.msg import Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from ver_core.data.bag_writer import (
-    BackgroundBagWriter,
-    BagWriteError,
-    EpisodeBagWriter,
-    check_writable,
-)
+from ver_core.data.background_writer import BackgroundBagWriter
+from ver_core.data.bag_writer import BagWriteError, EpisodeBagWriter, check_writable
 from ver_ros.conversions import compressed_image_to_msg, msg_to_rgb
 from ver_ros.params import declare_config, param
 from ver_ros.qos import LATCHED_QOS, command_qos, sensor_qos

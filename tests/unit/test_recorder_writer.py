@@ -17,7 +17,8 @@ from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
-from ver_core.data.bag_writer import BackgroundBagWriter, BagWriteError, EpisodeBagWriter
+from ver_core.data.background_writer import BackgroundBagWriter
+from ver_core.data.bag_writer import BagWriteError, EpisodeBagWriter
 from ver_ros.conversions import image_to_msg
 
 IMG = "/camera/camera/color/image_raw"
@@ -102,7 +103,8 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1_500_000, 1_500_000))
 import numpy as np
 from rclpy.serialization import serialize_message
-from ver_core.data.bag_writer import BackgroundBagWriter, BagWriteError, EpisodeBagWriter
+from ver_core.data.background_writer import BackgroundBagWriter
+from ver_core.data.bag_writer import BagWriteError, EpisodeBagWriter
 from ver_ros.conversions import image_to_msg
 IMG, T0 = "/img", 1_700_000_000_000_000_000
 def image(i, size):
