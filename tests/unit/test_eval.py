@@ -133,6 +133,29 @@ def test_chunk_controller_rejects_bad_predictions():
         ChunkController(lambda *a: None, execute_steps=0)
 
 
+def test_chunk_controller_observation_delay_sees_old_frames_and_skips_past_actions():
+    """delay d: predict from the observation d steps old, drop the chunk's first d actions."""
+    seen = []
+
+    def predictor(image, state, lat):  # chunk[i] = the time the action is meant for
+        seen.append(int(state[0]))
+        return state[None, :] + np.arange(10)[:, None]
+
+    ctl = ChunkController(predictor, execute_steps=3, obs_delay_steps=2)
+    acts = [int(ctl.act(np.zeros((8, 8, 3), np.uint8), np.full(8, float(t)))[0]) for t in range(9)]
+    assert seen == [0, 1, 4]  # t=0 (no history yet), t=3 sees t=1, t=6 sees t=4
+    assert acts == list(range(9))  # every executed action is the one for its own step
+    ctl.reset(0)
+    ctl.act(np.zeros((8, 8, 3), np.uint8), np.full(8, 50.0))
+    assert seen[-1] == 50  # history cleared between episodes
+    with pytest.raises(ValueError, match="obs_delay_steps"):
+        ChunkController(predictor, obs_delay_steps=-1)
+    short = ChunkController(lambda i, s, lat: np.zeros((2, 8)), execute_steps=1, obs_delay_steps=2)
+    with pytest.raises(ValueError, match="chunk length"):
+        for _ in range(3):
+            short.act(np.zeros((8, 8, 3), np.uint8), np.zeros(8))
+
+
 def test_run_episode_rejects_non_finite_actions():
     env = PointEnv()
     ctl = ChunkController(lambda image, state, lat: np.full((3, 8), np.nan), execute_steps=2)
@@ -187,3 +210,7 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "episodes must be >= 1" in capsys.readouterr().err
     assert main(["--controller", "hold", "--through-ros", "--episodes", "1"]) == 2
     assert "--through-ros evaluates a --checkpoint policy" in capsys.readouterr().err
+    assert main(["--checkpoint", str(tmp_path), "--through-ros", "--obs-delay-steps", "1"]) == 2
+    assert "--obs-delay-steps models latency in-process" in capsys.readouterr().err
+    assert main(["--checkpoint", str(tmp_path), "--obs-delay-steps", "-1"]) == 2
+    assert "obs_delay_steps must be >= 0" in capsys.readouterr().err

@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="actions executed per predicted chunk (default 8)",
     )
     p.add_argument(
+        "--obs-delay-steps",
+        type=int,
+        default=0,
+        help="--in-process: the policy sees observations N control steps old and skips the "
+        "chunk's first N actions, as the deployed graph does with its latency (a diagnostic)",
+    )
+    p.add_argument(
         "--width",
         type=int,
         default=224,
@@ -118,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             max_steps=args.max_steps,
             execute_steps=args.execute_steps,
+            obs_delay_steps=args.obs_delay_steps,
             width=args.width,
             height=args.height,
             media=not args.no_media,
@@ -136,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         "controller": args.controller,
     }
     if args.mode == "through-ros":
+        if args.obs_delay_steps:
+            print(
+                "ver-eval: --obs-delay-steps models latency in-process; the ROS graph has its own",
+                file=sys.stderr,
+            )
+            return 2
         if args.controller != "policy":
             print("ver-eval: --through-ros evaluates a --checkpoint policy only", file=sys.stderr)
             return 2
@@ -178,7 +192,9 @@ def _in_process(args, config: EvalConfig, out: Path, meta: dict, progress) -> di
 
         policy = TaskPolicy.from_pretrained(args.checkpoint)
         meta["task"] = json.loads((args.checkpoint / "config.json").read_text()).get("task", {})
-        controller = ChunkController(policy_predictor(policy), config.execute_steps)
+        controller = ChunkController(
+            policy_predictor(policy), config.execute_steps, config.obs_delay_steps
+        )
     elif args.controller == "expert":
         controller = ExpertController(env)
     elif args.controller == "hold":

@@ -32,6 +32,8 @@ class EvalConfig:
     execute_steps: actions of each predicted chunk executed before predicting again.
     width/height: render size, the same the demos were recorded at.
     media: write strip / GIF / plot (False for benchmark rows).
+    obs_delay_steps: the policy sees observations this many control steps old (a diagnostic
+    model of the deployed graph's latency; see ``ChunkController``).
     """
 
     episodes: int = 20
@@ -41,6 +43,7 @@ class EvalConfig:
     width: int = 224
     height: int = 224
     media: bool = True
+    obs_delay_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -51,6 +54,8 @@ class EvalConfig:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.execute_steps < 1:
             raise ValueError(f"execute_steps must be >= 1, got {self.execute_steps}")
+        if self.obs_delay_steps < 0:
+            raise ValueError(f"obs_delay_steps must be >= 0, got {self.obs_delay_steps}")
 
 
 class PolicyPredictor:

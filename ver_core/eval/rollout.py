@@ -54,22 +54,38 @@ class ChunkController:
 
     predictor(image uint8 (H,W,3), state (8,), latency) -> actions (H, 8); it records its own
     stage timings (e.g. ``encode``, ``head``) into ``latency``.
+
+    ``obs_delay_steps`` = d models a deployed graph's perception latency (camera -> encoder ->
+    policy -> gate): a chunk is predicted from the observation d control steps old and, as the
+    deployed policy node schedules chunks against the observation's stamp, its first d actions
+    (already in the past) are skipped. The first chunk of an episode waits for d steps of history
+    (the current observation stands in for the missing older ones).
     """
 
-    def __init__(self, predictor: ChunkPredictor, execute_steps: int = 8) -> None:
+    def __init__(
+        self, predictor: ChunkPredictor, execute_steps: int = 8, obs_delay_steps: int = 0
+    ) -> None:
         if execute_steps < 1:
             raise ValueError(f"execute_steps must be >= 1, got {execute_steps}")
+        if obs_delay_steps < 0:
+            raise ValueError(f"obs_delay_steps must be >= 0, got {obs_delay_steps}")
         self.predictor = predictor
         self.execute_steps = execute_steps
+        self.obs_delay_steps = obs_delay_steps
         self.latency = LatencyStats()
         self._queue: list[np.ndarray] = []
+        self._history: list[tuple[np.ndarray, np.ndarray]] = []
         self.chunks = 0
 
     def reset(self, seed: int) -> None:
         self._queue = []
+        self._history = []
 
     def act(self, image: np.ndarray, state: np.ndarray) -> np.ndarray:
+        d = self.obs_delay_steps
+        self._history = [*self._history, (image, state)][-(d + 1) :]
         if not self._queue:
+            image, state = self._history[0]  # d steps old once the history is full
             start = time.perf_counter()
             chunk = np.asarray(self.predictor(image, state, self.latency), dtype=np.float64)
             self.latency.add("policy_total", time.perf_counter() - start)
@@ -77,7 +93,10 @@ class ChunkController:
                 raise ValueError(
                     f"predictor returned shape {chunk.shape}, expected (H, {state.shape[0]})"
                 )
-            self._queue = list(chunk[: self.execute_steps])
+            lag = len(self._history) - 1
+            if lag >= chunk.shape[0]:
+                raise ValueError(f"observation delay {lag} steps >= chunk length {chunk.shape[0]}")
+            self._queue = list(chunk[lag : lag + self.execute_steps])
             self.chunks += 1
         return self._queue.pop(0)
 
