@@ -8,6 +8,10 @@ logistic-regression probe per feature set on the first ``--fit`` images (default
 - ``library_average``: the library's output with every expert averaged (no router to train),
 - ``dense_student`` instead of both when ``--library`` is a dense distilled student
   (``moe_blocks=0``, the ablation's Theia-style backbone): its output tokens,
+- ``segmentation_translator`` (with ``--translator-state``, the distillation's trainer state):
+  the class fractions the distilled translator predicts from the library, routed by the
+  segmentation teacher's own router: what the library holds about objects when read by a head
+  trained on 800 images with dense labels instead of a policy neck trained on a few positions,
 - ``segmentation_teacher``: the class fractions per patch from the simulator's segmentation (what
   the ``sim_segmentation`` teacher gives the distillation): the ceiling a library could reach.
 
@@ -89,6 +93,38 @@ def patch_features(library: str, images: np.ndarray) -> dict[str, np.ndarray]:
     if dense:  # no library: the BVT is the whole student, its output the features
         return {"dense_student": torch.cat(routed).numpy()}
     return {"bvt": torch.cat(bvt).numpy(), "library_average": torch.cat(routed).numpy()}
+
+
+@torch.no_grad()
+def translator_features(library: str, state_dir: Path, images: np.ndarray, grid: int) -> np.ndarray:
+    """The distilled segmentation translator's prediction, resampled to the patch grid:
+    (n, grid*grid, C)."""
+    from safetensors.torch import load_file
+
+    from ver_core.distill.translators import build_translators
+    from ver_core.model import load_library, preprocess_images
+
+    meta = json.loads((Path(library) / "config.json").read_text())
+    teachers = meta["distill"]["teachers"]
+    key = next((t["key"] for t in teachers if t["key"] == "sim_segmentation"), None)
+    if key is None:
+        raise SystemExit(f"{library} was not distilled from sim_segmentation")
+    model = load_library(library).eval()
+    c = model.config
+    translators = build_translators(c.embed_dim, c.grid_size, teachers)
+    translators.load_state_dict(load_file(str(Path(state_dir) / "translators.safetensors")))
+    translator = translators[key].eval()
+    t = next(t for t in teachers if t["key"] == key)
+    out = []
+    for start in range(0, len(images), 25):
+        x = preprocess_images(images[start : start + 25], size=c.img_size)
+        lib = model.forward_library(model.forward_bvt(x), router=f"teacher:{key}")
+        pred = translator(lib.tokens[:, 1:])  # (B, T, C) on the teacher grid
+        h, w = t["grid"]
+        maps = pred.transpose(1, 2).reshape(len(x), -1, h, w)
+        maps = torch.nn.functional.interpolate(maps, (grid, grid), mode="bilinear")
+        out.append(maps.flatten(2).transpose(1, 2))
+    return torch.cat(out).numpy()
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray, steps: int = 300):
@@ -185,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="scenes the probes are fitted on (default 2/3 of --images; the rest are held out)",
     )
+    p.add_argument(
+        "--translator-state",
+        type=Path,
+        default=None,
+        help="distillation trainer_state/ of --library: adds the segmentation_translator set",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--camera-pos", type=float, nargs=3, default=None, help="sim camera (m)")
     p.add_argument("--camera-target", type=float, nargs=3, default=None, help="its look-at (m)")
@@ -202,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         camera["camera_target"] = tuple(args.camera_target)
     images, fractions, xy, seg_tokens = render_scenes(args.images, camera=camera)
     feats = {**patch_features(args.library, images), "segmentation_teacher": seg_tokens}
+    if args.translator_state:
+        grid = int(round(seg_tokens.shape[1] ** 0.5))
+        feats["segmentation_translator"] = translator_features(
+            args.library, args.translator_state, images, grid
+        )
     n_train = 2 * args.images // 3 if args.fit is None else args.fit
     if not 0 < n_train < args.images:
         p.error(f"--fit must be in [1, {args.images - 1}]")
