@@ -78,12 +78,17 @@ class TestNode:
         rclpy.try_shutdown(context=self.ctx)
 
 
-def random_task_checkpoint(path):
-    """An untrained (random) task checkpoint: the graph's plumbing, not its skill, is tested."""
+def random_task_checkpoint(path, dense: bool = False):
+    """An untrained (random) task checkpoint: the graph's plumbing, not its skill, is tested.
+    ``dense``: over a dense student (moe_blocks=0, routing 'dense'), the ablation's backbone."""
     import torch
 
     from ver_core.policy import TaskConfig, TaskPolicy
+    from ver_core.router import RouterConfig
 
     torch.manual_seed(0)
-    TaskPolicy.build(TaskConfig(chunk_len=16, control_rate_hz=10.0)).save_pretrained(path)
+    extra = {}
+    if dense:
+        extra = {"model_overrides": {"moe_blocks": 0}, "router": RouterConfig(routing="dense")}
+    TaskPolicy.build(TaskConfig(chunk_len=16, control_rate_hz=10.0, **extra)).save_pretrained(path)
     return path

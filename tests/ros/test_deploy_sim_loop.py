@@ -24,8 +24,11 @@ pytestmark = [pytest.mark.ros, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return random_task_checkpoint(tmp_path_factory.mktemp("task"))
+def checkpoints(tmp_path_factory):
+    return {
+        "library": random_task_checkpoint(tmp_path_factory.mktemp("task")),
+        "dense": random_task_checkpoint(tmp_path_factory.mktemp("dense"), dense=True),
+    }
 
 
 @pytest.fixture
@@ -61,8 +64,14 @@ class Watcher(TestNode):
             self.q.append((time.monotonic(), np.array([msg.position[idx[j]] for j in JOINTS])))
 
 
-@pytest.mark.parametrize("composed", [False, True], ids=["processes", "composed"])
-def test_sim_closed_loop_through_bringup(ros_env, checkpoint, small_config, composed):
+@pytest.mark.parametrize(
+    ("composed", "model"),
+    [(False, "library"), (True, "library"), (False, "dense")],
+    ids=["processes", "composed", "dense_student"],
+)
+def test_sim_closed_loop_through_bringup(ros_env, checkpoints, small_config, composed, model):
+    """``dense_student``: the ablation's backbone (no MoE layers) deploys through the same graph."""
+    checkpoint = checkpoints[model]
     cmd = [sys.executable, "-m", "ver_ros.bringup", "--checkpoint", str(checkpoint), "--sim",
            "--backend", "onnxruntime", "--config", str(small_config)]  # fmt: skip
     if composed:
