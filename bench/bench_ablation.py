@@ -152,7 +152,8 @@ def row_library(row: str, args: argparse.Namespace) -> str | None:
     variant = row.rsplit("_", 1)[0]
     if variant == "effnet":
         return None
-    return str(args.dense_library if variant == "dense" else args.library)
+    path = Path(args.dense_library if variant == "dense" else args.library).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def evaluate_row(row: str, ckpt: Path, args: argparse.Namespace) -> dict:
