@@ -75,62 +75,61 @@ def render_scenes(
 
 
 @torch.no_grad()
-def patch_features(library: str, images: np.ndarray) -> dict[str, np.ndarray]:
+def patch_features(
+    library: str, images: np.ndarray, translator_state: Path | None = None
+) -> dict[str, np.ndarray]:
+    """Feature sets of the library (one load, one BVT pass per image): ``bvt`` +
+    ``library_average`` (or ``dense_student``), and with ``translator_state`` the distilled
+    segmentation translator's prediction resampled to the patch grid
+    (``segmentation_translator``, (n, P, C))."""
     from ver_core.model import load_library, preprocess_images
     from ver_core.policy import TaskConfig, TaskPolicy
     from ver_core.router import RouterConfig
 
     model = load_library(library).eval()
-    dense = model.config.moe_blocks == 0
+    c = model.config
+    dense = c.moe_blocks == 0
     routing = RouterConfig(routing="dense" if dense else "average")
     policy = TaskPolicy(TaskConfig(router=routing), model).eval()
-    bvt, routed = [], []
+    translator, teacher = None, None
+    if translator_state is not None:
+        from safetensors.torch import load_file
+
+        from ver_core.distill.translators import build_translators
+
+        teachers = json.loads((Path(library) / "config.json").read_text())["distill"]["teachers"]
+        teacher = next((t for t in teachers if t["key"] == "sim_segmentation"), None)
+        if teacher is None:
+            raise SystemExit(f"{library} was not distilled from sim_segmentation")
+        translators = build_translators(c.embed_dim, c.grid_size, teachers)
+        translators.load_state_dict(load_file(str(translator_state / "translators.safetensors")))
+        translator = translators[teacher["key"]].eval()
+    bvt, routed, seg = [], [], []
     for start in range(0, len(images), 25):
-        x = preprocess_images(images[start : start + 25], size=model.config.img_size)
+        x = preprocess_images(images[start : start + 25], size=c.img_size)
         tokens = model.forward_bvt(x)
         bvt.append(tokens[:, 1:])
         routed.append(policy.route(tokens).tokens[:, 1:])
+        if translator is not None:
+            lib = model.forward_library(tokens, router=f"teacher:{teacher['key']}")
+            pred = translator(lib.tokens[:, 1:])  # (B, T, C) on the teacher grid
+            maps = pred.transpose(1, 2).reshape(len(x), -1, *teacher["grid"])
+            maps = torch.nn.functional.interpolate(maps, (c.grid_size,) * 2, mode="bilinear")
+            seg.append(maps.flatten(2).transpose(1, 2))
     if dense:  # no library: the BVT is the whole student, its output the features
-        return {"dense_student": torch.cat(routed).numpy()}
-    return {"bvt": torch.cat(bvt).numpy(), "library_average": torch.cat(routed).numpy()}
-
-
-@torch.no_grad()
-def translator_features(library: str, state_dir: Path, images: np.ndarray, grid: int) -> np.ndarray:
-    """The distilled segmentation translator's prediction, resampled to the patch grid:
-    (n, grid*grid, C)."""
-    from safetensors.torch import load_file
-
-    from ver_core.distill.translators import build_translators
-    from ver_core.model import load_library, preprocess_images
-
-    meta = json.loads((Path(library) / "config.json").read_text())
-    teachers = meta["distill"]["teachers"]
-    key = next((t["key"] for t in teachers if t["key"] == "sim_segmentation"), None)
-    if key is None:
-        raise SystemExit(f"{library} was not distilled from sim_segmentation")
-    model = load_library(library).eval()
-    c = model.config
-    translators = build_translators(c.embed_dim, c.grid_size, teachers)
-    translators.load_state_dict(load_file(str(Path(state_dir) / "translators.safetensors")))
-    translator = translators[key].eval()
-    t = next(t for t in teachers if t["key"] == key)
-    out = []
-    for start in range(0, len(images), 25):
-        x = preprocess_images(images[start : start + 25], size=c.img_size)
-        lib = model.forward_library(model.forward_bvt(x), router=f"teacher:{key}")
-        pred = translator(lib.tokens[:, 1:])  # (B, T, C) on the teacher grid
-        h, w = t["grid"]
-        maps = pred.transpose(1, 2).reshape(len(x), -1, h, w)
-        maps = torch.nn.functional.interpolate(maps, (grid, grid), mode="bilinear")
-        out.append(maps.flatten(2).transpose(1, 2))
-    return torch.cat(out).numpy()
+        out = {"dense_student": torch.cat(routed).numpy()}
+    else:
+        out = {"bvt": torch.cat(bvt).numpy(), "library_average": torch.cat(routed).numpy()}
+    if seg:
+        out["segmentation_translator"] = torch.cat(seg).numpy()
+    return out
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray, steps: int = 300):
     """Class-balanced logistic regression (full batch Adam) -> scoring function."""
     xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
     mean, std = xt.mean(0), xt.std(0) + 1e-4
+    torch.manual_seed(0)  # the same init for every feature set, whatever ran before
     probe = torch.nn.Linear(x.shape[1], 1)
     opt = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-4)
     pos_weight = (1 - yt.mean()) / yt.mean().clamp_min(1e-6)
@@ -243,12 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.camera_target:
         camera["camera_target"] = tuple(args.camera_target)
     images, fractions, xy, seg_tokens = render_scenes(args.images, camera=camera)
-    feats = {**patch_features(args.library, images), "segmentation_teacher": seg_tokens}
-    if args.translator_state:
-        grid = int(round(seg_tokens.shape[1] ** 0.5))
-        feats["segmentation_translator"] = translator_features(
-            args.library, args.translator_state, images, grid
-        )
+    feats = patch_features(args.library, images, args.translator_state)
+    feats["segmentation_teacher"] = seg_tokens
     n_train = 2 * args.images // 3 if args.fit is None else args.fit
     if not 0 < n_train < args.images:
         p.error(f"--fit must be in [1, {args.images - 1}]")

@@ -12,6 +12,7 @@ Shapes: state (8,) = 7 arm joint positions (rad) + gripper width (m); action (8,
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -74,16 +75,15 @@ class ChunkController:
         self.obs_delay_steps = obs_delay_steps
         self.latency = LatencyStats()
         self._queue: list[np.ndarray] = []
-        self._history: list[tuple[np.ndarray, np.ndarray]] = []
+        self._history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=obs_delay_steps + 1)
         self.chunks = 0
 
     def reset(self, seed: int) -> None:
         self._queue = []
-        self._history = []
+        self._history.clear()
 
     def act(self, image: np.ndarray, state: np.ndarray) -> np.ndarray:
-        d = self.obs_delay_steps
-        self._history = [*self._history, (image, state)][-(d + 1) :]
+        self._history.append((image, state))
         if not self._queue:
             image, state = self._history[0]  # d steps old once the history is full
             start = time.perf_counter()
