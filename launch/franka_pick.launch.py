@@ -3,7 +3,8 @@
     ros2 launch ver_ros franka_pick.launch.py checkpoint:=/path/to/task sim:=true
 
 The nodes come from ver_ros.graph.build_graph, the same description ver-bringup runs, so the two
-cannot drift apart. Written for a real ROS 2 install (the Docker images); on the development
+cannot drift apart: one camera source per camera of the checkpoint, and every node but the
+simulator respawns when it dies (ver_ros.graph.RESPAWN), while the safety node holds the arm. Written for a real ROS 2 install (the Docker images); on the development
 machines launch_ros does not exist, and this file is only checked structurally by
 tests/unit/test_launch_graph.py.
 """
@@ -13,7 +14,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
-from ver_ros.graph import LAUNCH_ARGUMENTS, GraphOptions, build_graph
+from ver_ros.graph import LAUNCH_ARGUMENTS, RESPAWN, GraphOptions, build_graph
 
 
 def _nodes(context, *args, **kwargs):
@@ -28,6 +29,8 @@ def _nodes(context, *args, **kwargs):
             parameters=[*spec.param_files, spec.parameters],
             output="screen",
             emulate_tty=True,
+            respawn=spec.respawn,
+            respawn_delay=RESPAWN["delay_s"],
         )
         for spec in build_graph(options)
     ]

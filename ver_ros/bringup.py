@@ -5,10 +5,14 @@ file, see ver_ros/graph.py).
     ver-bringup --checkpoint runs/task --sim --composed    # all nodes in one process
     ver-bringup --checkpoint runs/task --dry-run           # print the commands only
 
-Each-process mode starts ``python -m ver_ros.<node> --ros-args ...`` per node and stops all of
-them (SIGINT, then SIGKILL after a grace period) when one exits or on Ctrl-C. Composed mode runs
-every node in one MultiThreadedExecutor. Nodes of other packages (realsense-ros) cannot be started
-here: run them yourself.
+Each-process mode starts ``python -m ver_ros.<node> --ros-args ...`` per node. A node that dies
+is restarted after ``RESPAWN["delay_s"]`` (at most ``RESPAWN["max_retries"]`` times in a row, as
+a launch file's respawn does) while the others, the safety node holding the arm among them, keep
+running; a node that cannot be kept alive, or Ctrl-C, stops the graph (SIGINT, then SIGKILL
+after a grace period). Composed mode runs the nodes in one process: the safety node on an
+executor thread of its own, so perception's load never starves its control timer, the others on a
+MultiThreadedExecutor. Nodes of other packages (realsense-ros) cannot be started here: run them
+yourself.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ import sys
 import time
 from pathlib import Path
 
-from ver_ros.graph import LAUNCH_ARGUMENTS, GraphOptions, NodeSpec, build_graph, ros_args
+from ver_ros.graph import (
+    LAUNCH_ARGUMENTS,
+    RESPAWN,
+    GraphOptions,
+    NodeSpec,
+    build_graph,
+    ros_args,
+)
 
 __all__ = ["main", "node_command", "spin_node"]
 
@@ -80,8 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_processes(specs: list[NodeSpec]) -> int:
+def _run_processes(specs: list[NodeSpec], respawn: dict | None = None) -> int:
+    respawn = respawn or RESPAWN
     procs: list[tuple[NodeSpec, subprocess.Popen]] = []
+    restarts: dict[str, int] = {}
     stopping = False
 
     def stop(*_):
@@ -94,16 +107,34 @@ def _run_processes(specs: list[NodeSpec]) -> int:
         procs.append((spec, subprocess.Popen(node_command(spec))))
         print(f"[ver-bringup] started {spec.name} (pid {procs[-1][1].pid})", flush=True)
     rc = 0
+    started = {spec.name: time.monotonic() for spec in specs}
     while not stopping:
-        for spec, proc in procs:
-            if proc.poll() is not None:
+        for i, (spec, proc) in enumerate(procs):
+            if proc.poll() is None:
+                if time.monotonic() - started[spec.name] > 30.0:
+                    restarts[spec.name] = 0  # alive for a while: a later death counts afresh
+                continue
+            tries = restarts.get(spec.name, 0)
+            if not spec.respawn or tries >= respawn["max_retries"] or proc.returncode == 2:
+                why = "bad parameters" if proc.returncode == 2 else "not respawned"
                 print(
-                    f"[ver-bringup] {spec.name} exited with {proc.returncode}: stopping the graph",
+                    f"[ver-bringup] {spec.name} exited with {proc.returncode} ({why}, "
+                    f"{tries} restarts): stopping the graph",
                     flush=True,
                 )
                 rc = proc.returncode or 1
                 stopping = True
                 break
+            print(
+                f"[ver-bringup] {spec.name} exited with {proc.returncode}: restarting it in "
+                f"{respawn['delay_s']:g} s ({tries + 1}/{respawn['max_retries']}); the rest of "
+                "the graph keeps running",
+                flush=True,
+            )
+            time.sleep(respawn["delay_s"])
+            restarts[spec.name] = tries + 1
+            started[spec.name] = time.monotonic()
+            procs[i] = (spec, subprocess.Popen(node_command(spec)))
         time.sleep(0.1)
     for _, proc in reversed(procs):  # safety node first, sources last
         if proc.poll() is None:
@@ -135,7 +166,11 @@ def _run_composed(specs: list[NodeSpec]) -> int:
     import threading
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import (
+        ExternalShutdownException,
+        MultiThreadedExecutor,
+        SingleThreadedExecutor,
+    )
     from rclpy.signals import SignalHandlerOptions
 
     files = sorted({f for s in specs for f in s.param_files}) + [_overrides_file(specs)]
@@ -145,34 +180,58 @@ def _run_composed(specs: list[NodeSpec]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     nodes, loops = [], []
     stop = threading.Event()
-    executor = None
+    executor = safety_executor = None
     try:
         for spec in specs:
             cls = getattr(importlib.import_module(spec.module), spec.node_class)
-            nodes.append(cls())
+            nodes.append((spec, cls()))
             print(f"[ver-bringup] composed {spec.name}", flush=True)
-        # enough threads that a busy encoder or policy never starves the safety node's timer
+        # the safety node ticks on a thread of its own: a busy encoder never starves its timer
+        safety_executor = SingleThreadedExecutor()
         executor = MultiThreadedExecutor(num_threads=2 * len(specs) + 2)
-        for n in nodes:
-            executor.add_node(n)
+        for spec, n in nodes:
+            (safety_executor if spec.module == "ver_ros.safety_node" else executor).add_node(n)
             if callable(getattr(n, "run", None)):  # nodes that drive their own loop (sim_node)
                 loops.append(threading.Thread(target=n.run, args=(stop,), daemon=True))
+        loops.append(
+            threading.Thread(target=_spin_until, args=(safety_executor, stop), daemon=True)
+        )
         for t in loops:
             t.start()
-        executor.spin()
+        _spin_until(executor, stop)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         stop.set()
         for t in loops:
             t.join(timeout=2.0)
-        if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
-        for n in nodes:
+        for ex in (executor, safety_executor):
+            if ex is not None:
+                ex.shutdown(timeout_sec=2.0)
+        for _, n in nodes:
             write_latency_log(n)
             n.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _spin_until(executor, stop) -> None:
+    """Spin until ``stop``; an exception escaping a callback is reported and spinning goes on
+    (bounded), as a respawn would: one bad message never takes the graph down."""
+    from rclpy.executors import ExternalShutdownException
+
+    failures = 0
+    while not stop.is_set():
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            stop.set()
+        except Exception as e:  # noqa: BLE001
+            failures += 1
+            print(f"[ver-bringup] callback failed ({type(e).__name__}: {e})", flush=True)
+            if failures > 100:
+                stop.set()
+                raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,16 +5,8 @@ No cv_bridge (the PyPI one is broken with numpy 2): everything is numpy + Pillow
 Readers are duck-typed: ``msg_to_rgb`` and ``joint_positions`` only read the standard field names,
 so they work on rclpy messages and equally on messages deserialized by ``rosbags`` from a bag.
 
-Image decoding (``msg_to_rgb`` -> (H, W, 3) uint8 RGB):
-
-- ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8`` (alpha dropped), ``mono8`` (replicated to 3 channels);
-- ``mono16`` and ``16UC1`` (e.g. depth in mm): scaled by 255/65535 like cv_bridge's
-  mono16 -> rgb8 conversion, then replicated; big-endian data honoured via ``is_bigendian``;
-- sensor_msgs/CompressedImage whose ``format`` names ``jpeg``/``jpg`` or ``png`` (the
-  image_transport style ``"rgb8; jpeg compressed bgr8"`` too).
-
-Anything else raises ``ValueError`` naming the encoding. Row padding (``step`` > width * bpp) is
-handled.
+Image decoding (``msg_to_rgb`` -> (H, W, 3) uint8 RGB) is ``ver_core.data.images.decode_image``,
+the same function training reads bags with (see its docstring for the encodings).
 """
 
 from __future__ import annotations
@@ -25,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
+
+from ver_core.data.images import decode_image
 
 __all__ = [
     "SUPPORTED_ENCODINGS",
@@ -132,47 +126,10 @@ def compressed_image_to_msg(
     return msg
 
 
-def _decode_compressed(fmt: str, data) -> np.ndarray:
-    from PIL import Image as PILImage
-
-    f = fmt.lower()
-    if "compresseddepth" in f:
-        raise ValueError(f"compressedDepth images are not supported as RGB (format {fmt!r})")
-    if not any(k in f for k in ("jpeg", "jpg", "png")):
-        raise ValueError(f"unknown CompressedImage format {fmt!r}; expected jpeg or png")
-    img = PILImage.open(io.BytesIO(bytes(np.frombuffer(data, dtype=np.uint8))))
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-
-
 def msg_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image or CompressedImage -> (H, W, 3) uint8 RGB. See module docstring."""
-    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
-        return _decode_compressed(msg.format, msg.data)
-    enc = msg.encoding
-    if enc not in _LAYOUT:
-        raise ValueError(
-            f"unsupported image encoding {enc!r}; known: {SUPPORTED_ENCODINGS} (+ CompressedImage jpeg/png)"
-        )
-    channels, kind = _LAYOUT[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    dt = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
-    row = w * channels * dt.itemsize
-    raw = np.frombuffer(msg.data, dtype=np.uint8)
-    if step < row or raw.size < step * (h - 1) + row:
-        raise ValueError(
-            f"{enc} image {w}x{h}: step {step} / data size {raw.size} too small (row needs {row} bytes)"
-        )
-    if h * step > raw.size:  # last row may lack padding
-        raw = np.concatenate([raw, np.zeros(h * step - raw.size, np.uint8)])
-    rows = raw[: h * step].reshape(h, step)[:, :row]  # (H, row bytes), padding stripped
-    px = np.ascontiguousarray(rows).view(dt).reshape(h, w, channels)  # (H, W, C)
-    if dt.itemsize == 2:
-        px = (px.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
-    if channels == 1:
-        return np.repeat(px, 3, axis=2)
-    if enc.startswith("bgr"):
-        px = px[:, :, 2::-1]
-    return np.ascontiguousarray(px[:, :, :3])
+    """sensor_msgs/Image or CompressedImage -> (H, W, 3) uint8 RGB: the decoder training uses
+    (``ver_core.data.images.decode_image``). Raises ValueError naming the problem."""
+    return decode_image(msg)
 
 
 # --------------------------------------------------------------------------- camera info

@@ -58,6 +58,8 @@ def graph_parameters(
             "seed": config.seed,
             "width": config.width,
             "height": config.height,
+            "wrist_width": config.width,
+            "wrist_height": config.height,
             "realtime": rtf == 1.0,
             "max_rtf": 0.0 if rtf == 1.0 else rtf,
         }
@@ -72,7 +74,7 @@ def graph_parameters(
 
 
 class _Supervisor:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], image_topics: list[str]) -> None:
         import rclpy
         from geometry_msgs.msg import PoseStamped
         from rosgraph_msgs.msg import Clock
@@ -96,6 +98,7 @@ class _Supervisor:
         self.cube: np.ndarray | None = None
         self.capture = False
         self.frames: list[np.ndarray] = []
+        self._views: dict[int, tuple[int, np.ndarray]] = {}  # camera -> (stamp ns, frame)
         self.chunks = 0
         self.chunk_age = LatencyStats()
         self.status = ""
@@ -103,7 +106,9 @@ class _Supervisor:
         n.create_subscription(Clock, "/clock", self._on_clock, 10)
         n.create_subscription(JointState, "/joint_states", self._on_joints, SENSOR_QOS)
         n.create_subscription(PoseStamped, "/sim/object_pose", self._on_pose, SENSOR_QOS)
-        n.create_subscription(Image, "/camera/camera/color/image_raw", self._on_image, SENSOR_QOS)
+        self.n_views = len(image_topics)
+        for i, topic in enumerate(image_topics):
+            n.create_subscription(Image, topic, lambda m, i=i: self._on_image(i, m), SENSOR_QOS)
         n.create_subscription(JointTrajectory, "/ver/action_chunk", self._on_chunk, COMMAND_QOS)
         n.create_subscription(String, "/ver/safety_status", self._on_status, LATCHED_QOS)
 
@@ -120,9 +125,17 @@ class _Supervisor:
         p = msg.pose.position
         self.cube = np.array([p.x, p.y, p.z])
 
-    def _on_image(self, msg) -> None:
-        if self.capture:
-            self.frames.append(self._msg_to_rgb(msg))
+    def _on_image(self, index: int, msg) -> None:
+        """Frames of every camera with the same stamp go side by side into one strip frame."""
+        if not self.capture:
+            return
+        stamp = self._stamp_ns(msg.header.stamp)
+        self._views[index] = (stamp, self._msg_to_rgb(msg))
+        if len(self._views) == self.n_views and len({s for s, _ in self._views.values()}) == 1:
+            views = [self._views[i][1] for i in range(self.n_views)]
+            if len({v.shape for v in views}) == 1:
+                self.frames.append(np.concatenate(views, axis=1))
+            self._views.clear()
 
     def _on_chunk(self, msg) -> None:
         self.chunks += 1
@@ -189,7 +202,7 @@ def evaluate_through_ros(
     An episode fails when ``config.max_steps / control_hz`` simulated seconds pass without
     success. Episode length is reported in control steps (simulated time x ``control_hz``).
     """
-    from ver_ros.graph import default_config_path
+    from ver_ros.graph import checkpoint_cameras, default_config_path
 
     out = Path(out_dir).resolve()
     logs = out / "logs"
@@ -216,7 +229,7 @@ def evaluate_through_ros(
                 f"the ROS graph exited with code {proc.returncode}; see {logs / 'bringup.log'}"
             )
 
-    sup = _Supervisor(env)
+    sup = _Supervisor(env, [t for _, t in checkpoint_cameras(str(checkpoint))])
     kin = TcpKinematics()
     episodes: list[EpisodeResult] = []
     t_start = time.perf_counter()

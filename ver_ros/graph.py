@@ -3,10 +3,18 @@ both build their nodes from ``build_graph(options)``.
 
 Pure Python (no rclpy, no launch import), so the launch file can use it and tests can compare the
 two front ends structurally.
+
+Cameras come from the checkpoint (its ``image_topics``; one camera named ``camera`` when the
+checkpoint cannot be read yet): one camera node per camera (``camera_node`` for the scene camera,
+``<camera>_node`` for the others, each with its own section in the parameter file, e.g. the
+RealSense serial), one realsense-ros driver per camera in its namespace, or the simulator
+rendering every camera. Every node but the simulator is respawned when it dies (``RESPAWN``):
+the safety node keeps holding the arm meanwhile.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -17,7 +25,9 @@ __all__ = [
     "LAUNCH_ARGUMENTS",
     "GraphOptions",
     "NodeSpec",
+    "RESPAWN",
     "build_graph",
+    "checkpoint_cameras",
     "default_config_path",
     "ros_args",
 ]
@@ -27,6 +37,10 @@ CONFIG_NAME = "franka_pick.yaml"
 ROBOT_TYPES = ("fr3", "panda")
 CONTROLLER_TYPES = ("trajectory", "forward")
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
+SCENE_TOPIC = "/camera/camera/color/image_raw"
+SIM_CAMERAS = ("camera", "wrist_camera")
+# respawn of a dead node: wait this long, at most this many times in a row (launch's respawn)
+RESPAWN = {"delay_s": 1.0, "max_retries": 5}
 
 # launch argument -> (default, description); ver-bringup has the same options as flags
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
@@ -114,6 +128,7 @@ class NodeSpec:
     param_files: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
     namespace: str = ""
+    respawn: bool = True
 
 
 def default_config_path() -> Path:
@@ -131,7 +146,23 @@ def default_config_path() -> Path:
     raise FileNotFoundError(f"cannot find {CONFIG_NAME} (looked at {here} and {candidates})")
 
 
-def _ours(name: str, params_file: str, **parameters: Any) -> NodeSpec:
+def checkpoint_cameras(checkpoint: str) -> list[tuple[str, str]]:
+    """(camera name, image topic) of every camera of a task checkpoint, in view order; the scene
+    camera alone when the checkpoint's config cannot be read (not written yet, say)."""
+    try:
+        task = json.loads((Path(checkpoint) / "config.json").read_text())["task"]
+        topics = task.get("image_topics") or [task["image_topic"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        topics = [SCENE_TOPIC]
+    names = [[p for p in t.split("/") if p][0] for t in topics]
+    return list(zip(names, topics, strict=True))
+
+
+def _camera_node_name(camera: str) -> str:
+    return "camera_node" if camera == "camera" else f"{camera}_node"
+
+
+def _ours(name: str, params_file: str, module: str | None = None, **parameters: Any) -> NodeSpec:
     class_names = {
         "camera_node": "CameraNode",
         "encoder_node": "EncoderNode",
@@ -140,37 +171,64 @@ def _ours(name: str, params_file: str, **parameters: Any) -> NodeSpec:
         "sim_node": "SimNode",
         "recorder_node": "RecorderNode",
     }
+    module = module or name
     return NodeSpec(
         name=name,
         package=PACKAGE,
-        executable=name,
-        module=f"{PACKAGE}.{name}",
-        node_class=class_names[name],
+        executable=module,
+        module=f"{PACKAGE}.{module}",
+        node_class=class_names[module],
         param_files=[params_file],
         parameters=dict(parameters),
+        respawn=module != "sim_node",
     )
 
 
-def build_graph(options: GraphOptions) -> list[NodeSpec]:
-    """The nodes to start for ``options``, in start order (sources first, safety last)."""
+def _camera_sources(options: GraphOptions, cameras: list[tuple[str, str]]) -> list[NodeSpec]:
     cfg = options.config
-    nodes: list[NodeSpec] = []
     if options.sim:
-        nodes.append(_ours("sim_node", cfg))
-    elif options.use_realsense_ros:
-        nodes.append(
+        unknown = [c for c, _ in cameras if c not in SIM_CAMERAS]
+        if unknown:
+            raise ValueError(
+                f"the simulator has cameras {SIM_CAMERAS}; the checkpoint wants {unknown}"
+            )
+        topics = dict(cameras)
+        params: dict[str, Any] = {"cameras": [c for c, _ in cameras]}
+        if "camera" in topics:
+            params["image_topic"] = topics["camera"]
+        if "wrist_camera" in topics:
+            params["wrist_image_topic"] = topics["wrist_camera"]
+        return [_ours("sim_node", cfg, **params)]
+    if options.use_realsense_ros:
+        return [
             NodeSpec(
                 name="camera",
-                namespace="camera",
+                namespace=cam,
                 package="realsense2_camera",
                 executable="realsense2_camera_node",
                 module=None,
                 node_class=None,
                 parameters={"enable_depth": False, "rgb_camera.color_profile": "640,480,30"},
             )
+            for cam, _ in cameras
+        ]
+    return [
+        _ours(
+            _camera_node_name(cam),
+            cfg,
+            module="camera_node",
+            image_topic=topic,
+            camera_info_topic=topic.rsplit("/", 1)[0] + "/camera_info",
         )
-    else:
-        nodes.append(_ours("camera_node", cfg))
+        for cam, topic in cameras
+    ]
+
+
+def build_graph(options: GraphOptions) -> list[NodeSpec]:
+    """The nodes to start for ``options``, in start order (sources first, safety last)."""
+    cfg = options.config
+    cameras = checkpoint_cameras(options.checkpoint)
+    nodes: list[NodeSpec] = _camera_sources(options, cameras)
     if not options.host_encoder:
         nodes.append(
             _ours("encoder_node", cfg, checkpoint=options.checkpoint, backend=options.backend)
@@ -193,7 +251,7 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
         )
     )
     if options.record:
-        nodes.append(_ours("recorder_node", cfg))
+        nodes.append(_ours("recorder_node", cfg, image_topics=[t for _, t in cameras]))
     if options.sim:  # the simulator publishes /clock: everyone else runs on simulated time
         for n in nodes:
             if n.name != "sim_node":

@@ -1,11 +1,19 @@
-"""policy_node: routed tokens + joint state -> time-stamped action chunks on /ver/action_chunk.
+"""policy_node: routed tokens of every camera + joint state -> time-stamped action chunks.
 
-Thin adapter over ``ver_core.deploy.ChunkPredictor`` (MLP or diffusion head from the task
-checkpoint). A chunk's header stamp is the observation (image) time and point i is at
-``time_from_start = i / control_rate_hz``, so the safety node plays it against the time the image
-was taken. Chunk boundaries are smoothed (``smoothing``: ensemble, blend or latest).
-With ``host_encoder:=true`` the encoder runs in this process (subscribing to the camera
-directly), saving one serialization and one DDS hop.
+Thin adapter over ``ver_core.deploy.controller.PolicyStage``: it subscribes to each camera's
+tokens (``<features_topic>/<camera>``), acts only on a set of views whose stamps lie within
+``view_tolerance_s`` of each other and within the staleness budget, and publishes chunks on
+/ver/action_chunk (JointTrajectory; header stamp = the observation time, point i at
+``time_from_start = i / control_rate_hz``, so the safety node plays it against the time the
+images were taken). Chunk boundaries are smoothed (``smoothing``: ensemble, blend or latest).
+
+It publishes why it cannot act on /ver/policy_status (latched std_msgs/String, on change:
+``ok`` or ``hold: missing_view:<camera>`` / ``stale_view:<camera>`` / ``stale_joint_state`` ...);
+the safety gate holds with that reason instead of acting on fewer views.
+
+With ``host_encoder:=true`` the encoder runs in this process (subscribing to the cameras
+directly), saving one serialization and one DDS hop. Bad messages are dropped with a
+rate-limited warning; none stops the node.
 """
 
 from __future__ import annotations
@@ -17,20 +25,24 @@ from dataclasses import dataclass
 import numpy as np
 from builtin_interfaces.msg import Duration
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ver_core.deploy import (
+    DEFAULT_BUDGET,
     SMOOTHING_MODES,
     ActionChunk,
-    FreshnessGate,
     LatencyStats,
     SmoothingConfig,
+    StalenessBudget,
 )
+from ver_core.deploy.views import VIEW_TOLERANCE_S
+from ver_core.robot import JointStateError
 from ver_ros.conversions import msg_to_rgb, ns_to_stamp, stamp_to_ns
-from ver_ros.encoder_node import msg_to_features
+from ver_ros.encoder_node import RateLimitedLog, msg_to_features, subscribe_cameras, view_topic
 from ver_ros.params import check_checkpoint_and_transport, declare_config, param
-from ver_ros.qos import COMMAND_QOS, SENSOR_QOS
+from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 __all__ = ["GRIPPER_NAME", "PolicyNode", "PolicyParams", "chunk_to_msg", "main", "msg_to_chunk"]
 
@@ -63,6 +75,8 @@ def msg_to_chunk(msg: JointTrajectory, joint_names: Sequence[str]) -> ActionChun
     Non-finite values are kept (the safety gate rejects them with the reason ``nan_action``).
     """
     index = {n: i for i, n in enumerate(msg.joint_names)}
+    if len(index) != len(msg.joint_names):
+        raise ValueError(f"chunk names a joint twice: {list(msg.joint_names)}")
     missing = [n for n in joint_names if n not in index]
     if missing:
         raise ValueError(f"chunk lacks joints {missing} (has {list(msg.joint_names)})")
@@ -87,9 +101,10 @@ class PolicyParams:
     checkpoint: str = param("", "task checkpoint directory (same one as the encoder's)")
     device: str = param("cpu", "torch device for the policy head: cpu or cuda")
     threads: int = param(0, "CPU threads for inference (0 = library default)")
-    features_topic: str = param("/ver/features", "routed patch tokens from the encoder")
+    features_topic: str = param("/ver/features", "prefix of the per-camera token topics")
     joint_states_topic: str = param("/joint_states", "measured joint states")
     chunk_topic: str = param("/ver/action_chunk", "published action chunks")
+    status_topic: str = param("/ver/policy_status", "latched ok / 'hold: reason' (on change)")
     joint_names: list[str] = param([], "7 arm joints; empty = the checkpoint's joint_names")
     finger_joints: list[str] = param(
         [], "finger joints summed into the gripper width; empty = checkpoint's"
@@ -97,11 +112,19 @@ class PolicyParams:
     smoothing: str = param("ensemble", "chunk boundary smoothing: ensemble, blend or latest")
     ensemble_decay: float = param(5.0, "temporal ensembling: weight decay with chunk age (1/s)")
     blend_time_s: float = param(0.2, "blend smoothing: cross-fade duration (s)")
-    max_age_s: float = param(0.3, "drop observations older than this (s); <= 0 disables")
-    joint_state_timeout_s: float = param(0.25, "skip inference when the joint state is older (s)")
-    host_encoder: bool = param(False, "run the encoder in this process, subscribing to the camera")
+    observation_budget_s: float = param(
+        DEFAULT_BUDGET.observation_s, "staleness budget: never act on views older than this (s)"
+    )
+    joint_state_budget_s: float = param(
+        DEFAULT_BUDGET.joint_state_s, "staleness budget: never act on an older joint state (s)"
+    )
+    view_tolerance_s: float = param(
+        VIEW_TOLERANCE_S, "views of different cameras this close in time form one observation"
+    )
+    status_rate_hz: float = param(20.0, "how often the policy status is checked (Hz)")
+    host_encoder: bool = param(False, "run the encoder in this process, subscribing to the cameras")
     backend: str = param("torch", "host_encoder: tensorrt, onnxruntime or torch")
-    image_topic: str = param("/camera/camera/color/image_raw", "host_encoder: camera image topic")
+    image_topics: list[str] = param([], "host_encoder: camera topics; empty = the checkpoint's")
     image_transport: str = param("raw", "host_encoder: raw or compressed")
     latency_warmup: int = param(20, "latency stats: samples per stage ignored at start")
     latency_log: str = param("", "write per-stage latency stats (JSON) here on shutdown")
@@ -109,20 +132,27 @@ class PolicyParams:
     def __post_init__(self) -> None:
         if self.smoothing not in SMOOTHING_MODES:
             raise ValueError(f"smoothing must be one of {SMOOTHING_MODES}, got {self.smoothing!r}")
+        if not self.status_rate_hz > 0:
+            raise ValueError(f"status_rate_hz must be > 0, got {self.status_rate_hz}")
         check_checkpoint_and_transport(self.checkpoint, self.image_transport)
+        self.budget()
+
+    def budget(self) -> StalenessBudget:
+        return StalenessBudget(self.observation_budget_s, self.joint_state_budget_s)
 
 
 class PolicyNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
         self.params = p = declare_config(self, PolicyParams)
+        from ver_core.deploy.controller import EncoderStage, PolicyStage
         from ver_core.deploy.pipeline import ChunkPredictor, Perception, load_policy
 
         self.stats = LatencyStats(warmup=p.latency_warmup)
         policy = load_policy(p.checkpoint, p.device, p.threads)
         cfg = policy.config
         self.joint_names = p.joint_names or list(cfg.joint_names)
-        self.finger_joints = p.finger_joints or list(cfg.finger_joint_names)
+        finger_joints = p.finger_joints or list(cfg.finger_joint_names)
         if len(self.joint_names) != len(cfg.joint_names):
             raise ValueError(
                 f"joint_names needs {len(cfg.joint_names)} names, got {self.joint_names}"
@@ -130,93 +160,100 @@ class PolicyNode(Node):
         smoothing = SmoothingConfig(
             mode=p.smoothing, decay=p.ensemble_decay, blend_time_s=p.blend_time_s
         )
-        self.predictor = ChunkPredictor(policy, smoothing, self.stats)
-        self.freshness = FreshnessGate(max_age_s=p.max_age_s)
-        self._state: np.ndarray | None = None
-        self._state_time = -np.inf
-        self._last_warn: str | None = None
+        self.cameras = list(cfg.cameras)
+        self.stage = PolicyStage(
+            ChunkPredictor(policy, smoothing, self.stats),
+            self.cameras,
+            self.joint_names,
+            finger_joints,
+            p.budget(),
+            p.view_tolerance_s,
+        )
+        self.log = RateLimitedLog(self.get_logger())
         self.chunk_pub = self.create_publisher(JointTrajectory, p.chunk_topic, COMMAND_QOS)
+        self.status_pub = self.create_publisher(String, p.status_topic, LATCHED_QOS)
+        self._status: str | None = None
         self.create_subscription(JointState, p.joint_states_topic, self._on_joint_state, SENSOR_QOS)
-        self.perception = None
+        self.encoder = None
         if p.host_encoder:
-            self.perception = Perception(
+            topics = p.image_topics or list(cfg.image_topics)
+            if len(topics) != cfg.num_views:
+                raise ValueError(
+                    f"image_topics needs {cfg.num_views} topics for {self.cameras}, got {topics}"
+                )
+            perception = Perception(
                 policy, p.backend, p.checkpoint, p.device, p.threads, self.stats
             )
-            if self.perception.fallback_message:
-                self.get_logger().warning(self.perception.fallback_message)
-            if p.image_transport == "compressed":
-                topic = p.image_topic.rstrip("/") + "/compressed"
-                self.create_subscription(CompressedImage, topic, self._on_image, SENSOR_QOS)
-            else:
-                topic = p.image_topic
-                self.create_subscription(Image, topic, self._on_image, SENSOR_QOS)
+            if perception.fallback_message:
+                self.get_logger().warning(perception.fallback_message)
+            self.encoder = EncoderStage(perception, p.budget(), p.view_tolerance_s)
+            inputs = subscribe_cameras(self, topics, p.image_transport, self._on_image)
         else:
-            topic = p.features_topic
-            self.create_subscription(Image, topic, self._on_features, SENSOR_QOS)
+            inputs = [view_topic(p.features_topic, c) for c in self.cameras]
+            for i, topic in enumerate(inputs):
+                self.create_subscription(
+                    Image, topic, lambda m, i=i: self._on_features(i, m), SENSOR_QOS
+                )
+        self.create_timer(1.0 / p.status_rate_hz, self._publish_status)
         self.get_logger().info(
             f"policy ready: {cfg.head} head, chunk {cfg.chunk_len} @ {cfg.control_rate_hz:g} Hz, "
-            f"smoothing {p.smoothing}, input {topic}"
+            f"smoothing {p.smoothing}, cameras {self.cameras}, inputs {inputs}"
         )
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _warn_once(self, text: str) -> None:
-        if text != self._last_warn:
-            self.get_logger().warning(text)
-            self._last_warn = text
+    def _publish_status(self) -> None:
+        status = self.stage.status(self._now())
+        if status != self._status:
+            self._status = status
+            self.status_pub.publish(String(data=status))
+            if status != "ok":
+                self.get_logger().warning(f"policy holds: {status}")
 
     def _on_joint_state(self, msg: JointState) -> None:
-        index = {n: i for i, n in enumerate(msg.name)}
-        needed = [*self.joint_names, *self.finger_joints]
-        if any(n not in index for n in needed) or len(msg.position) != len(msg.name):
-            self._warn_once(f"joint state lacks some of {needed}")
-            return
-        q = [msg.position[index[n]] for n in self.joint_names]
-        width = sum(msg.position[index[n]] for n in self.finger_joints)
-        self._state = np.array([*q, width], dtype=np.float64)  # (8,) = 7 joints + gripper width
-        self._state_time = self._now()
+        try:
+            self.stage.on_joint_state(msg.name, msg.position, self._now())
+        except JointStateError as e:
+            self.log.warn("joint_state", f"dropping joint state: {e}")
 
-    def _ready(self, header) -> bool:
-        now = self._now()
-        reason = self.freshness.check(stamp_to_ns(header.stamp) * 1e-9, now)
-        if reason is not None:
-            self._warn_once(f"dropping {reason} observation")
-            return False
-        if self._state is None or now - self._state_time > self.params.joint_state_timeout_s:
-            self._warn_once("no recent joint state: not predicting")
-            return False
-        return True
-
-    def _on_features(self, msg: Image) -> None:
-        if not self._ready(msg.header):
-            return
+    def _on_features(self, index: int, msg: Image) -> None:
         try:
             tokens = msg_to_features(msg)
         except ValueError as e:
-            self._warn_once(f"bad features message: {e}")
+            self.log.warn(f"features{index}", f"dropping {self.cameras[index]} features: {e}")
             return
-        self._predict(tokens, msg.header)
+        self._act(index, tokens, stamp_to_ns(msg.header.stamp) * 1e-9)
 
-    def _on_image(self, msg) -> None:
-        if not self._ready(msg.header):
-            return
-        self.stats.add("camera_to_encoder", self._now() - stamp_to_ns(msg.header.stamp) * 1e-9)
+    def _on_image(self, index: int, msg) -> None:
+        now = self._now()
+        stamp = stamp_to_ns(msg.header.stamp) * 1e-9
         try:
             with self.stats.time("decode"):
                 rgb = msg_to_rgb(msg)
         except ValueError as e:
-            self._warn_once(f"cannot decode image: {e}")
+            self.log.warn(f"decode{index}", f"dropping a {self.cameras[index]} frame: {e}")
             return
-        tokens, _ = self.perception(rgb)
-        self._predict(tokens, msg.header)
+        self.stats.add("camera_to_encoder", now - stamp)
+        try:
+            encoded = self.encoder.on_image(self.cameras[index], rgb, stamp, now)
+        except Exception as e:  # noqa: BLE001 - one bad set must not stop the policy
+            self.log.warn("encode", f"encoding failed, set dropped: {type(e).__name__}: {e}")
+            return
+        if encoded is not None:
+            for v, (tokens, view_stamp) in enumerate(
+                zip(encoded.tokens, encoded.stamps, strict=True)
+            ):
+                self._act(v, tokens, view_stamp)
 
-    def _predict(self, tokens: np.ndarray, header) -> None:
-        stamp = stamp_to_ns(header.stamp) * 1e-9
-        chunk = self.predictor(tokens, self._state, stamp, now=self._now())
-        msg = chunk_to_msg(chunk, self.joint_names)
-        msg.header = header  # the exact observation stamp (the float seconds above round)
-        self.chunk_pub.publish(msg)
+    def _act(self, index: int, tokens: np.ndarray, stamp: float) -> None:
+        try:
+            chunk = self.stage.on_features(self.cameras[index], tokens, stamp, self._now())
+        except (ValueError, RuntimeError) as e:
+            self.log.warn("predict", f"prediction failed, no chunk: {e}")
+            return
+        if chunk is not None:
+            self.chunk_pub.publish(chunk_to_msg(chunk, self.joint_names))
 
 
 def main(args: list[str] | None = None) -> None:

@@ -15,6 +15,11 @@ The node processes therefore get a Fast DDS profile (``write_fastdds_profile``: 
 a segment for several frames, plus UDPv4) unless ``FASTDDS_DEFAULT_PROFILES_FILE`` is set already.
 
     ver-record-demos --episodes 10 --out demos/ --seed 0 [--storage sqlite3] [--compressed]
+                     [--cameras camera,wrist_camera]
+
+Both cameras are recorded by default: the scene camera (/camera/camera/color/image_raw) and the
+camera on the hand (/wrist_camera/camera/color/image_raw); the sim-only cube pose
+(/sim/object_pose) is recorded too, for diagnostics (bench/privileged_policy.py).
 """
 
 from __future__ import annotations
@@ -209,6 +214,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compressed", action="store_true", help="record JPEG CompressedImage instead of raw"
     )
     p.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("W", "H"))
+    p.add_argument(
+        "--cameras",
+        default="camera,wrist_camera",
+        help="comma-separated sim cameras to record: camera (scene), wrist_camera (on the hand)",
+    )
+    p.add_argument(
+        "--wrist-image-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("W", "H"),
+        help="wrist camera render size (default: --image-size)",
+    )
     p.add_argument("--image-rate", type=float, default=15.0, help="camera rate in sim time (Hz)")
     p.add_argument(
         "--realtime", action="store_true", help="pace the sim to the wall clock (default: fast)"
@@ -233,7 +251,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
+    from ver_core.sim.config import CAMERAS
+
+    args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    bad = [c for c in args.cameras if c not in CAMERAS]
+    if bad or not args.cameras or len(set(args.cameras)) != len(args.cameras):
+        p.error(f"--cameras must name distinct cameras out of {CAMERAS}, got {args.cameras}")
     return args
+
+
+CAMERA_TOPICS = {
+    "camera": "/camera/camera/color/image_raw",
+    "wrist_camera": "/wrist_camera/camera/color/image_raw",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,15 +284,23 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     w, h = args.image_size
+    ww, wh = args.wrist_image_size or args.image_size
     if "FASTDDS_DEFAULT_PROFILES_FILE" not in env:  # node processes only; see module docstring
-        profile = write_fastdds_profile(out / "logs" / "fastdds.xml", shm_segment_bytes(w, h))
+        frames = 4 * len(args.cameras)
+        segment = shm_segment_bytes(max(w, ww), max(h, wh), frames=frames)
+        profile = write_fastdds_profile(out / "logs" / "fastdds.xml", segment)
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    cams = "[" + ",".join(args.cameras) + "]"
+    topics = "[" + ",".join(CAMERA_TOPICS[c] for c in args.cameras) + "]"
     sim_args = [
+        "-p", f"cameras:={cams}", "-p", f"wrist_width:={ww}", "-p", f"wrist_height:={wh}",
         "-p", f"width:={w}", "-p", f"height:={h}", "-p", f"image_rate_hz:={args.image_rate}",
         "-p", f"realtime:={str(args.realtime).lower()}", "-p", f"seed:={args.seed}",
         "-p", f"randomize:={str(not args.no_randomize).lower()}",
     ]  # fmt: skip
     rec_args = [
+        "-p",
+        f"image_topics:={topics}",
         "-p",
         f"output_dir:={out}",
         "-p",

@@ -1,11 +1,13 @@
-"""recorder_node: records camera, joint states and commands into one rosbag2 episode per start/stop.
+"""recorder_node: records cameras, joint states and commands into one rosbag2 episode per start/stop.
 
 Subscriptions hand over the serialized bytes (``raw=True``); the callbacks only stamp them with
 the node clock (sim time with ``use_sim_time:=true``) and enqueue them for a writer thread
 (``ver_core.data.background_writer.BackgroundBagWriter``), so disk writes, segment rotation and JPEG
 encoding never hold up the executor. Bytes are stored as is (trailing buffer padding trimmed, see
 ``trim_cdr``); with ``compressed:=true`` the image is re-encoded to JPEG in the writer thread and
-stored as sensor_msgs/CompressedImage on ``<image_topic>/compressed``.
+stored as sensor_msgs/CompressedImage on ``<image topic>/compressed``. Every camera of
+``image_topics`` is recorded (scene and wrist camera by default); ``object_pose_topic`` (the
+sim-only privileged cube pose, for diagnostics; '' = none) is recorded when it is published.
 
 Sensor subscriptions are best effort (a reliable subscriber would not match the best-effort camera
 and joint-state publishers at all) with a deep history (``queue_depth``). Frames of 640x480 and
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
+from geometry_msgs.msg import PoseStamped
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
@@ -52,8 +55,9 @@ class RecorderConfig:
     storage: str = param("mcap", "rosbag2 storage: mcap or sqlite3")
     compressed: bool = param(False, "store the image as JPEG CompressedImage instead of raw")
     jpeg_quality: int = param(90, "JPEG quality with compressed:=true")
-    image_topic: str = param(
-        "/camera/camera/color/image_raw", "camera image topic (sensor_msgs/Image)"
+    image_topics: list[str] = param(
+        ["/camera/camera/color/image_raw", "/wrist_camera/camera/color/image_raw"],
+        "camera image topics (sensor_msgs/Image), one per camera",
     )
     joint_state_topic: str = param("/joint_states", "joint state topic")
     trajectory_topic: str = param(
@@ -63,6 +67,9 @@ class RecorderConfig:
         "/forward_position_controller/commands", "arm Float64MultiArray command topic"
     )
     gripper_topic: str = param("/gripper/command", "gripper width command topic (std_msgs/Float64)")
+    object_pose_topic: str = param(
+        "/sim/object_pose", "sim-only cube pose (PoseStamped) recorded for diagnostics; '' = none"
+    )
     episode_info_topic: str = param(
         "/sim/episode", "sim-only JSON episode info (seed, success); '' = none"
     )
@@ -84,6 +91,8 @@ class RecorderConfig:
             raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if not self.image_topics or len(set(self.image_topics)) != len(self.image_topics):
+            raise ValueError(f"image_topics must be distinct topics, got {self.image_topics}")
         if self.segment_seconds <= 0 or self.queue_depth < 1 or self.write_queue < 1:
             raise ValueError("segment_seconds must be > 0, queue_depth and write_queue >= 1")
 
@@ -95,17 +104,26 @@ class RecorderNode(Node):
         self.writer: BackgroundBagWriter | None = None
         self.episode_info: dict = {}
         sq, cq = sensor_qos(c.queue_depth), command_qos(c.queue_depth)
-        self.image_out = c.image_topic + "/compressed" if c.compressed else c.image_topic
+        image_type = "sensor_msgs/msg/CompressedImage" if c.compressed else "sensor_msgs/msg/Image"
+        self.image_out = {t: t + "/compressed" if c.compressed else t for t in c.image_topics}
         self.topics = {
-            self.image_out: "sensor_msgs/msg/CompressedImage"
-            if c.compressed
-            else "sensor_msgs/msg/Image",
+            **{out: image_type for out in self.image_out.values()},
             c.joint_state_topic: "sensor_msgs/msg/JointState",
             c.trajectory_topic: "trajectory_msgs/msg/JointTrajectory",
             c.forward_topic: "std_msgs/msg/Float64MultiArray",
             c.gripper_topic: "std_msgs/msg/Float64",
         }
-        self.create_subscription(Image, c.image_topic, self._on_image, sq, raw=True)
+        if c.object_pose_topic:
+            self.topics[c.object_pose_topic] = "geometry_msgs/msg/PoseStamped"
+            self.create_subscription(
+                PoseStamped,
+                c.object_pose_topic,
+                self._raw_cb(c.object_pose_topic),
+                sq,
+                raw=True,
+            )
+        for topic in c.image_topics:
+            self.create_subscription(Image, topic, self._image_cb(topic), sq, raw=True)
         self.create_subscription(
             JointState, c.joint_state_topic, self._raw_cb(c.joint_state_topic), sq, raw=True
         )
@@ -141,10 +159,15 @@ class RecorderNode(Node):
 
         return enqueue
 
-    def _on_image(self, data: bytes) -> None:
-        if (writer := self.writer) is not None:
-            transform = self._to_jpeg if self.cfg.compressed else None
-            writer.submit(self.image_out, self._now_ns(), data, transform)
+    def _image_cb(self, topic: str) -> Callable[[bytes], None]:
+        out = self.image_out[topic]
+        transform = self._to_jpeg if self.cfg.compressed else None
+
+        def enqueue(data: bytes) -> None:
+            if (writer := self.writer) is not None:
+                writer.submit(out, self._now_ns(), data, transform)
+
+        return enqueue
 
     def _to_jpeg(self, data: bytes) -> bytes:
         """Serialized Image -> serialized JPEG CompressedImage (writer thread)."""

@@ -1,15 +1,19 @@
 """safety_node: the only node that commands the robot (thin adapter over ver_core.safety).
 
 Subscribes: /ver/action_chunk (JointTrajectory, reliable), /joint_states (sensor QoS),
-/ver/e_stop (std_msgs/Bool, latched). Publishes at ``control_rate_hz``: the arm command
+/ver/e_stop (std_msgs/Bool, latched), /ver/policy_status (std_msgs/String, latched: ``ok`` or
+``hold: <reason>`` from the policy, e.g. a missing camera view). Publishes at ``control_rate_hz``: the arm command
 (JointTrajectory to a JointTrajectoryController, or Float64MultiArray to a forward position
 controller, by ``controller_type``), the gripper width on /gripper/command, and the reason it
 holds on /ver/safety_status (latched, on change only; also logged once per change).
+Every input is validated (``ver_core.robot.read_joint_state``, ``msg_to_chunk``); a bad message is
+dropped with a rate-limited warning and never stops the node.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +23,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ver_core.deploy import LatencyStats
+from ver_core.deploy import DEFAULT_BUDGET, LatencyStats
+from ver_core.robot import JointStateError, read_joint_state
 from ver_core.safety import SafetyConfig, SafetyGate, limits_for
 from ver_ros.params import declare_config, param
 from ver_ros.policy_node import msg_to_chunk
@@ -51,15 +56,21 @@ class SafetyParams:
     joint_states_topic: str = param("/joint_states", "measured joint states")
     estop_topic: str = param("/ver/e_stop", "latched std_msgs/Bool, true = stop")
     status_topic: str = param("/ver/safety_status", "why the gate holds, or ok / ramping")
+    policy_status_topic: str = param(
+        "/ver/policy_status", "latched ok / 'hold: reason' from the policy (a missing view)"
+    )
     control_rate_hz: float = param(50.0, "command streaming rate (Hz)")
     position_margin: float = param(0.05, "distance kept from the joint position limits (rad)")
     velocity_scale: float = param(0.5, "fraction of the joint velocity limit allowed")
     max_step: float = param(0.02, "largest change of a joint target per control tick (rad)")
-    observation_timeout_s: float = param(0.6, "hold when the chunk's observation is older (s)")
-    chunk_timeout_s: float = param(0.5, "hold when no chunk arrived for this long (s)")
-    joint_state_timeout_s: float = param(0.25, "hold when no joint state arrived for this long (s)")
+    observation_budget_s: float = param(
+        DEFAULT_BUDGET.observation_s,
+        "staleness budget: hold once the current chunk's camera frame is older than this (s)",
+    )
+    joint_state_budget_s: float = param(
+        DEFAULT_BUDGET.joint_state_s, "staleness budget: hold once the joint state is older (s)"
+    )
     ramp_time_s: float = param(1.0, "time to ramp back to full speed after a hold (s)")
-    resync_tolerance: float = param(0.05, "restart from the measured pose if it is this far (rad)")
     gripper_min: float = param(0.0, "smallest gripper width command (m)")
     gripper_max: float = param(0.08, "largest gripper width command (m)")
     gripper_max_speed: float = param(0.1, "gripper width rate limit (m/s)")
@@ -101,10 +112,12 @@ class SafetyNode(Node):
         self.create_subscription(JointTrajectory, p.chunk_topic, self._on_chunk, COMMAND_QOS)
         self.create_subscription(JointState, p.joint_states_topic, self._on_joint_state, SENSOR_QOS)
         self.create_subscription(Bool, p.estop_topic, self._on_estop, LATCHED_QOS)
+        self.create_subscription(String, p.policy_status_topic, self._on_policy_status, LATCHED_QOS)
         self.stats = LatencyStats(warmup=p.latency_warmup)
         self._fresh_chunk: tuple[float, float] | None = None  # (observation stamp, receipt time)
         self._last_status: str | None = None
         self._last_reject: str | None = None
+        self._last_reject_time = -np.inf
         self.create_timer(1.0 / p.control_rate_hz, self._tick)
         self.get_logger().info(
             f"safety gate for {p.robot_type} -> {topic} ({p.controller_type}) at "
@@ -116,14 +129,20 @@ class SafetyNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_joint_state(self, msg: JointState) -> None:
-        index = {n: i for i, n in enumerate(msg.name)}
-        names = self.params.joint_names
-        if any(n not in index for n in names) or len(msg.position) != len(msg.name):
+        try:
+            reading = read_joint_state(
+                msg.name, msg.position, self.params.joint_names, self.params.finger_joints
+            )
+        except JointStateError as e:
+            self._log_reject(f"dropping joint state: {e}")
             return
-        q = np.array([msg.position[index[n]] for n in names])
-        fingers = [msg.position[index[n]] for n in self.params.finger_joints if n in index]
-        width = float(sum(fingers)) if len(fingers) == len(self.params.finger_joints) else None
-        self.gate.on_joint_state(q, self._now(), gripper=width)
+        self.gate.on_joint_state(reading.q, self._now(), gripper=reading.gripper)
+
+    def _on_policy_status(self, msg: String) -> None:
+        text = msg.data.strip()
+        self.gate.set_upstream_hold(
+            text[len("hold:") :].strip() if text.startswith("hold") else None
+        )
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
         try:
@@ -140,9 +159,11 @@ class SafetyNode(Node):
             self._log_reject(f"rejected action chunk: {reason.value}")
 
     def _log_reject(self, text: str) -> None:
-        if text != self._last_reject:
+        """A warning per kind of problem, repeated at most every 5 s while it persists."""
+        now = time.monotonic()
+        if text != self._last_reject or now - self._last_reject_time > 5.0:
             self.get_logger().warning(text)
-            self._last_reject = text
+            self._last_reject, self._last_reject_time = text, now
 
     def _on_estop(self, msg: Bool) -> None:
         self.gate.set_estop(msg.data)

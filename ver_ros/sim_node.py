@@ -1,7 +1,9 @@
 """sim_node: the MuJoCo Franka pick world behind the same topics as the real robot + camera.
 
-Publishes (sim time stamps, see below): ``/camera/camera/color/image_raw`` (rgb8),
-``/camera/camera/color/camera_info``, ``/joint_states`` (7 arm joints + 2 fingers, each finger
+Publishes (sim time stamps, see below), for every camera in ``cameras``: the scene camera on
+``/camera/camera/color/image_raw`` (rgb8) + ``/camera/camera/color/camera_info``, the hand camera
+on ``/wrist_camera/camera/color/image_raw`` + its camera_info (topics are parameters; both
+cameras render the same instant and carry the same stamp); ``/joint_states`` (7 arm joints + 2 fingers, each finger
 = half the opening), ``/clock``; sim-only privileged topics ``/sim/object_pose``
 (geometry_msgs/PoseStamped, cube pose in the robot base frame ``world``) and ``/sim/episode``
 (std_msgs/String JSON ``{"seed", "task", "success", "sim_time"}``, latched).
@@ -35,8 +37,9 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ver_core.sim import FrankaPickEnv, SimConfig
-from ver_core.sim.config import CAMERA_POS, CAMERA_TARGET
-from ver_core.sim.trajectory import TrajectoryFollower, parse_arm_points, validate_positions
+from ver_core.sim.config import CAMERA_POS, CAMERA_TARGET, CAMERAS
+from ver_core.sim.stepper import SimStepper
+from ver_core.sim.trajectory import parse_arm_points, validate_positions
 from ver_ros.conversions import (
     camera_info_to_msg,
     image_to_msg,
@@ -47,13 +50,23 @@ from ver_ros.conversions import (
 from ver_ros.params import declare_config, param
 from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
-TICK_S = 0.01  # physics advances in 10 ms slices between command/publish checks
-
 
 @dataclass
 class SimNodeConfig:
-    width: int = param(640, "rendered image width (px)")
-    height: int = param(480, "rendered image height (px)")
+    cameras: list[str] = param(list(CAMERAS), "cameras to render and publish: camera, wrist_camera")
+    width: int = param(640, "scene camera image width (px)")
+    height: int = param(480, "scene camera image height (px)")
+    image_topic: str = param("/camera/camera/color/image_raw", "scene camera image topic")
+    camera_info_topic: str = param("/camera/camera/color/camera_info", "scene camera info")
+    wrist_width: int = param(640, "wrist camera image width (px)")
+    wrist_height: int = param(480, "wrist camera image height (px)")
+    wrist_image_topic: str = param(
+        "/wrist_camera/camera/color/image_raw", "wrist camera image topic"
+    )
+    wrist_camera_info_topic: str = param(
+        "/wrist_camera/camera/color/camera_info", "wrist camera info topic"
+    )
+    wrist_frame_id: str = param("wrist_camera_color_optical_frame", "frame_id of wrist images")
     image_rate_hz: float = param(15.0, "camera publish rate in sim time (Hz)")
     state_rate_hz: float = param(50.0, "joint state / object pose publish rate in sim time (Hz)")
     realtime: bool = param(True, "pace physics to the wall clock; false = as fast as possible")
@@ -82,7 +95,33 @@ class SimNodeConfig:
             )
         if self.max_rtf < 0:
             raise ValueError(f"max_rtf must be >= 0, got {self.max_rtf}")
-        SimConfig(camera_pos=self.camera_pos, camera_target=self.camera_target)  # checks the pose
+        unknown = [c for c in self.cameras if c not in CAMERAS]
+        if unknown or not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be distinct names out of {CAMERAS}, got {self.cameras}")
+        self.sim_config()  # checks sizes and the camera pose
+
+    def sim_config(self) -> SimConfig:
+        return SimConfig(
+            width=self.width,
+            height=self.height,
+            wrist_width=self.wrist_width,
+            wrist_height=self.wrist_height,
+            randomize=self.randomize,
+            camera_pos=self.camera_pos,
+            camera_target=self.camera_target,
+        )
+
+    def camera_topics(self) -> dict[str, tuple[str, str, str]]:
+        """camera -> (image topic, camera info topic, frame id), for the published cameras."""
+        table = {
+            "camera": (self.image_topic, self.camera_info_topic, self.camera_frame_id),
+            "wrist_camera": (
+                self.wrist_image_topic,
+                self.wrist_camera_info_topic,
+                self.wrist_frame_id,
+            ),
+        }
+        return {c: table[c] for c in self.cameras}
 
 
 class SimNode(Node):
@@ -90,27 +129,21 @@ class SimNode(Node):
         super().__init__("sim_node")
         self.cfg = declare_config(self, SimNodeConfig)
         c = self.cfg
-        self.env = FrankaPickEnv(
-            SimConfig(
-                width=c.width,
-                height=c.height,
-                randomize=c.randomize,
-                camera_pos=c.camera_pos,
-                camera_target=c.camera_target,
-            )
-        )
+        self.env = FrankaPickEnv(c.sim_config())
+        self.stepper = SimStepper(self.env, c.image_rate_hz, c.state_rate_hz)
         self.lock = threading.Lock()
         self.clock_base_ns = time.time_ns()
-        self.sim_elapsed = 0.0  # s of simulated time since node start (monotonic over resets)
         self.resets = 0
         self.current_seed = -1
-        self.follower = TrajectoryFollower(self.env.observation().arm_q)
-        self.gripper_target = 0.08
         self.rejected = 0
-        self.pub_image = self.create_publisher(Image, "/camera/camera/color/image_raw", SENSOR_QOS)
-        self.pub_info = self.create_publisher(
-            CameraInfo, "/camera/camera/color/camera_info", SENSOR_QOS
-        )
+        self.camera_pubs = {
+            cam: (
+                self.create_publisher(Image, image, SENSOR_QOS),
+                self.create_publisher(CameraInfo, info, SENSOR_QOS),
+                frame,
+            )
+            for cam, (image, info, frame) in c.camera_topics().items()
+        }
         self.pub_joints = self.create_publisher(JointState, "/joint_states", SENSOR_QOS)
         self.pub_pose = self.create_publisher(PoseStamped, "/sim/object_pose", SENSOR_QOS)
         self.pub_episode = self.create_publisher(String, "/sim/episode", LATCHED_QOS)
@@ -127,11 +160,16 @@ class SimNode(Node):
         self._reset_env(count=False)
 
     # ------------------------------------------------------------------ time
+    @property
+    def sim_elapsed(self) -> float:
+        """s of simulated time since node start (monotonic over resets)."""
+        return self.stepper.time
+
     def now_s(self) -> float:
-        return self.sim_elapsed
+        return self.stepper.time
 
     def now_ns(self) -> int:
-        return self.clock_base_ns + int(round(self.sim_elapsed * 1e9))
+        return self.clock_base_ns + int(round(self.stepper.time * 1e9))
 
     def _to_s(self, stamp_ns: int) -> float:
         return (stamp_ns - self.clock_base_ns) / 1e9
@@ -154,12 +192,10 @@ class SimNode(Node):
             self._reject("arm trajectory", e)
             return
         with self.lock:
-            t_now = self.now_s()
             stamp_ns = stamp_to_ns(msg.header.stamp)
-            t0 = t_now if stamp_ns == 0 else self._to_s(stamp_ns)
-            self.follower.set_trajectory(t_now, t0, times, arm)
-            if "gripper" in extras:
-                self.gripper_target = float(extras["gripper"][-1])
+            t0 = self.now_s() if stamp_ns == 0 else self._to_s(stamp_ns)
+            grip = float(extras["gripper"][-1]) if "gripper" in extras else None
+            self.stepper.command_trajectory(t0, times, arm, grip)
 
     def on_forward(self, msg: Float64MultiArray) -> None:
         try:
@@ -168,14 +204,14 @@ class SimNode(Node):
             self._reject("forward command", e)
             return
         with self.lock:
-            self.follower.set_now(q, self.now_s())
+            self.stepper.command_now(q)
 
     def on_gripper(self, msg: Float64) -> None:
         if not np.isfinite(msg.data):
             self._reject("gripper command", ValueError(f"non-finite width {msg.data}"))
             return
         with self.lock:
-            self.gripper_target = float(msg.data)
+            self.stepper.command_gripper(float(msg.data))
 
     # ------------------------------------------------------------------ services
     def _reset_env(self, count: bool = True) -> None:
@@ -186,9 +222,7 @@ class SimNode(Node):
         else:
             self.current_seed = int(np.random.default_rng().integers(0, 2**31 - 1))
         self.resets += int(count)
-        obs = self.env.reset(self.current_seed)
-        self.follower.set_now(obs.arm_q, self.now_s())
-        self.gripper_target = 0.08
+        self.stepper.reset(self.current_seed)
         self._publish_episode()
 
     def on_reset(self, request, response):
@@ -232,33 +266,28 @@ class SimNode(Node):
         o.w, o.x, o.y, o.z = (float(v) for v in obs.cube_quat)
         self.pub_pose.publish(pose)
 
-    def _publish_image(self, stamp) -> None:
-        rgb = self.env.render()  # (H, W, 3) uint8
-        self.pub_image.publish(image_to_msg(rgb, stamp, self.cfg.camera_frame_id))
-        self.pub_info.publish(
-            camera_info_to_msg(self.env.camera_info(), stamp, self.cfg.camera_frame_id)
-        )
+    def _publish_images(self, stamp) -> None:
+        """Every camera renders the same instant and carries the same stamp."""
+        for cam, (pub_image, pub_info, frame) in self.camera_pubs.items():
+            rgb = self.env.render(cam)  # (H, W, 3) uint8
+            pub_image.publish(image_to_msg(rgb, stamp, frame))
+            pub_info.publish(camera_info_to_msg(self.env.camera_info(cam), stamp, frame))
 
     def run(self, stop: threading.Event) -> None:
         """Physics loop (main thread); ROS callbacks run in the executor thread."""
         c = self.cfg
-        next_image = next_state = next_episode = 0.0
+        next_episode = 0.0
         wall0, sim0 = time.monotonic(), self.sim_elapsed
         while not stop.is_set() and rclpy.ok():
             with self.lock:
-                t = self.now_s()
-                self.env.set_command(self.follower.target(t), self.gripper_target)
-                self.env.advance(TICK_S)
-                self.sim_elapsed += TICK_S
-                t = self.sim_elapsed
+                events = self.stepper.step()
+                t = events.time
                 stamp = ns_to_stamp(self.now_ns())
                 self.pub_clock.publish(Clock(clock=stamp))
-                if t >= next_state:
+                if events.state_due:
                     self._publish_state(stamp)
-                    next_state = t + 1.0 / c.state_rate_hz - 1e-9
-                if t >= next_image:
-                    self._publish_image(stamp)
-                    next_image = t + 1.0 / c.image_rate_hz - 1e-9
+                if events.image_due:
+                    self._publish_images(stamp)
                 if t >= next_episode:
                     self._publish_episode()
                     next_episode = t + 0.2

@@ -84,8 +84,12 @@ def test_unknown_encodings_raise_clear_errors():
         msg_to_rgb(CompressedImage(format="tiff", data=b"\x00"))
     short = image_to_msg(RGB, 0, "c")
     short.data = bytes(10)
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(ValueError, match="does not fit"):
         msg_to_rgb(short)
+    empty = image_to_msg(RGB, 0, "c")  # issue 14 finding 3: a 0x0 frame crashed the encoder
+    empty.height, empty.width, empty.step, empty.data = 0, 0, 0, b""
+    with pytest.raises(ValueError, match="empty"):
+        msg_to_rgb(empty)
     with pytest.raises(ValueError, match="shape|needs"):
         image_to_msg(RGB[:, :, 0], 0, "c")
 

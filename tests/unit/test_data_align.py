@@ -105,7 +105,11 @@ def test_decode_compressed(fmt):
 
 def test_decode_errors():
     with pytest.raises(ImageDecodeError, match="unsupported image encoding"):
-        decode_image(SimpleNamespace(encoding="16UC1", height=1, width=1, step=2, data=b"\0\0"))
+        decode_image(SimpleNamespace(encoding="yuv422", height=1, width=1, step=2, data=b"\0\0"))
+    with pytest.raises(ImageDecodeError, match="empty"):
+        decode_image(SimpleNamespace(encoding="rgb8", height=0, width=0, step=0, data=b""))
+    px = decode_image(SimpleNamespace(encoding="16UC1", height=1, width=1, step=2, data=b"\xff\xff"))
+    assert px.shape == (1, 1, 3) and px.max() == 255
     with pytest.raises(ImageDecodeError, match="does not fit"):
         decode_image(SimpleNamespace(encoding="rgb8", height=4, width=4, step=12, data=b"\0" * 10))
     buf = io.BytesIO()

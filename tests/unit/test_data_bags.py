@@ -33,7 +33,7 @@ def test_read_episode_variants(tmp_path, kw):
     write_synthetic_episode(tmp_path / "ep", seed=3, seconds=1.0, **kw)
     (src,) = find_episodes(tmp_path)
     s = read_episode(src, TOPICS)
-    assert len(s.images) == 15 and s.images[0].shape == (48, 64, 3)
+    assert len(s.images) == 1 and len(s.images[0]) == 15 and s.images[0][0].shape == (48, 64, 3)
     assert s.states.shape == (30, 8) and s.arm_targets.shape == (10, 7)
     q, grip = episode_trajectory(3, np.arange(0, 1.0, 0.1))
     assert np.allclose(s.arm_targets, q) and np.allclose(s.gripper_targets, grip)
@@ -139,7 +139,7 @@ def test_foreign_mcap_writer_trains_without_conversion(tmp_path):
     data = load(tmp_path)
     assert len(data) == 20 and data.actions.shape == (20, 4, 8)
     assert np.allclose(data.actions[0, 0, :7], q[0], atol=1e-6)
-    assert data.images.shape == (20, 32, 32, 3)
+    assert data.images.shape == (20, 1, 32, 32, 3) and data.cameras == ["camera"]
 
 
 def test_empty_directory_is_a_clear_error(tmp_path):
@@ -158,7 +158,7 @@ def _skips(tmp_path) -> dict[str, str]:
 
 
 def test_bad_episodes_are_skipped_with_reasons(tmp_path):
-    write_synthetic_episode(tmp_path / "no_image", seconds=1.0, skip_topics=(TOPICS.image,))
+    write_synthetic_episode(tmp_path / "no_image", seconds=1.0, skip_topics=(TOPICS.images[0],))
     write_synthetic_episode(tmp_path / "no_gripper", seconds=1.0, skip_topics=(TOPICS.gripper,))
     write_synthetic_episode(
         tmp_path / "other_joints", seconds=1.0, joint_names=[f"panda_joint{i}" for i in range(1, 8)]
@@ -191,7 +191,7 @@ def test_mismatched_image_sizes_skip(tmp_path):
     from ver_core.data.synthetic import TS, image_message
 
     with Writer(tmp_path / "mixed", version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        c = w.add_connection(TOPICS.image, "sensor_msgs/msg/Image", typestore=TS)
+        c = w.add_connection(TOPICS.images[0], "sensor_msgs/msg/Image", typestore=TS)
         for i, shape in enumerate([(8, 8, 3), (8, 8, 3), (16, 8, 3)]):
             msg = image_message(np.zeros(shape, np.uint8), i * 10**8)
             w.write(c, i * 10**8, TS.serialize_cdr(msg, "sensor_msgs/msg/Image"))
@@ -201,7 +201,7 @@ def test_mismatched_image_sizes_skip(tmp_path):
 
 
 def test_wrong_topic_override_then_right_one(tmp_path):
-    custom = TopicConfig(image="/cam/rgb", action="/forward_position_controller/commands")
+    custom = TopicConfig(images=["/cam/rgb"], action="/forward_position_controller/commands")
     write_synthetic_episode(tmp_path / "ep", seconds=1.0, topics=custom, arm_command="forward")
     with pytest.raises(ValueError, match="no image topic /camera/camera/color/image_raw"):
         load(tmp_path)
@@ -210,7 +210,7 @@ def test_wrong_topic_override_then_right_one(tmp_path):
 
 
 def test_compressed_image_topic_fallback(tmp_path):
-    topics = TopicConfig(image=TOPICS.image + "/compressed")
+    topics = TopicConfig(images=[TOPICS.images[0] + "/compressed"])
     write_synthetic_episode(tmp_path / "ep", seconds=1.0, compressed="jpeg", topics=topics)
     assert len(load(tmp_path)) > 0  # the default raw topic falls back to <topic>/compressed
 
@@ -260,7 +260,7 @@ def test_trajectory_commands_take_effect_on_arrival(tmp_path):
 
     ms = 10**6
     msgs = [
-        (0, TOPICS.image, "sensor_msgs/msg/Image", image_message(np.zeros((4, 4, 3), np.uint8), 0)),
+        (0, TOPICS.images[0], "sensor_msgs/msg/Image", image_message(np.zeros((4, 4, 3), np.uint8), 0)),
         (0, TOPICS.gripper, "std_msgs/msg/Float64", T["std_msgs/msg/Float64"](data=0.08)),
         (
             0,

@@ -25,13 +25,15 @@ def test_perception_torch_backend_times_encode_and_route(policy):
     stats = LatencyStats()
     perception = Perception(policy, "torch", stats=stats)
     rgb = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
-    tokens, experts = perception(rgb)
-    assert tokens.shape == (197, 192) and tokens.dtype == np.float32
-    assert experts.shape == (3, 196, 2) and experts.max() < 6
+    tokens, experts = perception([rgb])
+    assert tokens.shape == (1, 197, 192) and tokens.dtype == np.float32
+    assert experts.shape == (1, 3, 196, 2) and experts.max() < 6
     assert {"preprocess", "encode", "route"} <= set(stats.stages())
-    ref = policy.encode(perception.preprocess(rgb))
-    np.testing.assert_allclose(tokens, ref.tokens[0].numpy(), atol=1e-5)
-    overlay = perception.overlay(rgb, experts)
+    ref = policy.encode(perception.preprocess([rgb]))
+    np.testing.assert_allclose(tokens, ref.tokens[:, 0].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="expected 1 views"):
+        perception([rgb, rgb])
+    overlay = perception.overlay(rgb, experts[0])
     assert overlay.shape == (224, 224, 3) and overlay.dtype == np.uint8
 
 
@@ -83,9 +85,9 @@ def test_perception_of_a_dense_student_has_no_experts_and_no_overlay():
     rgb = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     for backend in ("torch", "onnxruntime"):
         perception = Perception(dense, backend)
-        tokens, experts = perception(rgb)
+        tokens, experts = perception([rgb])
         assert perception.backend == backend
-        assert tokens.shape == (197, 192) and experts.shape == (0, 196, 6)
-        ref = dense.encode(perception.preprocess(rgb)).tokens[0].numpy()
+        assert tokens.shape == (1, 197, 192) and experts.shape == (1, 0, 196, 6)
+        ref = dense.encode(perception.preprocess([rgb])).tokens[:, 0].numpy()
         np.testing.assert_allclose(tokens, ref, atol=1e-4)
-        assert perception.overlay(rgb, experts) is None
+        assert perception.overlay(rgb, experts[0]) is None

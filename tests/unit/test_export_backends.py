@@ -57,11 +57,15 @@ def test_tensorrt_really_unavailable_here_and_compile_refuses(policy):
 
 def test_static_graph_matches_policy_encode(policy):
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    ref = policy.encode(x)
-    tokens, experts = RoutedEncoder(policy)(x)
+    ref = policy.encode(x)  # two one-view observations
+    tokens, experts = RoutedEncoder(policy)(x)  # the static graph batches them
     assert tokens.shape == (2, 197, 192) and experts.shape == (2, 3, 196, 2)
-    torch.testing.assert_close(tokens, ref.tokens, atol=1e-5, rtol=1e-5)
-    assert torch.equal(experts, torch.stack(ref.expert_index, dim=1))
+    torch.testing.assert_close(tokens, ref.tokens[:, 0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(experts, torch.stack([i[:, 0] for i in ref.expert_index], dim=1))
+    for b in range(2):  # the sparse path takes the views of one observation
+        sparse_tokens, sparse_experts = RoutedEncoder(policy, static_graph=False)(x[b : b + 1])
+        torch.testing.assert_close(sparse_tokens, tokens[b : b + 1], atol=1e-5, rtol=1e-5)
+        assert torch.equal(sparse_experts, experts[b : b + 1])
 
 
 def test_ver_export_cli_writes_checked_onnx_and_runner_uses_it(policy, tmp_path, capsys):
@@ -103,7 +107,7 @@ def test_dense_student_exports_to_onnx(tmp_path, capsys):
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
     tokens, experts = RoutedEncoder(dense)(x)
     assert experts.shape == (2, 0, 196, 6) and experts.dtype == torch.long
-    torch.testing.assert_close(tokens, dense.encode(x).tokens)
+    torch.testing.assert_close(tokens, dense.encode(x).tokens[:, 0])
     dense.save_pretrained(tmp_path / "task")
     assert main(["--checkpoint", str(tmp_path / "task"), "--backend", "onnx"]) == 0
     assert json.loads(capsys.readouterr().out)["max_abs_token_diff"] < 1e-4

@@ -165,7 +165,7 @@ def test_preprocess_images():
     assert x.shape == (1, 3, 224, 224) and x.dtype == torch.float32
     with pytest.raises(ValueError, match="uint8"):
         preprocess_images(rgb.astype(np.float32))
-    with pytest.raises(ValueError, match="RGB"):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         preprocess_images(rgb[..., :2])
 
 

@@ -27,9 +27,9 @@ def fake_stats(rng: np.random.Generator, chunk_len: int = 4) -> NormStats:
 def test_encode_predict_shapes(head, neck):
     policy = TaskPolicy.build(tiny_config(head=head, neck=neck))
     feats = policy.encode(torch.randn(3, 3, 64, 64))
-    assert feats.tokens.shape == (3, 17, 192)
+    assert feats.tokens.shape == (3, 1, 17, 192)
     assert len(feats.expert_index) == 2
-    assert all(i.shape == (3, 16, 2) for i in feats.expert_index)
+    assert all(i.shape == (3, 1, 16, 2) for i in feats.expert_index)
     actions = policy.predict_chunk(feats.tokens, torch.zeros(3, 8))
     assert actions.shape == (3, 4, 8)
     assert torch.isfinite(actions).all()
@@ -224,3 +224,87 @@ def test_spatial_neck_keypoints_follow_a_moving_blob():
     assert kp[0, 0, 0] < -0.8 and kp[0, 0, 1] < -0.8
     assert kp[1, 0, 0] > 0.8 and kp[1, 0, 1] > 0.8
     assert neck(tokens).shape == (2, 16)
+
+
+WRIST = "/wrist_camera/camera/color/image_raw"
+SCENE = "/camera/camera/color/image_raw"
+
+
+@pytest.mark.parametrize("per_camera", [False, True])
+def test_two_camera_policy_routes_each_view_and_fuses_them(per_camera):
+    torch.manual_seed(0)
+    cfg = tiny_config(image_topics=[SCENE, WRIST], router_per_camera=per_camera)
+    assert cfg.cameras == ["camera", "wrist_camera"] and cfg.num_views == 2
+    policy = TaskPolicy.build(cfg)
+    assert len(policy.necks) == 2 and len(policy.router.routers) == (2 if per_camera else 1)
+    s = policy.parameter_summary()
+    assert s["router_percent_of_model"] < 0.4
+    images = torch.randn(3, 2, 3, 64, 64)
+    feats = policy.encode(images)
+    assert feats.tokens.shape == (3, 2, 17, 192)
+    assert all(i.shape == (3, 2, 16, 2) for i in feats.expert_index)
+    # each view is routed exactly as that view alone would be (shared weights or its own router)
+    router = policy.router.router_for(1)
+    alone = router(policy.model, policy.model.forward_bvt(images[:, 1]))
+    torch.testing.assert_close(feats.tokens[:, 1], alone.tokens, atol=1e-5, rtol=1e-5)
+    actions = policy.predict_chunk(feats.tokens, torch.zeros(3, 8))
+    assert actions.shape == (3, 4, 8) and torch.isfinite(actions).all()
+    # the head sees both views: changing only the wrist view changes the actions
+    other = feats.tokens.clone()
+    other[:, 1] += 1.0
+    assert not torch.allclose(actions, policy.predict_chunk(other, torch.zeros(3, 8)))
+    with pytest.raises(ValueError, match="2 camera views"):
+        policy.predict_chunk(feats.tokens[:, :1], torch.zeros(3, 8))
+
+
+def test_per_camera_routers_differ_by_view():
+    torch.manual_seed(0)
+    policy = TaskPolicy.build(tiny_config(image_topics=[SCENE, WRIST], router_per_camera=True))
+    with torch.no_grad():
+        for p in policy.router.routers[1].parameters():
+            p.add_(torch.randn_like(p))
+    same = torch.randn(1, 3, 64, 64)
+    feats = policy.encode(torch.stack([same, same], dim=1))
+    assert not torch.allclose(feats.tokens[:, 0], feats.tokens[:, 1])
+
+
+def test_duplicate_camera_namespaces_are_refused():
+    with pytest.raises(ValueError, match="duplicate camera names"):
+        tiny_config(image_topics=[SCENE, "/camera/other/image_raw"])
+
+
+def test_one_camera_checkpoint_of_version_1_loads_unchanged(tmp_path):
+    """A checkpoint written before cameras were a list (image_topic, router.*, neck.*) loads and
+    predicts exactly what it predicted."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    rng = np.random.default_rng(0)
+    policy = TaskPolicy.build(tiny_config(), fake_stats(rng))
+    with torch.no_grad():
+        for p in policy.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    policy.eval().save_pretrained(tmp_path / "v2")
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    payload = json.loads((tmp_path / "v2" / "config.json").read_text())
+    payload["version"] = 1
+    task = payload["task"]
+    task["image_topic"] = task.pop("image_topics")[0]
+    task.pop("router_per_camera")
+    (v1 / "config.json").write_text(json.dumps(payload))
+    state = load_file(str(tmp_path / "v2" / "model.safetensors"))
+    old = {
+        k.replace("router.routers.0.", "router.").replace("necks.0.", "neck."): v
+        for k, v in state.items()
+    }
+    save_file(old, str(v1 / "model.safetensors"))
+    (v1 / "stats.json").write_text((tmp_path / "v2" / "stats.json").read_text())
+    loaded = TaskPolicy.from_pretrained(v1)
+    assert loaded.config.image_topics == [SCENE]
+    images, state8 = torch.randn(2, 3, 64, 64), torch.zeros(2, 8)
+    torch.testing.assert_close(
+        loaded.predict_chunk(loaded.encode(images).tokens, state8),
+        policy.predict_chunk(policy.encode(images).tokens, state8),
+    )

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         path = export_onnx(encoder, out_dir / ONNX_FILE, image_size=size, opset=args.opset)
         report["file"] = str(path)
         if not args.no_check:
-            x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+            views = policy.config.num_views
+            x = torch.randn(views, 3, size, size, generator=torch.Generator().manual_seed(0))
             ref_tokens, ref_experts = encoder(x)
             tokens, experts = OnnxEncoder(path, providers=["CPUExecutionProvider"])(x)
             report["max_abs_token_diff"] = float((tokens - ref_tokens).abs().max())
@@ -74,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         except BackendUnavailable as e:
             print(f"ver-export: {e}", file=sys.stderr)
             return 3
-        path = save_tensorrt(compiled, out_dir / TRT_FILE, image_size=size)
+        path = save_tensorrt(
+            compiled, out_dir / TRT_FILE, image_size=size, batch=policy.config.num_views
+        )
         report["file"], report["precision"] = str(path), args.precision
     print(json.dumps(report, indent=2))
     return 0

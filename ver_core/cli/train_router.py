@@ -107,7 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--image-topic", default=d.image_topic)
+    p.add_argument(
+        "--image-topic",
+        action="append",
+        default=None,
+        help="camera image topic, repeatable: one per camera, the first is the primary view "
+        f"(default {d.image_topics[0]})",
+    )
+    p.add_argument(
+        "--router-per-camera",
+        action="store_true",
+        help="one Robot Router per camera instead of one shared by all views",
+    )
     p.add_argument("--state-topic", default=d.state_topic)
     p.add_argument("--action-topic", default=d.action_topic)
     p.add_argument("--gripper-topic", default=d.gripper_topic)
@@ -125,6 +136,7 @@ def _overrides(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    d = TaskConfig()
     out = Path(args.out)
     resuming = args.resume and (out / "train_state.json").is_file()
     if resuming:
@@ -153,7 +165,8 @@ def run(args: argparse.Namespace) -> dict:
             action_mode=args.action_mode,
             chunk_len=args.chunk_len,
             control_rate_hz=args.control_rate,
-            image_topic=args.image_topic,
+            image_topics=args.image_topic or list(d.image_topics),
+            router_per_camera=args.router_per_camera,
             state_topic=args.state_topic,
             action_topic=args.action_topic,
             gripper_topic=args.gripper_topic,
@@ -177,7 +190,7 @@ def run(args: argparse.Namespace) -> dict:
             s["router_percent_of_model"],
         )
     topics = TopicConfig(
-        image=config.image_topic,
+        images=config.image_topics,
         state=config.state_topic,
         action=config.action_topic,
         gripper=config.gripper_topic,

@@ -32,6 +32,22 @@ def latest_at_or_before(times: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.searchsorted(times, query, side="right") - 1
 
 
+def match_views(primary_times: np.ndarray, view_times: np.ndarray, tolerance_ns: int) -> np.ndarray:
+    """For each primary frame time (M,), the index of the ``view_times`` frame nearest to it, or
+    -1 where none lies within ``tolerance_ns``: a set of views is the frames of one moment, as the
+    policy node assembles them (``ver_core.deploy.views.ViewSet``). view_times must be sorted."""
+    view_times = np.asarray(view_times, dtype=np.int64)
+    t = np.asarray(primary_times, dtype=np.int64)
+    if len(view_times) == 0:
+        return np.full(len(t), -1, np.int64)
+    right = np.clip(np.searchsorted(view_times, t, side="left"), 0, len(view_times) - 1)
+    left = np.clip(right - 1, 0, len(view_times) - 1)
+    pick = np.where(
+        np.abs(view_times[left] - t) <= np.abs(view_times[right] - t), left, right
+    )  # (M,)
+    return np.where(np.abs(view_times[pick] - t) <= tolerance_ns, pick, -1)
+
+
 def select_frames(image_times: np.ndarray, min_interval_ns: int) -> np.ndarray:
     """Indices of frames at least ``min_interval_ns`` apart (greedy from the first frame)."""
     keep, last = [], None

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image as PILImage
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from ver_core.data.images import ImageDecodeError, decode_image
+from ver_core.data.images import ImageDecodeError, decode_image, resize_rgb
+from ver_core.robot import JointStateError, camera_names, read_joint_state
 
 _TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -30,7 +30,10 @@ class EpisodeSkip(Exception):
 
 @dataclass
 class TopicConfig:
-    image: str = "/camera/camera/color/image_raw"
+    """Topics of an episode. ``images``: one topic per camera, the first one is the primary view
+    (its frames set the samples; every other view is matched to each of them by stamp)."""
+
+    images: list[str] = field(default_factory=lambda: ["/camera/camera/color/image_raw"])
     state: str = "/joint_states"
     action: str = "/fr3_arm_controller/joint_trajectory"
     gripper: str = "/gripper/command"
@@ -38,13 +41,24 @@ class TopicConfig:
     finger_joint_names: list[str] = field(
         default_factory=lambda: ["fr3_finger_joint1", "fr3_finger_joint2"]
     )
+    object_pose: str = ""  # sim-only PoseStamped of the object (diagnostics); "" = not read
 
     def __post_init__(self) -> None:
-        for name in ("image", "state", "action", "gripper"):
-            if not getattr(self, name).startswith("/"):
-                raise ValueError(
-                    f"{name} topic must be absolute (start with /), got {getattr(self, name)!r}"
-                )
+        if isinstance(self.images, str):
+            self.images = [self.images]
+        self.images = list(self.images)
+        if not self.images:
+            raise ValueError("TopicConfig.images needs at least one image topic")
+        for name, topic in [("image", t) for t in self.images] + [
+            (n, getattr(self, n)) for n in ("state", "action", "gripper")
+        ]:
+            if not topic.startswith("/"):
+                raise ValueError(f"{name} topic must be absolute (start with /), got {topic!r}")
+        camera_names(self.images)  # one namespace per camera
+
+    @property
+    def cameras(self) -> list[str]:
+        return camera_names(self.images)
 
 
 @dataclass
@@ -59,16 +73,20 @@ class EpisodeSource:
 
 @dataclass
 class EpisodeStreams:
-    """Raw streams of one episode, times in ns (bag receive time), each sorted."""
+    """Raw streams of one episode, times in ns (bag receive time), each sorted.
 
-    image_times: np.ndarray  # (M,)
-    images: list[np.ndarray]  # M x (H, W, 3) uint8 RGB
+    ``image_times[v]`` / ``images[v]``: frames of camera v (order of ``TopicConfig.images``)."""
+
+    image_times: list[np.ndarray]  # V x (M_v,)
+    images: list[list[np.ndarray]]  # V x M_v x (H, W, 3) uint8 RGB
     state_times: np.ndarray  # (Ns,)
     states: np.ndarray  # (Ns, 8): 7 joints (rad) + gripper width (m)
     arm_times: np.ndarray  # (Na,)
     arm_targets: np.ndarray  # (Na, 7)
     gripper_times: np.ndarray  # (Ng,)
     gripper_targets: np.ndarray  # (Ng,)
+    object_times: np.ndarray | None = None  # (No,) with topics.object_pose
+    object_poses: np.ndarray | None = None  # (No, 7): x, y, z, qw, qx, qy, qz
 
 
 def _walk_files(root: Path) -> list[Path]:
@@ -149,23 +167,22 @@ def _arm_from_msg(msg, msgtype: str, t: int, joints: list[str]) -> list[tuple[in
 
 
 def _state_from_msg(msg, joints: list[str], fingers: list[str]) -> np.ndarray:
-    pos = dict(zip(list(msg.name), np.asarray(msg.position, dtype=np.float64), strict=False))
-    missing = [j for j in joints if j not in pos]
-    if missing:
-        raise EpisodeSkip(
-            f"joint states {sorted(pos)} lack {missing} (config joint_names {joints})"
-        )
-    have = [f for f in fingers if f in pos]
-    if not have:
+    """(8,) policy state of one JointState, by the rule every path shares (ver_core.robot)."""
+    try:
+        reading = read_joint_state(msg.name, msg.position, joints, fingers)
+    except JointStateError as e:
+        raise EpisodeSkip(f"bad joint state on the state topic: {e}") from e
+    if reading.gripper is None:
         raise EpisodeSkip(f"joint states lack the finger joints {fingers}: no gripper width")
-    width = sum(pos[f] for f in have) * len(fingers) / len(have)  # width = sum of finger joints
-    return np.array([*(pos[j] for j in joints), width])
+    return np.append(reading.q, reading.gripper)
 
 
-def _resize(img: np.ndarray, size: int | None) -> np.ndarray:
-    if size is None or img.shape[:2] == (size, size):
-        return img
-    return np.asarray(PILImage.fromarray(img).resize((size, size), PILImage.BILINEAR))
+def _resolve_image_topic(topic: str, present: dict[str, str]) -> str:
+    if topic not in present and f"{topic}/compressed" in present:
+        return f"{topic}/compressed"  # image_transport's compressed stream
+    if topic not in present:
+        raise EpisodeSkip(f"no image topic {topic} (topics: {sorted(present)})")
+    return topic
 
 
 def read_episode(
@@ -176,41 +193,45 @@ def read_episode(
 ) -> EpisodeStreams:
     """All streams of one episode. Raises EpisodeSkip (with the reason) for unusable episodes.
 
-    Images are kept at most every ``min_interval_ns`` (greedy, as ``align.select_frames``) and
-    resized to ``image_size`` squared as they are read, so an episode never sits in memory at
-    full camera resolution.
+    Frames of the primary (first) camera are kept at most every ``min_interval_ns`` (greedy, as
+    ``align.select_frames``); every frame of the other cameras is kept (they are matched to the
+    primary ones later). All are resized to ``image_size`` squared as they are read, so an
+    episode never sits in memory at full camera resolution.
     """
-    images: list[np.ndarray] = []
-    image_t: list[int] = []
-    first_shape: tuple | None = None
-    state_t, states, arm, grip = [], [], [], []
+    n_views = len(topics.images)
+    images: list[list[np.ndarray]] = [[] for _ in range(n_views)]
+    image_t: list[list[int]] = [[] for _ in range(n_views)]
+    shapes: list[tuple | None] = [None] * n_views
+    state_t, states, arm, grip, objects = [], [], [], [], []
     try:
         with AnyReader([source.path], default_typestore=_TYPESTORE) as reader:
             present = {c.topic: c.msgtype for c in reader.connections}
-            image_topic = topics.image
-            if image_topic not in present and f"{image_topic}/compressed" in present:
-                image_topic = f"{image_topic}/compressed"  # image_transport's compressed stream
-            if image_topic not in present:
-                raise EpisodeSkip(f"no image topic {topics.image} (topics: {sorted(present)})")
-            for topic, types in ((image_topic, IMAGE_TYPES), (topics.action, ARM_TYPES)):
+            view_of = {_resolve_image_topic(t, present): v for v, t in enumerate(topics.images)}
+            for topic in [*view_of, topics.action]:
+                types = IMAGE_TYPES if topic in view_of else ARM_TYPES
                 if topic in present and present[topic] not in types:
                     raise EpisodeSkip(f"{topic} has type {present[topic]}, expected one of {types}")
-            wanted = {image_topic, topics.state, topics.action, topics.gripper}
+            wanted = {*view_of, topics.state, topics.action, topics.gripper}
+            if topics.object_pose:
+                if topics.object_pose not in present:
+                    raise EpisodeSkip(f"no object pose topic {topics.object_pose}")
+                wanted.add(topics.object_pose)
             conns = [c for c in reader.connections if c.topic in wanted]
             for conn, t, raw in reader.messages(connections=conns):
-                if conn.topic == image_topic and image_t and t - image_t[-1] < min_interval_ns:
+                v = view_of.get(conn.topic)
+                if v == 0 and image_t[0] and t - image_t[0][-1] < min_interval_ns:
                     continue  # frame not needed: not even deserialized
                 msg = reader.deserialize(raw, conn.msgtype)
-                if conn.topic == image_topic:
+                if v is not None:
                     img = decode_image(msg)
-                    first_shape = first_shape or img.shape
-                    if img.shape != first_shape:
+                    shapes[v] = shapes[v] or img.shape
+                    if img.shape != shapes[v]:
                         raise EpisodeSkip(
-                            f"image size changed from {first_shape[1]}x{first_shape[0]} to "
-                            f"{img.shape[1]}x{img.shape[0]} at t={t} ns"
+                            f"{conn.topic}: image size changed from {shapes[v][1]}x{shapes[v][0]} "
+                            f"to {img.shape[1]}x{img.shape[0]} at t={t} ns"
                         )
-                    images.append(_resize(img, image_size))
-                    image_t.append(t)
+                    images[v].append(resize_rgb(img, image_size) if image_size else img)
+                    image_t[v].append(t)
                 elif conn.topic == topics.state:
                     states.append(
                         _state_from_msg(msg, topics.joint_names, topics.finger_joint_names)
@@ -220,6 +241,9 @@ def read_episode(
                     while arm and arm[-1][0] >= t:  # a new command replaces pending points
                         arm.pop()
                     arm += _arm_from_msg(msg, conn.msgtype, t, topics.joint_names)
+                elif conn.topic == topics.object_pose:
+                    p, o = msg.pose.position, msg.pose.orientation
+                    objects.append((t, [p.x, p.y, p.z, o.w, o.x, o.y, o.z]))
                 else:
                     grip.append((t, float(msg.data)))
     except EpisodeSkip:
@@ -228,30 +252,29 @@ def read_episode(
         raise EpisodeSkip(f"bad image: {e}") from e
     except Exception as e:  # truncated/corrupt files: rosbags and mcap raise many types
         raise EpisodeSkip(f"cannot read bag ({type(e).__name__}: {e})") from e
-    for what, stream in (
-        ("image", image_t),
-        ("joint state", state_t),
-        ("arm command", arm),
-        ("gripper command", grip),
+    for v, topic in enumerate(topics.images):
+        if not image_t[v]:
+            raise EpisodeSkip(f"no image messages on {topic}")
+    for what, stream, topic in (
+        ("joint state", state_t, topics.state),
+        ("arm command", arm, topics.action),
+        ("gripper command", grip, topics.gripper),
     ):
         if not stream:
-            topic = {
-                "image": topics.image,
-                "joint state": topics.state,
-                "arm command": topics.action,
-            }.get(what, topics.gripper)
             raise EpisodeSkip(f"no {what} messages on {topic}")
     arm.sort(key=lambda a: a[0])
     grip.sort(key=lambda g: g[0])
-    order = np.argsort(image_t, kind="stable")
+    orders = [np.argsort(t, kind="stable") for t in image_t]
     s_order = np.argsort(state_t, kind="stable")
     return EpisodeStreams(
-        image_times=np.asarray(image_t, np.int64)[order],
-        images=[images[i] for i in order],
+        image_times=[np.asarray(t, np.int64)[o] for t, o in zip(image_t, orders, strict=True)],
+        images=[[imgs[i] for i in o] for imgs, o in zip(images, orders, strict=True)],
         state_times=np.asarray(state_t, np.int64)[s_order],
         states=np.asarray(states)[s_order],
         arm_times=np.asarray([a[0] for a in arm], np.int64),
         arm_targets=np.stack([a[1] for a in arm]),
         gripper_times=np.asarray([g[0] for g in grip], np.int64),
         gripper_targets=np.asarray([g[1] for g in grip]),
+        object_times=np.asarray([o[0] for o in objects], np.int64) if objects else None,
+        object_poses=np.asarray([o[1] for o in objects]) if objects else None,
     )

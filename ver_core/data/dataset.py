@@ -15,7 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ver_core.data.align import align_episode
+from ver_core.data.align import (
+    AlignedSamples,
+    align_episode,
+    latest_at_or_before,
+    match_views,
+)
 from ver_core.data.bag_reader import (
     EpisodeSkip,
     EpisodeSource,
@@ -25,12 +30,14 @@ from ver_core.data.bag_reader import (
 )
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2  # bump whenever reading or alignment changes what is cached
+CACHE_VERSION = 3  # bump whenever reading or alignment changes what is cached
+VIEW_TOLERANCE_S = 0.05  # views whose frames lie further apart do not form a sample
 
 
 @dataclass
 class DemoData:
-    """images (N, s, s, 3) uint8; states (N, 8); actions (N, H, 8); episode (N,) index into names."""
+    """images (N, V, s, s, 3) uint8, one view per camera (order of ``cameras``); states (N, 8);
+    actions (N, H, 8); episode (N,) index into names."""
 
     images: np.ndarray
     states: np.ndarray
@@ -39,6 +46,18 @@ class DemoData:
     episode_names: list[str]
     skipped: list[tuple[str, str]]  # (episode, reason)
     key: str = ""  # cache key of the bags + settings this came from
+    cameras: list[str] | None = None  # camera names of the views (None: one unnamed view)
+    object_pose: np.ndarray | None = None  # (N, 7) sim-only object pose (topics.object_pose)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 5:
+            raise ValueError(f"DemoData.images must be (N, V, s, s, 3), got {self.images.shape}")
+        if self.cameras is not None and len(self.cameras) != self.images.shape[1]:
+            raise ValueError(f"{len(self.cameras)} camera names for {self.images.shape[1]} views")
+
+    @property
+    def num_views(self) -> int:
+        return int(self.images.shape[1])
 
     def __len__(self) -> int:
         return len(self.states)
@@ -53,6 +72,8 @@ class DemoData:
             self.episode_names,
             self.skipped,
             f"{self.key}-{hashlib.sha256(str(episodes).encode()).hexdigest()[:8]}",
+            self.cameras,
+            None if self.object_pose is None else self.object_pose[mask],
         )
 
 
@@ -80,8 +101,11 @@ def load_demos(
     include_failed: bool = False,
     cache_dir: str | Path | None = None,
 ) -> DemoData:
-    """Read, align and cache every episode. Unusable episodes are skipped with a logged reason.
+    """Read, align and cache every episode. Unusable episodes are skipped with a logged reason
+    naming the episode and the problem (a camera topic it lacks, say).
 
+    Each sample is a frame of the primary camera (``topics.images[0]``) with, for every other
+    camera, its frame nearest in time (within ``VIEW_TOLERANCE_S``; samples without are dropped).
     Raises FileNotFoundError when there are no episodes, ValueError when none is usable.
     """
     sources = find_episodes(root)
@@ -91,6 +115,7 @@ def load_demos(
         "rate": control_rate_hz,
         "image_size": image_size,
         "include_failed": include_failed,
+        "view_tolerance_s": VIEW_TOLERANCE_S,
     }
     key = cache_key(sources, settings)
     cache = Path(cache_dir) / f"demos_{key}.npz" if cache_dir else None
@@ -98,7 +123,7 @@ def load_demos(
         log.info("demo cache hit: %s", cache)
         return _read_cache(cache, key)
     min_interval = int(0.9e9 / control_rate_hz)  # one frame per control step (camera jitter slack)
-    parts, names, skipped = [], [], []
+    parts, names, skipped, objects = [], [], [], []
     for src in sources:
         reason = None
         if src.meta.get("_meta_error"):
@@ -109,7 +134,7 @@ def load_demos(
             try:
                 s = read_episode(src, topics, min_interval_ns=min_interval, image_size=image_size)
                 aligned = align_episode(
-                    s.image_times,
+                    s.image_times[0],
                     s.state_times,
                     s.states,
                     s.arm_times,
@@ -121,6 +146,13 @@ def load_demos(
                 )
                 if len(aligned) == 0:
                     reason = "no image frame has both a joint state and an arm command before it"
+                else:
+                    views, aligned = _match_other_views(s, aligned, topics)
+                    if len(aligned) == 0:
+                        reason = (
+                            f"no frame of {topics.images[0]} has frames of every other camera "
+                            f"within {VIEW_TOLERANCE_S * 1e3:.0f} ms"
+                        )
             except EpisodeSkip as e:
                 reason = str(e)
         if reason is not None:
@@ -129,8 +161,14 @@ def load_demos(
             continue
         ep = len(names)
         names.append(str(src.path))
-        imgs = np.stack([s.images[i] for i in aligned.image_index])
+        imgs = np.stack(
+            [np.stack([s.images[v][i] for v, i in enumerate(row)]) for row in views]
+        )  # (M, V, s, s, 3)
         parts.append((imgs, aligned.states, aligned.actions, np.full(len(aligned), ep, np.int32)))
+        if topics.object_pose:
+            t = s.image_times[0][aligned.image_index]
+            k = np.maximum(latest_at_or_before(s.object_times, t), 0)
+            objects.append(s.object_poses[k].astype(np.float32))
     if not parts:
         detail = "; ".join(f"{n}: {r}" for n, r in skipped)
         raise ValueError(f"no usable episode under {root} ({len(skipped)} skipped: {detail})")
@@ -139,10 +177,24 @@ def load_demos(
         episode_names=names,
         skipped=skipped,
         key=key,
+        cameras=topics.cameras,
+        object_pose=np.concatenate(objects) if objects else None,
     )
     if cache is not None:
         _write_cache(cache, data)
     return data
+
+
+def _match_other_views(s, aligned, topics: TopicConfig):
+    """Per sample, the frame index of every camera (M, V), and the samples that have them all."""
+    primary_t = s.image_times[0][aligned.image_index]  # (M,)
+    cols = [aligned.image_index]
+    for v in range(1, len(topics.images)):
+        cols.append(match_views(primary_t, s.image_times[v], int(VIEW_TOLERANCE_S * 1e9)))
+    index = np.stack(cols, axis=1)  # (M, V)
+    keep = np.all(index >= 0, axis=1)
+    kept = AlignedSamples(aligned.image_index[keep], aligned.states[keep], aligned.actions[keep])
+    return index[keep], kept
 
 
 def _write_cache(path: Path, data: DemoData) -> None:
@@ -154,7 +206,12 @@ def _write_cache(path: Path, data: DemoData) -> None:
         states=data.states,
         actions=data.actions,
         episode=data.episode,
-        meta=np.array(json.dumps({"names": data.episode_names, "skipped": data.skipped})),
+        **({} if data.object_pose is None else {"object_pose": data.object_pose}),
+        meta=np.array(
+            json.dumps(
+                {"names": data.episode_names, "skipped": data.skipped, "cameras": data.cameras}
+            )
+        ),
     )
     tmp.replace(path)
     log.info("wrote demo cache %s", path)
@@ -171,4 +228,6 @@ def _read_cache(path: Path, key: str) -> DemoData:
             meta["names"],
             [tuple(s) for s in meta["skipped"]],
             key,
+            meta.get("cameras"),
+            z["object_pose"] if "object_pose" in z.files else None,
         )

@@ -94,8 +94,14 @@ def write_synthetic_episode(
     camera_hz: float = 15.0,
     skip_topics: tuple[str, ...] = (),
     joint_names: list[str] | None = None,
+    view_sizes: list[tuple[int, int]] | None = None,
+    view_offset_ns: int = 0,
 ) -> Path:
-    """Write one episode bag directory (+ episode.json unless ``success`` is None)."""
+    """Write one episode bag directory (+ episode.json unless ``success`` is None).
+
+    One image stream per topic of ``topics.images`` (each view shifted a little so views
+    differ; ``view_sizes`` gives each its own (W, H); ``view_offset_ns`` staggers their stamps
+    as unsynchronized cameras do)."""
     topics = topics or TopicConfig()
     names = joint_names or topics.joint_names
     path = Path(path)
@@ -141,11 +147,13 @@ def write_synthetic_episode(
         )
         events.append((ns, topics.state, "sensor_msgs/msg/JointState", msg))
     img_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-    for s in np.arange(0.02, seconds, 1 / camera_hz):
-        ns = t0 + int(s * 1e9)
-        k = max(0, np.searchsorted(sec, s) - 1)
-        img = render_scene(q[k, 0], grip[k], image_size)
-        events.append((ns, topics.image, img_type, image_message(img, ns, encoding, compressed)))
+    for view, topic in enumerate(topics.images):
+        size = view_sizes[view] if view_sizes else image_size
+        for s in np.arange(0.02, seconds, 1 / camera_hz):
+            ns = t0 + int(s * 1e9) + view * view_offset_ns
+            k = max(0, np.searchsorted(sec, s) - 1)
+            img = render_scene(q[k, 0] + 0.3 * view, grip[k], size)
+            events.append((ns, topic, img_type, image_message(img, ns, encoding, compressed)))
     events.sort(key=lambda e: e[0])
     with Writer(path, version=9, storage_plugin=_STORAGE[storage]) as writer:
         conns = {}

@@ -2,15 +2,17 @@
 
 from ver_core.deploy.chunk import ActionChunk, uniform_offsets
 from ver_core.deploy.ensemble import SMOOTHING_MODES, ChunkSmoother, SmoothingConfig
-from ver_core.deploy.freshness import FreshnessGate
+from ver_core.deploy.freshness import DEFAULT_BUDGET, FreshnessGate, StalenessBudget
 from ver_core.deploy.latency import LatencyStats
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "SMOOTHING_MODES",
     "ActionChunk",
     "ChunkSmoother",
     "FreshnessGate",
     "LatencyStats",
     "SmoothingConfig",
+    "StalenessBudget",
     "uniform_offsets",
 ]

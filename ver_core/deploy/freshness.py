@@ -1,10 +1,38 @@
-"""Stale-frame policy: process the newest frame or nothing, never a queue of old ones."""
+"""Staleness, in one place: the budget every stage applies, and the newest-frame-only filter.
+
+``StalenessBudget`` is the one rule of the command path: nothing acts on a camera frame older than
+``observation_s`` or a joint state older than ``joint_state_s``. The encoder and policy drop
+older inputs (``FreshnessGate``), the safety gate holds when the chunk's observation or the last
+joint state exceeds it, so the arm stops at most ``observation_s`` after the last camera frame
+whatever stage the frame got stuck in. The ROS nodes read it from the parameters
+``observation_budget_s`` / ``joint_state_budget_s``, set once for all nodes (``/**``) in
+config/franka_pick.yaml.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-__all__ = ["FreshnessGate"]
+__all__ = ["DEFAULT_BUDGET", "FreshnessGate", "StalenessBudget"]
+
+
+@dataclass(frozen=True)
+class StalenessBudget:
+    """observation_s: camera frame age (s) beyond which nothing may act on it;
+    joint_state_s: the same for the measured joint state."""
+
+    observation_s: float = 0.25
+    joint_state_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("observation_s", "joint_state_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= 10.0):
+                raise ValueError(f"staleness budget {name} must be in (0, 10] s, got {value}")
+
+
+DEFAULT_BUDGET = StalenessBudget()
 
 
 @dataclass

@@ -1,14 +1,17 @@
-"""What the encoder and policy nodes compute, without ROS: image -> routed tokens -> chunk.
+"""What the encoder and policy nodes compute, without ROS: camera views -> routed tokens -> chunk.
 
-``Perception``: uint8 RGB -> preprocess -> encoder (backend with fallback) -> tokens (N, D)
-float32 + expert choices (L, P, K). ``ChunkPredictor``: tokens + state -> ``ActionChunk``
-scheduled against the observation time, smoothed at chunk boundaries. Both time their stages
-into a shared ``LatencyStats`` (stage names: preprocess, encode, route, policy, smooth).
+``Perception``: the uint8 RGB views of one observation (one per camera, any size) -> resize +
+normalize -> encoder (``RoutedEncoder`` on the chosen backend, all views in one batch) -> tokens
+(V, N, D) float32 + expert choices (V, L, P, K). ``ChunkPredictor``: tokens + state ->
+``ActionChunk`` scheduled against the observation time, smoothed at chunk boundaries. Both time
+their stages into a shared ``LatencyStats`` (preprocess, encode, route, policy, smooth).
+The nodes, in-process evaluation and the benchmarks all run these two classes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,6 @@ from ver_core.deploy.chunk import ActionChunk, uniform_offsets
 from ver_core.deploy.ensemble import ChunkSmoother, SmoothingConfig
 from ver_core.deploy.latency import LatencyStats
 from ver_core.deploy.overlay import routing_overlay
-from ver_core.export.encoder_module import stack_experts
 
 __all__ = ["ChunkPredictor", "Perception", "load_policy"]
 
@@ -37,7 +39,7 @@ def load_policy(checkpoint: str | Path, device: str = "cpu", threads: int = 0):
 
 
 class Perception:
-    """Routed VER features of one camera frame."""
+    """Routed VER features of the camera views of one observation."""
 
     def __init__(
         self,
@@ -53,50 +55,45 @@ class Perception:
         self.policy = policy
         self.device = device
         self.size = int(policy.model.config.img_size)
+        self.cameras = list(policy.config.cameras)
         self.stats = stats or LatencyStats()
         self.encoder, self.backend, self.fallback_message = build_encoder(
-            policy, backend, checkpoint_dir, device, threads
+            policy, backend, checkpoint_dir, device, threads, stats=self.stats
         )
-        # the torch backend can time BVT ("encode") and routed library ("route") separately
-        self._split = self.backend == "torch"
 
-    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+    def preprocess(self, views: Sequence[np.ndarray]) -> torch.Tensor:
+        """V uint8 (H_v, W_v, 3) images -> (V, 3, S, S) normalized (each resized on its own)."""
         from ver_core.model import preprocess_images
 
+        if len(views) != len(self.cameras):
+            raise ValueError(f"expected {len(self.cameras)} views {self.cameras}, got {len(views)}")
         with self.stats.time("preprocess"):
-            return preprocess_images(rgb, self.size)  # (1, 3, S, S)
+            return torch.cat([preprocess_images(np.asarray(v), self.size) for v in views])
 
     @torch.no_grad()
-    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """rgb (H, W, 3) uint8 -> tokens (N, D) float32, experts (L, P, K) int64."""
-        x = self.preprocess(rgb)
-        if self._split:
-            model, router = self.policy.model, self.policy.router
-            x = x.to(self.device)
-            with self.stats.time("encode"):
-                bvt = model.forward_bvt(x)  # (1, N, D)
-            with self.stats.time("route"):
-                out = router(model, bvt)
-                tokens = out.tokens
-                experts = stack_experts(out.expert_index, tokens, router.top_k())  # (1, L, P, K)
+    def __call__(self, views: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """V views -> tokens (V, N, D) float32, experts (V, L, P, K) int64 (``encode+route`` is
+        timed as one stage for exported backends)."""
+        x = self.preprocess(views)
+        if self.backend == "torch":
+            tokens, experts = self.encoder(x)
         else:
             with self.stats.time("encode+route"):
                 tokens, experts = self.encoder(x)
-        return tokens[0].float().cpu().numpy(), experts[0].cpu().numpy()
+        return tokens.float().cpu().numpy(), experts.cpu().numpy()
 
     def overlay(self, rgb: np.ndarray, experts: np.ndarray) -> np.ndarray | None:
-        """(S, S, 3) uint8 tinted by the last MoE layer's top-1 expert per patch (None: no MoE
-        layer to show, a dense student)."""
-        from PIL import Image
+        """One view (H, W, 3) uint8 and its experts (L, P, K) -> (S, S, 3) uint8 tinted by the
+        last MoE layer's top-1 expert per patch (None: no MoE layer to show, a dense student)."""
+        from ver_core.data.images import resize_rgb
 
         if not len(experts):
             return None
-        small = np.asarray(Image.fromarray(rgb).resize((self.size, self.size)), dtype=np.uint8)
-        return routing_overlay(small, experts[-1])
+        return routing_overlay(resize_rgb(np.asarray(rgb), self.size), experts[-1])
 
 
 class ChunkPredictor:
-    """tokens (N, D) + state (S,) + observation time -> smoothed ``ActionChunk``."""
+    """tokens (V, N, D) + state (S,) + observation time -> smoothed ``ActionChunk``."""
 
     def __init__(
         self, policy, smoothing: SmoothingConfig | None = None, stats: LatencyStats | None = None

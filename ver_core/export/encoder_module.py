@@ -1,15 +1,23 @@
-"""The deployable encoder graph: images -> routed tokens + expert choices, as plain tensors.
+"""The one image -> routed tokens path: the deployable encoder graph of a task policy.
 
-Exporters (ONNX, torch-tensorrt) need a module whose outputs are tensors, not dataclasses, and a
-static graph: the library's sparse expert dispatch (argsort + a loop over data-dependent counts)
-does not export, so ``RoutedEncoder`` runs the same routing through the library's dense path
-(every expert on every token, masked by the router's top-K: same output, static shapes). A policy
-with new trainable experts beside the library has no dense path; it runs through
-``TaskPolicy.encode`` (torch backend only).
+``RoutedEncoder`` maps the preprocessed camera views of one observation (V, 3, S, S) to routed
+tokens (V, 1+P, D) and expert choices (V, L, P, K), as plain tensors. It is what the encoder
+node runs (through ``ver_core.deploy.Perception``), what in-process evaluation runs, and what
+``ver-export`` writes to ONNX / torch-tensorrt.
+
+Two forms of the same routing:
+- ``static_graph=True`` (default): the library's dense path (every expert on every token, masked
+  by the router's top-K): the same output as the sparse dispatch, with static shapes, so it
+  exports. A policy with new trainable experts beside the library has no dense path.
+- ``static_graph=False``: the sparse dispatch of ``TaskPolicy.encode`` (torch only).
+
+With ``stats`` (a ``LatencyStats``) set, eager calls time the BVT as ``encode`` and the routed
+library as ``route``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -34,26 +42,41 @@ def stack_experts(expert_index: Sequence[Tensor], tokens: Tensor, k: int) -> Ten
 
 
 class RoutedEncoder(nn.Module):
-    """images (B, 3, 224, 224) -> tokens (B, 1+P, D) float, experts (B, L, P, K) int64.
+    """views (V, 3, S, S) -> tokens (V, 1+P, D) float, experts (V, L, P, K) int64.
 
-    L = number of MoE layers (0 for a dense student), K = experts active per patch (the CLS
-    token's choice is dropped).
+    V = the policy's cameras in order, L = MoE layers (0 for a dense student), K = experts
+    active per patch (the CLS token's choice is dropped).
     """
 
     def __init__(self, policy: nn.Module, static_graph: bool = True) -> None:
         super().__init__()
         self.policy = policy.eval()
         self.static_graph = static_graph and exportable(policy)
+        self.stats = None  # a LatencyStats to time eager calls
+
+    def _time(self, stage: str):
+        return self.stats.time(stage) if self.stats is not None else contextlib.nullcontext()
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        if not self.static_graph:
-            out = self.policy.encode(images)
-            return out.tokens, stack_experts(
-                out.expert_index, out.tokens, self.policy.router.top_k()
-            )
-        model, router = self.policy.model, self.policy.router
-        bvt = model.forward_bvt(images)  # (B, N, D)
-        lib = model.forward_library(bvt, router=router.layers, top_k=router.top_k(), dense=True)
-        index = [info.index for info in lib.routing]
-        return lib.tokens, stack_experts(index, lib.tokens, router.top_k())  # (B, L, P, K)
+        policy = self.policy
+        model, router = policy.model, policy.router
+        k = router.top_k()
+        with self._time("encode"):
+            bvt = model.forward_bvt(images)  # (V, N, D)
+        with self._time("route"):
+            if not self.static_graph:
+                out = policy.route(bvt.unsqueeze(0))  # sparse dispatch, (1, V, N, D)
+                tokens = out.tokens[0]
+                index = [info.index[0] for info in out.routing]  # L x (V, N, K)
+                return tokens, stack_experts(index, tokens, k)
+            views = []
+            for v in range(bvt.shape[0]) if router.per_camera else [None]:
+                x = bvt if v is None else bvt[v : v + 1]
+                layers = router.router_for(v or 0).layers
+                views.append(model.forward_library(x, router=layers, top_k=k, dense=True))
+            tokens = torch.cat([o.tokens for o in views])  # (V, N, D)
+            index = [
+                torch.cat([o.routing[i].index for o in views]) for i in range(len(views[0].routing))
+            ]
+            return tokens, stack_experts(index, tokens, k)  # (V, L, P, K)

@@ -15,12 +15,19 @@ OUTPUT_NAMES = ("tokens", "experts")
 
 
 def export_onnx(
-    encoder: nn.Module, path: str | Path, image_size: int = 224, opset: int = 17
+    encoder: nn.Module,
+    path: str | Path,
+    image_size: int = 224,
+    opset: int = 17,
+    views: int | None = None,
 ) -> Path:
-    """Write ``encoder`` (images (B,3,S,S) -> tokens, experts) to ``path`` with a dynamic batch."""
+    """Write ``encoder`` (views (V,3,S,S) -> tokens, experts) to ``path``; every shape static
+    (V = the policy's camera count unless ``views`` says otherwise)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, 3, image_size, image_size)
+    if views is None:
+        views = encoder.policy.config.num_views
+    example = torch.zeros(views, 3, image_size, image_size)
     tmp = path.with_suffix(".onnx.tmp")
     torch.onnx.export(
         encoder.eval(),
@@ -28,7 +35,6 @@ def export_onnx(
         str(tmp),
         input_names=[INPUT_NAME],
         output_names=list(OUTPUT_NAMES),
-        dynamic_axes={INPUT_NAME: {0: "batch"}, "tokens": {0: "batch"}, "experts": {0: "batch"}},
         opset_version=opset,
         dynamo=False,
     )
@@ -37,7 +43,7 @@ def export_onnx(
 
 
 class OnnxEncoder:
-    """Runs an exported encoder: ``__call__(images float32 (B,3,S,S))`` -> (tokens, experts)."""
+    """Runs an exported encoder: ``__call__(views float32 (V,3,S,S))`` -> (tokens, experts)."""
 
     def __init__(
         self, path: str | Path, providers: list[str] | None = None, threads: int = 0

@@ -44,8 +44,12 @@ def build_encoder(
     checkpoint_dir: str | Path | None = None,
     device: str = "cpu",
     threads: int = 0,
+    stats=None,
 ) -> tuple[EncoderFn, str, str | None]:
-    """(encoder function, backend used, fallback message or None)."""
+    """(encoder function, backend used, fallback message or None).
+
+    The torch backend runs the sparse expert dispatch (``RoutedEncoder(static_graph=False)``),
+    timing ``encode`` and ``route`` into ``stats``; exported backends run the static graph."""
     chosen, message = select_backend(backend)
     encoder = RoutedEncoder(policy)
     export_dir = Path(checkpoint_dir) / EXPORT_DIR if checkpoint_dir else None
@@ -72,4 +76,6 @@ def build_encoder(
             else ["CPUExecutionProvider"]
         )
         return OnnxEncoder(path, providers=providers, threads=threads), chosen, message
-    return _torch_encoder(encoder, device), "torch", message
+    eager = RoutedEncoder(policy, static_graph=False)
+    eager.stats = stats
+    return _torch_encoder(eager, device), "torch", message

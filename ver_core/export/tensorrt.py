@@ -31,9 +31,12 @@ def _import_trt():
 
 
 def compile_tensorrt(
-    encoder: nn.Module, image_size: int = 224, precision: str = "fp16", batch: int = 1
+    encoder: nn.Module, image_size: int = 224, precision: str = "fp16", batch: int | None = None
 ):
-    """Compile ``encoder`` for a (batch, 3, S, S) CUDA input; returns the compiled module."""
+    """Compile ``encoder`` for a (V, 3, S, S) CUDA input (V = the policy's cameras unless
+    ``batch`` says otherwise); returns the compiled module."""
+    if batch is None:
+        batch = encoder.policy.config.num_views
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     trt = _import_trt()
@@ -51,6 +54,7 @@ def compile_tensorrt(
 def save_tensorrt(
     compiled: nn.Module, path: str | Path, image_size: int = 224, batch: int = 1
 ) -> Path:
+    """Save a compiled encoder as an exported program for (batch, 3, S, S) inputs."""
     trt = _import_trt()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +74,7 @@ def load_tensorrt(path: str | Path) -> nn.Module:
 
 
 class TensorRTEncoder:
-    """``__call__(images (B,3,S,S))`` -> (tokens, experts) on the GPU, returned on the CPU."""
+    """``__call__(views (V,3,S,S))`` -> (tokens, experts) on the GPU, returned on the CPU."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module

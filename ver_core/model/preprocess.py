@@ -14,8 +14,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def preprocess_images(images: np.ndarray | Tensor, size: int = 224) -> Tensor:
     """uint8 RGB (H, W, 3) or (B, H, W, 3) -> float (B, 3, size, size), ImageNet-normalized.
 
-    Non-square images are resized to the square (the camera's full field of view is kept).
+    Images of another size are resized with ``ver_core.data.images.resize_rgb``, the resize the
+    training data went through (non-square frames are squashed: the full field of view is kept).
     """
+    if isinstance(images, np.ndarray) and images.shape[-3:-1] != (size, size):
+        from ver_core.data.images import resize_rgb
+
+        batch = images[None] if images.ndim == 3 else images
+        images = np.stack([resize_rgb(im, size) for im in batch])
     x = torch.as_tensor(images)
     if x.ndim == 3:
         x = x.unsqueeze(0)

@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ver_core.policy.normalization import ACTION_MODES
+from ver_core.robot import DEFAULT_FINGERS as _FINGERS
+from ver_core.robot import DEFAULT_JOINTS as _JOINTS
+from ver_core.robot import camera_names
 from ver_core.router import RouterConfig
 
-DEFAULT_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
-DEFAULT_FINGERS = ["fr3_finger_joint1", "fr3_finger_joint2"]
+DEFAULT_JOINTS = list(_JOINTS)
+DEFAULT_FINGERS = list(_FINGERS)
+SCENE_TOPIC = "/camera/camera/color/image_raw"
 HEADS = ("mlp", "diffusion")
 NECKS = ("conv", "spatial", "attention")
 
@@ -22,6 +26,11 @@ class TaskConfig:
     State (S = 8): 7 arm joint positions (rad, order of ``joint_names``) + gripper width (m, the sum
     of the two finger joints). Action (8): 7 joint position targets (rad) + gripper width (m),
     predicted as chunks of ``chunk_len`` steps at ``control_rate_hz``.
+
+    Cameras: one per entry of ``image_topics`` (the first is the primary view), named by their
+    namespace (``ver_core.robot.camera_name``). Every view goes through the same frozen library;
+    ``router_per_camera`` gives each camera its own Robot Router instead of one shared by all;
+    each camera has its own neck, and the head sees all of them with the proprioception.
     """
 
     model: str = "ver_tiny"
@@ -41,12 +50,19 @@ class TaskConfig:
     joint_names: list[str] = field(default_factory=lambda: list(DEFAULT_JOINTS))
     gripper_max_width: float = 0.08  # m, full opening of the hand (normalization range)
     finger_joint_names: list[str] = field(default_factory=lambda: list(DEFAULT_FINGERS))
-    image_topic: str = "/camera/camera/color/image_raw"
+    image_topics: list[str] = field(default_factory=lambda: [SCENE_TOPIC])
+    router_per_camera: bool = False
     state_topic: str = "/joint_states"
     action_topic: str = "/fr3_arm_controller/joint_trajectory"
     gripper_topic: str = "/gripper/command"
 
     def __post_init__(self) -> None:
+        if isinstance(self.image_topics, str):
+            self.image_topics = [self.image_topics]
+        self.image_topics = list(self.image_topics)
+        if not self.image_topics:
+            raise ValueError("image_topics needs at least one camera topic")
+        camera_names(self.image_topics)  # one namespace per camera
         if isinstance(self.router, dict):
             self.router = RouterConfig(**self.router)
         if self.head not in HEADS:
@@ -72,6 +88,15 @@ class TaskConfig:
                 raise ValueError(f"{name} must be >= 1")
 
     @property
+    def cameras(self) -> list[str]:
+        """Camera names, in view order (``camera``, ``wrist_camera``, ...)."""
+        return camera_names(self.image_topics)
+
+    @property
+    def num_views(self) -> int:
+        return len(self.image_topics)
+
+    @property
     def state_dim(self) -> int:
         return len(self.joint_names) + 1
 
@@ -89,6 +114,9 @@ class TaskConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskConfig:
+        data = dict(data)
+        if "image_topic" in data:  # one-camera checkpoints (before image_topics)
+            data.setdefault("image_topics", [data.pop("image_topic")])
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -1,9 +1,13 @@
-"""TaskPolicy: frozen VER library + Robot Router + neck + action head, saved as a task checkpoint.
+"""TaskPolicy: frozen VER library + Robot Router + necks + action head, saved as a task checkpoint.
 
 Checkpoint directory (self-contained; what the encoder/policy nodes and ver-eval load):
-    config.json        {"format": "ver-task", "version": 1, "task": TaskConfig, "model": VERConfig}
-    model.safetensors  library (BVT + experts) + router (+ new experts) + neck + head weights
+    config.json        {"format": "ver-task", "version": 2, "task": TaskConfig, "model": VERConfig}
+    model.safetensors  library (BVT + experts) + routers (+ new experts) + necks + head weights
     stats.json         NormStats (state mean/std, action min/max)
+
+Observations have V camera views (``config.cameras``). Token tensors are (B, V, N, D); a
+(B, N, D) tensor is accepted as one view. Version-1 checkpoints (one camera, keys ``router.*``
+and ``neck.*``) load unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from ver_core.policy.config import TaskConfig
 from ver_core.policy.heads import build_head
 from ver_core.policy.neck import build_neck
 from ver_core.policy.normalization import ActionNormalization, NormStats
-from ver_core.router import RobotRouter
+from ver_core.router import ViewRouter
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +43,32 @@ FORMAT = "ver-task"
 
 @dataclass
 class RoutedFeatures:
-    """tokens (B, 1+P, D) after the routed library; expert_index: per MoE layer (B, P, K) (patches)."""
+    """tokens (B, V, 1+P, D) after the routed library; expert_index: per MoE layer (B, V, P, K)
+    (patches only)."""
 
     tokens: Tensor
     expert_index: list[Tensor]
+
+
+def as_views(tokens: Tensor) -> Tensor:
+    """(B, N, D) -> (B, 1, N, D); (B, V, N, D) unchanged."""
+    if tokens.ndim == 3:
+        return tokens.unsqueeze(1)
+    if tokens.ndim != 4:
+        raise ValueError(f"expected tokens (B, V, N, D) or (B, N, D), got {tuple(tokens.shape)}")
+    return tokens
+
+
+def _upgrade_v1_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A version-1 (one camera) state dict -> the view-aware layout."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("router.") and not key.startswith("router.routers."):
+            key = "router.routers.0." + key[len("router.") :]
+        elif key.startswith("neck."):
+            key = "necks.0." + key[len("neck.") :]
+        out[key] = value
+    return out
 
 
 def build_task_head(config: TaskConfig) -> nn.Module:
@@ -58,7 +84,7 @@ def build_task_head(config: TaskConfig) -> nn.Module:
     )
     return build_head(
         config.head,
-        config.neck_dim + config.state_dim,
+        config.num_views * config.neck_dim + config.state_dim,
         config.hidden_dim,
         config.chunk_len,
         config.action_dim,
@@ -74,8 +100,11 @@ class TaskPolicy(ActionNormalization, nn.Module):
         self.config = config
         self.model = model.requires_grad_(False).eval()
         mc = model.config
-        self.router = RobotRouter(mc, config.router)
-        self.neck = build_neck(config.neck, mc.embed_dim, mc.grid_size, config.neck_dim)
+        self.router = ViewRouter(mc, config.router, config.num_views, config.router_per_camera)
+        self.necks = nn.ModuleList(
+            build_neck(config.neck, mc.embed_dim, mc.grid_size, config.neck_dim)
+            for _ in config.cameras
+        )
         self.head = build_task_head(config)
         self.stats = stats or NormStats.identity(config.state_dim, config.action_dim)
         for name, t in self.stats.tensors().items():
@@ -121,10 +150,10 @@ class TaskPolicy(ActionNormalization, nn.Module):
         return cls(config, model, stats)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Router (+ new experts) + neck + head; the library stays frozen."""
+        """Routers (+ new experts) + necks + head; the library stays frozen."""
         return [
             p
-            for m in (self.router, self.neck, self.head)
+            for m in (self.router, self.necks, self.head)
             for p in m.parameters()
             if p.requires_grad
         ]
@@ -142,7 +171,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
             "library_experts": rep.experts,
             "robot_router": routers,
             "new_experts": self.router.parameter_count() - routers,
-            "neck": sum(p.numel() for p in self.neck.parameters()),
+            "neck": sum(p.numel() for p in self.necks.parameters()),
             "head": sum(p.numel() for p in self.head.parameters()),
             "router_percent_of_model": 100.0 * routers / max(total, 1),
         }
@@ -152,7 +181,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": FORMAT,
-            "version": 1,
+            "version": 2,
             "task": self.config.to_dict(),
             "model": self.model.config.to_dict(),
         }
@@ -188,6 +217,8 @@ class TaskPolicy(ActionNormalization, nn.Module):
             state = load_file(str(weights), device=str(map_location))
         except Exception as e:  # safetensors raises its own error types
             raise ValueError(f"cannot read {weights}: {e}") from e
+        if payload.get("version", 1) < 2:
+            state = _upgrade_v1_keys(state)
         missing, unexpected = policy.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(
@@ -197,39 +228,55 @@ class TaskPolicy(ActionNormalization, nn.Module):
 
     # ------------------------------------------------------------------ compute
     def route(self, bvt_tokens: Tensor, step: int | None = None) -> LibraryOutput:
-        """BVT tokens (B, 1+P, D) -> routed library output (K annealed by ``step`` when training)."""
-        return self.router(self.model, bvt_tokens, step)
+        """BVT tokens (B, V, 1+P, D) -> routed library output, tokens (B, V, 1+P, D) (K annealed by
+        ``step`` when training)."""
+        return self.router(self.model, as_views(bvt_tokens), step)
 
     def condition(self, tokens: Tensor, state: Tensor) -> Tensor:
-        """Routed tokens (B, 1+P, D) + raw state (B, S) -> head input (B, F + S)."""
+        """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> head input (B, V * F + S)."""
+        tokens = as_views(tokens)
+        if tokens.shape[1] != self.config.num_views:
+            raise ValueError(
+                f"policy has {self.config.num_views} camera views {self.config.cameras}, "
+                f"got tokens of {tokens.shape[1]}"
+            )
         if state.ndim != 2 or state.shape[1] != self.config.state_dim:
             raise ValueError(
                 f"state must be (B, {self.config.state_dim}), got {tuple(state.shape)}"
             )
         state_n = (state.to(tokens.dtype) - self.state_mean) / self.state_std
-        return torch.cat([self.neck(tokens), state_n], dim=-1)
+        views = [neck(tokens[:, v]) for v, neck in enumerate(self.necks)]  # V x (B, F)
+        return torch.cat([*views, state_n], dim=-1)
 
     def loss(
         self, bvt_tokens: Tensor, state: Tensor, actions: Tensor, step: int | None = None
     ) -> Tensor:
-        """Training loss: BVT tokens (B, N, D), raw state (B, S), raw action chunks (B, H, A)."""
+        """Training loss: BVT tokens (B, V, N, D), raw state (B, S), raw action chunks (B, H, A)."""
         return self.loss_from_tokens(self.route(bvt_tokens, step).tokens, state, actions)
 
     def loss_from_tokens(self, tokens: Tensor, state: Tensor, actions: Tensor) -> Tensor:
-        """Neck + head loss from routed tokens (B, 1+P, D) (the router fixed or bypassed)."""
+        """Necks + head loss from routed tokens (B, V, 1+P, D) (the router fixed or bypassed)."""
         return self.head.loss(self.condition(tokens, state), self.normalize_actions(actions, state))
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> RoutedFeatures:
-        """Preprocessed images (B, 3, S, S) -> RoutedFeatures (tokens (B, 1+P, D), index (B, P, K))."""
-        out = self.route(self.model.forward_bvt(images))
-        return RoutedFeatures(tokens=out.tokens, expert_index=[i[:, 1:] for i in out.expert_index])
+        """Preprocessed images (B, V, 3, S, S) (or (B, 3, S, S): one view) -> RoutedFeatures.
+
+        All views of all observations run through the BVT as one batch."""
+        if images.ndim == 4:
+            images = images.unsqueeze(1)
+        b, v = images.shape[:2]
+        bvt = self.model.forward_bvt(images.flatten(0, 1)).unflatten(0, (b, v))  # (B, V, N, D)
+        out = self.route(bvt)
+        return RoutedFeatures(
+            tokens=out.tokens, expert_index=[i.index[:, :, 1:] for i in out.routing]
+        )
 
     @torch.no_grad()
     def predict_chunk(
         self, tokens: Tensor, state: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Routed tokens (B, 1+P, D) + raw state (B, S) -> raw action chunk (B, H, 8).
+        """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> raw action chunk (B, H, 8).
 
         Normalized predictions are clipped to [-1, 1]: never beyond the demonstrated range of
         targets (with ``action_mode`` delta: never a bigger offset from the measured joints).

@@ -5,7 +5,15 @@ from ver_core.router.robot_router import (
     ExtendedExpertLayer,
     RobotRouter,
     RouterConfig,
+    ViewRouter,
 )
 from ver_core.router.schedule import annealed_top_k
 
-__all__ = ["ROUTING_MODES", "ExtendedExpertLayer", "RobotRouter", "RouterConfig", "annealed_top_k"]
+__all__ = [
+    "ROUTING_MODES",
+    "ExtendedExpertLayer",
+    "RobotRouter",
+    "RouterConfig",
+    "ViewRouter",
+    "annealed_top_k",
+]

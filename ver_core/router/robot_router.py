@@ -181,3 +181,79 @@ class RobotRouter(nn.Module):
 
     def router_parameter_count(self) -> int:
         return sum(p.numel() for p in self.layers.parameters())
+
+
+class ViewRouter(nn.Module):
+    """Routes every camera view of an observation through the frozen library.
+
+    ``per_camera=False``: one Robot Router shared by all views, which run as one batch (B*V).
+    ``per_camera=True``: a Robot Router per camera (the views still share the frozen library).
+    Shapes: B batch, V views, N = 1 + P tokens, D width, K experts per token.
+    """
+
+    def __init__(
+        self, model_config, config: RouterConfig, num_views: int = 1, per_camera: bool = False
+    ) -> None:
+        super().__init__()
+        if num_views < 1:
+            raise ValueError(f"num_views must be >= 1, got {num_views}")
+        self.config = config
+        self.num_views = num_views
+        self.per_camera = bool(per_camera and num_views > 1)
+        self.routers = nn.ModuleList(
+            RobotRouter(model_config, config) for _ in range(num_views if self.per_camera else 1)
+        )
+
+    @property
+    def num_experts(self) -> int:
+        return self.routers[0].num_experts
+
+    @property
+    def new_experts(self) -> nn.ModuleList:
+        """The new experts of the first router (empty when there are none): tells exporters
+        whether the routing has a static-graph form."""
+        return self.routers[0].new_experts
+
+    def top_k(self, step: int | None = None) -> int:
+        return self.routers[0].top_k(step)
+
+    def router_for(self, view: int) -> RobotRouter:
+        return self.routers[view if self.per_camera else 0]
+
+    def forward(
+        self, model: VisionExpertTransformer, tokens: Tensor, step: int | None = None
+    ) -> LibraryOutput:
+        """BVT tokens (B, V, N, D) -> routed tokens (B, V, N, D); routing per MoE layer with
+        logits/probs/index of shape (B, V, ...)."""
+        if tokens.ndim != 4 or tokens.shape[1] != self.num_views:
+            raise ValueError(
+                f"expected BVT tokens (B, {self.num_views}, N, D), got {tuple(tokens.shape)}"
+            )
+        b, v = tokens.shape[:2]
+        if not self.per_camera:
+            out = self.routers[0](model, tokens.flatten(0, 1), step)  # (B*V, N, D)
+            routing = [
+                RoutingInfo(
+                    logits=r.logits.unflatten(0, (b, v)),
+                    probs=r.probs.unflatten(0, (b, v)),
+                    index=r.index.unflatten(0, (b, v)),
+                )
+                for r in out.routing
+            ]
+            return LibraryOutput(tokens=out.tokens.unflatten(0, (b, v)), routing=routing)
+        outs = [self.routers[i](model, tokens[:, i], step) for i in range(v)]
+        routing = [
+            RoutingInfo(
+                logits=torch.stack([o.routing[layer].logits for o in outs], dim=1),
+                probs=torch.stack([o.routing[layer].probs for o in outs], dim=1),
+                index=torch.stack([o.routing[layer].index for o in outs], dim=1),
+            )
+            for layer in range(len(outs[0].routing))
+        ]
+        return LibraryOutput(tokens=torch.stack([o.tokens for o in outs], dim=1), routing=routing)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def router_parameter_count(self) -> int:
+        return sum(r.router_parameter_count() for r in self.routers)

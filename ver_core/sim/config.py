@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["CAMERA_POS", "CAMERA_TARGET", "SimConfig", "SEG_CLASSES"]
+__all__ = ["CAMERA_POS", "CAMERA_TARGET", "CAMERAS", "SimConfig", "SEG_CLASSES"]
 
 # The default camera: in front of the robot, looking down at the cube's workspace.
 CAMERA_POS = (1.6, 0.0, 1.0)
 CAMERA_TARGET = (0.3, 0.0, 0.28)
+
+# The cameras of the pick world, by the name of their ROS namespace (realsense-ros naming:
+# /<name>/camera/color/image_raw): the fixed scene camera and the D405-like camera on the hand.
+CAMERAS = ("camera", "wrist_camera")
 
 # Segmentation class ids returned by FrankaPickEnv.render_segmentation() (int32 per pixel).
 SEG_CLASSES: dict[str, int] = {
@@ -38,6 +42,10 @@ class SimConfig:
     msaa_samples: offscreen multisampling (0 = none, ~1.7x faster software rendering than 4).
     camera_pos / camera_target: where the camera sits and the point it looks at (m, world frame,
         robot base at the origin, table top at z = 0); match them to a real rig's camera.
+    wrist_width / wrist_height: render size of the wrist camera (640x480 like a D405).
+    wrist_fovy_deg: its vertical field of view (a D405: about 58 degrees).
+    wrist_pos: its mount in the flange frame (m; x forward, z along the fingers).
+    wrist_tilt_deg: how far its optical axis leans toward the fingers.
     """
 
     width: int = 640
@@ -54,10 +62,35 @@ class SimConfig:
     msaa_samples: int = 0
     camera_pos: tuple[float, float, float] = CAMERA_POS
     camera_target: tuple[float, float, float] = CAMERA_TARGET
+    wrist_width: int = 640
+    wrist_height: int = 480
+    wrist_fovy_deg: float = 58.0
+    wrist_pos: tuple[float, float, float] = (0.07, 0.0, 0.06)
+    wrist_tilt_deg: float = 10.0
+
+    def size_of(self, camera: str) -> tuple[int, int]:
+        """(width, height) of ``camera``'s renders."""
+        if camera == "camera":
+            return self.width, self.height
+        if camera == "wrist_camera":
+            return self.wrist_width, self.wrist_height
+        raise ValueError(f"unknown camera {camera!r}; the sim has {CAMERAS}")
 
     def __post_init__(self) -> None:
-        if not (16 <= self.width <= 1280 and 16 <= self.height <= 960):
-            raise ValueError(f"render size {self.width}x{self.height} outside 16x16 .. 1280x960")
+        for w, h in ((self.width, self.height), (self.wrist_width, self.wrist_height)):
+            if not (16 <= w <= 1280 and 16 <= h <= 960):
+                raise ValueError(f"render size {w}x{h} outside 16x16 .. 1280x960")
+        if not 20.0 <= self.wrist_fovy_deg <= 120.0:
+            raise ValueError(f"wrist_fovy_deg must be in [20, 120], got {self.wrist_fovy_deg}")
+        if not -45.0 <= self.wrist_tilt_deg <= 60.0:
+            raise ValueError(f"wrist_tilt_deg must be in [-45, 60], got {self.wrist_tilt_deg}")
+        self.wrist_pos = tuple(float(v) for v in self.wrist_pos)
+        if len(self.wrist_pos) != 3 or not all(
+            math.isfinite(v) and abs(v) <= 0.3 for v in self.wrist_pos
+        ):
+            raise ValueError(
+                f"wrist_pos needs 3 finite coordinates within 0.3 m, got {self.wrist_pos}"
+            )
         if self.msaa_samples not in (0, 2, 4, 8):
             raise ValueError(f"msaa_samples must be 0, 2, 4 or 8, got {self.msaa_samples}")
         if self.fy_at_480 <= 0:

@@ -1,11 +1,14 @@
-"""FrankaPickEnv: a Panda on a table, a cube to pick and lift, one fixed RealSense-like camera.
+"""FrankaPickEnv: a Panda on a table, a cube to pick and lift, a fixed RealSense-like scene camera
+and a D405-like camera on the hand.
 
 Joint positions are in Franka's convention (see ``scene.JOINT_OFFSET``); the gripper is driven
 and reported as an opening width in m (0 closed .. 0.08 open), each finger at width / 2.
 
-Rendering is headless (set ``MUJOCO_GL=egl`` before importing mujoco; osmesa also works):
-``render()`` RGB uint8 (H, W, 3), ``render_depth()`` float32 metres (H, W),
-``render_segmentation()`` int32 class ids (H, W), ids in ``config.SEG_CLASSES``.
+Rendering is headless (set ``MUJOCO_GL=egl`` before importing mujoco; osmesa also works), per
+camera by name (``camera``: the scene camera, the default; ``wrist_camera``: on the hand):
+``render(camera)`` RGB uint8 (H, W, 3), ``render_depth(camera)`` float32 metres (H, W),
+``render_segmentation(camera)`` int32 class ids (H, W), ids in ``config.SEG_CLASSES``;
+``render_views(cameras)`` every named camera's RGB image in one dict.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from ver_core.sim.config import SEG_CLASSES, SimConfig
+from ver_core.sim.config import CAMERAS, SEG_CLASSES, SimConfig
 from ver_core.sim.scene import (
     CAMERA_NAME,
     CUBE_HALF,
@@ -24,6 +27,7 @@ from ver_core.sim.scene import (
     N_DISTRACTORS,
     PANDA_LIMITS,
     TABLE_TOP_Z,
+    WRIST_CAMERA_NAME,
     build_model,
 )
 
@@ -32,6 +36,7 @@ __all__ = ["FrankaPickEnv", "HOME_Q", "MAX_GRIPPER_WIDTH", "Observation"]
 HOME_Q = np.array([0.0, -0.35, 0.0, -2.3, 0.0, 1.95, math.pi / 4])  # (7,) rad, Franka convention
 MAX_GRIPPER_WIDTH = 0.08
 _HIDDEN = np.array([0.0, 5.0, -1.0])  # where unused distractors wait (out of view)
+_MJCF_CAMERA = {"camera": CAMERA_NAME, "wrist_camera": WRIST_CAMERA_NAME}
 
 
 @dataclass
@@ -53,8 +58,14 @@ class FrankaPickEnv:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
+        c = self.config
         self.model = build_model(
-            self.config.fy_at_480, self.config.camera_pos, self.config.camera_target
+            c.fy_at_480,
+            c.camera_pos,
+            c.camera_target,
+            c.wrist_pos,
+            c.wrist_tilt_deg,
+            c.wrist_fovy_deg,
         )
         self.model.vis.quality.offsamples = self.config.msaa_samples
         self.data = mujoco.MjData(self.model)
@@ -78,8 +89,8 @@ class FrankaPickEnv:
         self._default_rgba = m.geom_rgba.copy()
         self._seg_lut = self._segmentation_lut()
         self._n_sub = max(1, round(1.0 / (self.config.control_hz * m.opt.timestep)))
-        self._renderer: mujoco.Renderer | None = None
-        self._mode = "rgb"
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._modes: dict[tuple[int, int], str] = {}
         self.seed: int | None = None
         self.reset(0)
 
@@ -195,44 +206,58 @@ class FrankaPickEnv:
         held = np.linalg.norm(cube - self.data.site_xpos[self._tcp_site]) < 0.06
         return bool(lifted and held)
 
-    # ------------------------------------------------------------------ camera
-    def camera_info(self) -> dict:
-        """Pinhole intrinsics of the render size: width, height, K (3x3 row-major list), D, model."""
-        w, h = self.config.width, self.config.height
-        fovy = math.radians(self.model.cam_fovy[self.model.camera(CAMERA_NAME).id])
+    # ------------------------------------------------------------------ cameras
+    def camera_info(self, camera: str = "camera") -> dict:
+        """Pinhole intrinsics of ``camera``'s renders: width, height, K (3x3 row-major list), D,
+        distortion model."""
+        w, h = self.config.size_of(camera)
+        fovy = math.radians(self.model.cam_fovy[self.model.camera(_MJCF_CAMERA[camera]).id])
         f = (h / 2) / math.tan(fovy / 2)
         k = [[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]]
         return {"width": w, "height": h, "K": k, "D": [0.0] * 5, "distortion_model": "plumb_bob"}
 
-    def _render(self, mode: str) -> np.ndarray:
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.config.height, self.config.width)
-            flags = self._renderer.scene.flags
+    def camera_pose(self, camera: str = "camera") -> tuple[np.ndarray, np.ndarray]:
+        """World position (3,) and rotation (3, 3) (columns: image right, up, backward) now."""
+        cid = self.model.camera(_MJCF_CAMERA[camera]).id
+        return self.data.cam_xpos[cid].copy(), self.data.cam_xmat[cid].reshape(3, 3).copy()
+
+    def _render(self, mode: str, camera: str) -> np.ndarray:
+        if camera not in _MJCF_CAMERA:
+            raise ValueError(f"unknown camera {camera!r}; the sim has {CAMERAS}")
+        w, h = self.config.size_of(camera)
+        r = self._renderers.get((h, w))
+        if r is None:
+            r = self._renderers[(h, w)] = mujoco.Renderer(self.model, h, w)
+            flags = r.scene.flags
             flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.config.shadows
             flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = self.config.reflections
-        r = self._renderer
-        if mode != self._mode:
+            self._modes[(h, w)] = "rgb"
+        if mode != self._modes[(h, w)]:
             r.disable_depth_rendering()
             r.disable_segmentation_rendering()
             if mode == "depth":
                 r.enable_depth_rendering()
             elif mode == "seg":
                 r.enable_segmentation_rendering()
-            self._mode = mode
-        r.update_scene(self.data, camera=CAMERA_NAME)
+            self._modes[(h, w)] = mode
+        r.update_scene(self.data, camera=_MJCF_CAMERA[camera])
         return r.render()
 
-    def render(self) -> np.ndarray:
-        """RGB image, (H, W, 3) uint8."""
-        return self._render("rgb").copy()
+    def render(self, camera: str = "camera") -> np.ndarray:
+        """RGB image of ``camera``, (H, W, 3) uint8."""
+        return self._render("rgb", camera).copy()
 
-    def render_depth(self) -> np.ndarray:
+    def render_views(self, cameras=("camera",)) -> dict[str, np.ndarray]:
+        """{camera name: RGB image (H, W, 3) uint8} for every camera in ``cameras``."""
+        return {c: self.render(c) for c in cameras}
+
+    def render_depth(self, camera: str = "camera") -> np.ndarray:
         """Depth along the optical axis, (H, W) float32 metres."""
-        return self._render("depth").astype(np.float32)
+        return self._render("depth", camera).astype(np.float32)
 
-    def render_segmentation(self) -> np.ndarray:
+    def render_segmentation(self, camera: str = "camera") -> np.ndarray:
         """Per-pixel class ids (H, W) int32, see ``SEG_CLASSES``."""
-        seg = self._render("seg")  # (H, W, 2): object id, object type
+        seg = self._render("seg", camera)  # (H, W, 2): object id, object type
         ids, types = seg[..., 0], seg[..., 1]
         is_geom = (types == int(mujoco.mjtObj.mjOBJ_GEOM)) & (ids >= 0)
         out = np.zeros(ids.shape, np.int32)
@@ -253,14 +278,18 @@ class FrankaPickEnv:
             elif name.startswith("distractor"):
                 lut[g] = SEG_CLASSES["distractor"]
             elif m.body(body).name.startswith("panda0"):
-                hand = body in gripper_bodies or int(m.geom_dataid[g]) in hand_meshes
+                hand = (
+                    body in gripper_bodies
+                    or int(m.geom_dataid[g]) in hand_meshes
+                    or name == "wrist_camera_housing"
+                )
                 lut[g] = SEG_CLASSES["gripper" if hand else "robot"]
         return lut
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for r in self._renderers.values():
+            r.close()
+        self._renderers.clear()
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:

@@ -27,6 +27,7 @@ from ver_core.sim.config import CAMERA_POS, CAMERA_TARGET
 __all__ = [
     "CAMERA_NAME",
     "JOINT_OFFSET",
+    "WRIST_CAMERA_NAME",
     "PANDA_LIMITS",
     "TABLE_TOP_Z",
     "build_model",
@@ -49,6 +50,11 @@ PANDA_LIMITS = np.array(
 )
 TABLE_TOP_Z = 0.0  # the robot base stands on the table top at the world origin
 CAMERA_NAME = "realsense"
+WRIST_CAMERA_NAME = "wrist_realsense"
+WRIST_BODY = "panda0_link7"  # the flange; its z axis points along the fingers
+# The hand sits on the flange turned by -45 degrees about z (as the TCP site): the hand frame's x
+# is perpendicular to the finger travel, y along it.
+HAND_YAW = -math.pi / 4
 CUBE_HALF = 0.025
 N_DISTRACTORS = 3
 
@@ -131,17 +137,67 @@ def _scene_xml(franka: Path, fovy_deg: float, camera_pos, camera_target) -> str:
 """
 
 
+def wrist_camera_axes(tilt_deg: float) -> np.ndarray:
+    """(3, 3) columns = the wrist camera's x, y, z axes in the flange frame.
+
+    The camera looks along the fingers (flange +z), tilted by ``tilt_deg`` toward the finger axis
+    from its mount in front of the hand (hand +x); image up is toward hand +x, so the fingertips
+    show in the lower part of the image. MuJoCo cameras look along their -z axis.
+    """
+    t = math.radians(tilt_deg)
+    view = np.array([-math.sin(t), 0.0, math.cos(t)])  # optical axis, flange frame
+    z = -view
+    y = np.array([math.cos(t), 0.0, math.sin(t)])  # image up: toward +x, orthogonal to view
+    x = np.cross(y, z)
+    c, s = math.cos(HAND_YAW), math.sin(HAND_YAW)
+    hand = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # hand frame in the flange
+    return hand @ np.stack([x, y, z], axis=1)
+
+
+def _quat_from_matrix(r: np.ndarray) -> list[float]:
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, np.ascontiguousarray(r, dtype=np.float64).reshape(-1))
+    return quat.tolist()
+
+
+def _add_wrist_camera(spec: mujoco.MjSpec, pos, tilt_deg: float, fovy_deg: float) -> None:
+    """A D405-like camera rigidly mounted on the hand, with a small visual housing."""
+    flange = spec.body(WRIST_BODY)
+    c, s = math.cos(HAND_YAW), math.sin(HAND_YAW)
+    mount = np.array([c * pos[0] - s * pos[1], s * pos[0] + c * pos[1], pos[2]])  # flange frame
+    cam = flange.add_camera()
+    cam.name = WRIST_CAMERA_NAME
+    cam.pos = mount.tolist()
+    cam.quat = _quat_from_matrix(wrist_camera_axes(tilt_deg))
+    cam.fovy = float(fovy_deg)
+    housing = flange.add_geom()
+    housing.name = "wrist_camera_housing"
+    housing.type = mujoco.mjtGeom.mjGEOM_BOX
+    housing.size = [0.021, 0.021, 0.012]  # a D405 is 42 x 42 x 23 mm
+    housing.pos = (mount + [0.0, 0.0, -0.014]).tolist()
+    housing.quat = _quat_from_matrix(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]))
+    housing.contype, housing.conaffinity = 0, 0
+    housing.rgba = [0.12, 0.12, 0.13, 1.0]
+    housing.mass = 0.0
+
+
 def build_model(
     fy_at_480: float = 615.0,
     camera_pos=CAMERA_POS,
     camera_target=CAMERA_TARGET,
+    wrist_pos=(0.07, 0.0, 0.06),
+    wrist_tilt_deg: float = 10.0,
+    wrist_fovy_deg: float = 58.0,
 ) -> mujoco.MjModel:
-    """Compile the scene. ``fy_at_480`` sets the camera's vertical FOV so that a 640x480 render
-    has focal length fy (fx = fy: MuJoCo pixels are square); the camera sits at ``camera_pos``
-    looking at ``camera_target``."""
+    """Compile the scene. ``fy_at_480`` sets the scene camera's vertical FOV so that a 640x480
+    render has focal length fy (fx = fy: MuJoCo pixels are square); it sits at ``camera_pos``
+    looking at ``camera_target``. The wrist camera sits at ``wrist_pos`` in the flange frame
+    (x forward, z along the fingers), tilted ``wrist_tilt_deg`` toward the fingers, with a
+    vertical field of view of ``wrist_fovy_deg`` (a D405 has about 58 degrees)."""
     fovy = math.degrees(2.0 * math.atan(240.0 / fy_at_480))
     xml = _scene_xml(franka_assets_dir(), fovy, camera_pos, camera_target)
     spec = mujoco.MjSpec.from_string(xml)
+    _add_wrist_camera(spec, wrist_pos, wrist_tilt_deg, wrist_fovy_deg)
     for body in spec.bodies:
         # Gravity compensation on the arm, as Franka's own controllers do: no position droop.
         if body.name.startswith("panda0"):

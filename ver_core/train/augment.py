@@ -70,8 +70,15 @@ def augment_images(images: np.ndarray, rng: np.random.Generator, shift: int, col
 
 
 def augmented_views(images: np.ndarray, config: AugmentConfig, view: int) -> np.ndarray:
-    """The ``view``-th (1-based) augmented copy of every frame; a pure function of the config."""
+    """The ``view``-th (1-based) augmented copy of every frame; a pure function of the config.
+
+    images: (N, H, W, 3), or (N, C, H, W, 3) with C camera views (each augmented on its own)."""
     if not 1 <= view <= config.views:
         raise ValueError(f"view must be in [1, {config.views}], got {view}")
     rng = np.random.default_rng([config.seed, view])
+    if images.ndim == 5:
+        flat = augment_images(
+            images.reshape(-1, *images.shape[2:]), rng, config.shift, config.color
+        )
+        return flat.reshape(images.shape)
     return augment_images(images, rng, config.shift, config.color)

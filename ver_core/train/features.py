@@ -1,4 +1,4 @@
-"""Frozen-backbone feature cache: BVT tokens (N, 1+P, D) fp16 of every demo frame.
+"""Frozen-backbone feature cache: BVT tokens (N, V, 1+P, D) fp16 of every view of every demo frame.
 
 The BVT (blocks before the expert library) is frozen during router training, so its tokens are
 computed once; training then runs only the expert-library blocks. The trade-off: images cannot be
@@ -38,13 +38,21 @@ def backbone_fingerprint(model: VisionExpertTransformer) -> str:
 def compute_bvt_tokens(
     model: VisionExpertTransformer, images: np.ndarray, batch_size: int = 32, progress: bool = True
 ) -> np.ndarray:
-    """uint8 images (N, s, s, 3) -> BVT tokens (N, 1+P, D) float16."""
+    """uint8 images (N, V, s, s, 3) -> BVT tokens (N, V, 1+P, D) float16 (all views of a batch of
+    frames run as one batch)."""
+    if images.ndim != 5:
+        raise ValueError(f"expected images (N, V, s, s, 3), got {images.shape}")
     model.eval()
     size = model.config.img_size
-    out = np.empty((len(images), model.config.num_tokens, model.config.embed_dim), np.float16)
-    for start in tqdm(range(0, len(images), batch_size), desc="BVT features", disable=not progress):
-        x = preprocess_images(images[start : start + batch_size], size=size)  # (b, 3, S, S)
-        out[start : start + len(x)] = model.forward_bvt(x).to(torch.float16).numpy()
+    n, v = images.shape[:2]
+    c = model.config
+    out = np.empty((n, v, c.num_tokens, c.embed_dim), np.float16)
+    step = max(1, batch_size // v)
+    for start in tqdm(range(0, n, step), desc="BVT features", disable=not progress):
+        chunk = images[start : start + step]  # (b, V, s, s, 3)
+        x = preprocess_images(chunk.reshape(-1, *chunk.shape[2:]), size=size)  # (b*V, 3, S, S)
+        tokens = model.forward_bvt(x).to(torch.float16).numpy()  # (b*V, N, D)
+        out[start : start + len(chunk)] = tokens.reshape(len(chunk), v, *tokens.shape[1:])
     return out
 
 
@@ -62,7 +70,7 @@ def cached_bvt_tokens(
     path = Path(cache_dir) / f"bvt_{data_key}_{backbone_fingerprint(model)}.npy"
     if path.is_file():
         tokens = np.load(path, mmap_mode="r", allow_pickle=False)
-        if tokens.shape[0] == len(images):
+        if tokens.shape[:2] == images.shape[:2]:
             log.info("BVT feature cache hit: %s", path)
             return np.asarray(tokens)
     tokens = compute_bvt_tokens(model, images, batch_size, progress)

@@ -58,22 +58,26 @@ def plot_utilization(util: list[list[float]], path: Path) -> None:
 def plot_routing_maps(
     policy, images: np.ndarray, tokens: np.ndarray, idx: np.ndarray, path: Path
 ) -> None:
-    """Top-1 expert of every patch, per MoE layer, over a few sample frames."""
+    """Top-1 expert of every patch, per MoE layer, over a few sample frames (a row per frame and
+    camera view). images (N, V, s, s, 3); tokens (N, V, 1+P, D)."""
     idx = idx[np.linspace(0, len(idx) - 1, min(4, len(idx))).astype(int)]
     out = policy.route(torch.from_numpy(tokens[idx].astype(np.float32)))
     g = policy.model.config.grid_size
     layers = len(out.expert_index)
+    views = images.shape[1]
+    cameras = policy.config.cameras
+    rows = [(r, v) for r in range(len(idx)) for v in range(views)]
     cmap = plt.get_cmap("tab10", policy.router.num_experts)
     fig, axes = plt.subplots(
-        len(idx), layers + 1, figsize=(2.6 * (layers + 1), 2.6 * len(idx)), squeeze=False
+        len(rows), layers + 1, figsize=(2.6 * (layers + 1), 2.6 * len(rows)), squeeze=False
     )
-    for r, frame in enumerate(idx):
-        img = images[frame]
-        axes[r, 0].imshow(img)
-        axes[r, 0].set_title("frame" if r == 0 else "")
+    for row, (r, v) in enumerate(rows):
+        img = images[idx[r], v]
+        axes[row, 0].imshow(img)
+        axes[row, 0].set_title(cameras[v] if row < views else "")
         for layer in range(layers):
-            top1 = out.expert_index[layer][r, 1:, 0].reshape(g, g).numpy()  # (g, g)
-            ax = axes[r, layer + 1]
+            top1 = out.expert_index[layer][r, v, 1:, 0].reshape(g, g).numpy()  # (g, g)
+            ax = axes[row, layer + 1]
             ax.imshow(img)
             ax.imshow(
                 top1,
@@ -84,7 +88,7 @@ def plot_routing_maps(
                 extent=(0, img.shape[1], img.shape[0], 0),
                 interpolation="nearest",
             )
-            if r == 0:
+            if row == 0:
                 ax.set_title(f"layer {layer} top-1 expert")
     for ax in axes.flat:
         ax.axis("off")

@@ -140,8 +140,9 @@ class RouterTrainer:
             cache_dir,
             config.feature_batch,
             config.progress,
-        )  # (N, 1+P, D) fp16
-        self.bank = self._token_bank(cache_dir)  # ((1+V)N, 1+P, D): originals, then each view
+        )  # (N, C, 1+P, D) fp16, C camera views
+        self.bank = self._token_bank(cache_dir)  # ((1+A)N, C, 1+P, D): originals, then each
+        # augmented copy
         tr = self.train_idx  # resume() replaces these with the saved statistics
         cfg = policy.config
         policy.set_stats(
@@ -154,7 +155,7 @@ class RouterTrainer:
         )
         self.step = 0
         self.history: dict[str, list] = {"train": [], "val": [], "top_k": []}
-        self._routed: np.ndarray | None = None  # (N, 1+P, D) routed tokens of the fixed router
+        self._routed: np.ndarray | None = None  # ((1+A)N, C, 1+P, D), the fixed router
 
     def _token_bank(self, cache_dir: str | Path | None) -> np.ndarray:
         aug, data = self.cfg.augment, self.data
@@ -242,7 +243,7 @@ class RouterTrainer:
         if self._routed is None:
             self.policy.eval()
             n, b = len(self.bank), self.cfg.feature_batch
-            self._routed = np.empty(self.bank.shape, np.float32)  # routing keeps (1+P, D)
+            self._routed = np.empty(self.bank.shape, np.float32)  # routing keeps (C, 1+P, D)
             for start in range(0, n, b):
                 idx = np.arange(start, min(start + b, n))
                 bvt = torch.from_numpy(self.bank[idx].astype(np.float32))
@@ -369,9 +370,11 @@ class RouterTrainer:
             out = self.policy.route(self._batch(idx[start : start + self.cfg.batch_size])[0])
             c = torch.stack(
                 [
-                    torch.bincount(i[:, 1:].reshape(-1), minlength=self.policy.router.num_experts)
+                    torch.bincount(
+                        i[:, :, 1:].reshape(-1), minlength=self.policy.router.num_experts
+                    )
                     for i in out.expert_index
                 ]
-            ).double()  # (layers, E)
+            ).double()  # (layers, E), over every view
             counts = c if counts is None else counts + c
         return (counts / counts.sum(dim=1, keepdim=True)).tolist()
