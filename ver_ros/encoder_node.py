@@ -169,7 +169,7 @@ class EncoderNode(Node):
             for c in self.cameras
         ]
         self.log = RateLimitedLog(self.get_logger())
-        self._frame_ids = [""] * len(self.cameras)
+        self._headers: list[Header | None] = [None] * len(self.cameras)  # newest per camera
         subscribed = subscribe_cameras(self, topics, p.image_transport, self._on_image)
         self._sets = 0
         self.get_logger().info(
@@ -186,7 +186,7 @@ class EncoderNode(Node):
         except ValueError as e:
             self.log.warn(f"decode{index}", f"dropping a {self.cameras[index]} frame: {e}")
             return
-        self._frame_ids[index] = msg.header.frame_id
+        self._headers[index] = msg.header
         self.stats.add("camera_to_encoder", now - stamp)
         try:
             encoded = self.stage.on_image(self.cameras[index], rgb, stamp, now)
@@ -198,9 +198,9 @@ class EncoderNode(Node):
         for v, (pub, tokens, view_stamp) in enumerate(
             zip(self.features_pubs, encoded.tokens, encoded.stamps, strict=True)
         ):
-            header = Header()
-            header.stamp = ns_to_stamp(int(round(view_stamp * 1e9)))
-            header.frame_id = self._frame_ids[v]
+            header = self._headers[v]  # the set holds each camera's newest frame: its header
+            if header is None or stamp_to_ns(header.stamp) * 1e-9 != view_stamp:
+                header = Header(stamp=ns_to_stamp(int(round(view_stamp * 1e9))))
             pub.publish(features_to_msg(tokens, header))
             self._publish_overlay(v, encoded, header)
         self._sets += 1

@@ -170,6 +170,7 @@ class PolicyNode(Node):
             p.view_tolerance_s,
         )
         self.log = RateLimitedLog(self.get_logger())
+        self._stamps: dict[float, object] = {}  # view stamp (s) -> its exact header stamp
         self.chunk_pub = self.create_publisher(JointTrajectory, p.chunk_topic, COMMAND_QOS)
         self.status_pub = self.create_publisher(String, p.status_topic, LATCHED_QOS)
         self._status: str | None = None
@@ -223,11 +224,11 @@ class PolicyNode(Node):
         except ValueError as e:
             self.log.warn(f"features{index}", f"dropping {self.cameras[index]} features: {e}")
             return
-        self._act(index, tokens, stamp_to_ns(msg.header.stamp) * 1e-9)
+        self._act(index, tokens, self._remember(msg.header.stamp))
 
     def _on_image(self, index: int, msg) -> None:
         now = self._now()
-        stamp = stamp_to_ns(msg.header.stamp) * 1e-9
+        stamp = self._remember(msg.header.stamp)
         try:
             with self.stats.time("decode"):
                 rgb = msg_to_rgb(msg)
@@ -246,6 +247,14 @@ class PolicyNode(Node):
             ):
                 self._act(v, tokens, view_stamp)
 
+    def _remember(self, header_stamp) -> float:
+        """A view's stamp in s, remembered with its exact header stamp (seconds lose ns)."""
+        stamp = stamp_to_ns(header_stamp) * 1e-9
+        self._stamps[stamp] = header_stamp
+        while len(self._stamps) > 8 * len(self.cameras):
+            self._stamps.pop(next(iter(self._stamps)))
+        return stamp
+
     def _act(self, index: int, tokens: np.ndarray, stamp: float) -> None:
         try:
             chunk = self.stage.on_features(self.cameras[index], tokens, stamp, self._now())
@@ -253,7 +262,10 @@ class PolicyNode(Node):
             self.log.warn("predict", f"prediction failed, no chunk: {e}")
             return
         if chunk is not None:
-            self.chunk_pub.publish(chunk_to_msg(chunk, self.joint_names))
+            msg = chunk_to_msg(chunk, self.joint_names)
+            if chunk.stamp in self._stamps:  # the exact stamp of the set's oldest view
+                msg.header.stamp = self._stamps[chunk.stamp]
+            self.chunk_pub.publish(msg)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -41,7 +41,12 @@ class DemoGraph:
     """The three node processes plus an rclpy client node for their services."""
 
     def __init__(
-        self, env: dict[str, str], sim_args: list[str], rec_args: list[str], log_dir: Path
+        self,
+        env: dict[str, str],
+        sim_args: list[str],
+        rec_args: list[str],
+        log_dir: Path,
+        expert_args: list[str] | None = None,
     ) -> None:
         import rclpy
         from std_srvs.srv import Trigger
@@ -52,7 +57,7 @@ class DemoGraph:
         common = ["-p", "use_sim_time:=true"]
         for name, extra in (
             ("sim_node", sim_args),
-            ("scripted_expert", common),
+            ("scripted_expert", common + (expert_args or [])),
             ("recorder_node", common + rec_args),
         ):
             log = open(log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
@@ -240,6 +245,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--hold", type=float, default=0.5, help="wall seconds recorded after success")
     p.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="DART noise injection: std (rad) of a smooth offset on the executed arm command; the "
+        "expert's clean command is recorded on /scripted_expert/intended_trajectory (train with "
+        "--action-topic /scripted_expert/intended_trajectory)",
+    )
+    p.add_argument(
         "--discard-failed", action="store_true", help="drop failed episodes instead of marking them"
     )
     p.add_argument(
@@ -308,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         "-p",
         f"compressed:={str(args.compressed).lower()}",
     ]
-    graph = DemoGraph(env, sim_args, rec_args, out / "logs")
+    expert_args = ["-p", f"noise_std:={args.noise}", "-p", f"noise_seed:={args.seed}"]
+    graph = DemoGraph(env, sim_args, rec_args, out / "logs", expert_args)
     results: list[dict] = []
     t0 = time.monotonic()
     try:

@@ -63,6 +63,10 @@ class RecorderConfig:
     trajectory_topic: str = param(
         "/fr3_arm_controller/joint_trajectory", "arm JointTrajectory command topic"
     )
+    intended_topic: str = param(
+        "/scripted_expert/intended_trajectory",
+        "the scripted expert's clean command under DART noise (recorded when published); '' = none",
+    )
     forward_topic: str = param(
         "/forward_position_controller/commands", "arm Float64MultiArray command topic"
     )
@@ -113,6 +117,11 @@ class RecorderNode(Node):
             c.forward_topic: "std_msgs/msg/Float64MultiArray",
             c.gripper_topic: "std_msgs/msg/Float64",
         }
+        if c.intended_topic:
+            self.topics[c.intended_topic] = "trajectory_msgs/msg/JointTrajectory"
+            self.create_subscription(
+                JointTrajectory, c.intended_topic, self._raw_cb(c.intended_topic), cq, raw=True
+            )
         if c.object_pose_topic:
             self.topics[c.object_pose_topic] = "geometry_msgs/msg/PoseStamped"
             self.create_subscription(

@@ -3,7 +3,9 @@
 Reads ``/joint_states`` and the privileged sim-only ``/sim/object_pose`` (PoseStamped) and, while
 active, publishes every control period one JointTrajectory point on
 ``/fr3_arm_controller/joint_trajectory`` (stamped now, due one period later: the sim interpolates
-toward it) and the gripper width on ``/gripper/command``. Services: ``~/start`` (reset the expert
+toward it) and the gripper width on ``/gripper/command``. With ``noise_std`` > 0 (DART noise
+injection, ``ver_core.sim.ExecutionNoise``) the arm executes the command plus a smooth random
+offset, and the expert's clean command goes to ``intended_topic`` (the label to train on). Services: ``~/start`` (reset the expert
 from the latest state and start acting), ``~/stop`` (stop publishing; the sim holds position).
 Run with ``use_sim_time:=true`` next to sim_node so the control timer follows sim time.
 """
@@ -22,7 +24,7 @@ from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ver_core.sim import ExpertConfig, ScriptedExpert
+from ver_core.sim import ExecutionNoise, ExpertConfig, ScriptedExpert
 from ver_ros.conversions import joint_positions
 from ver_ros.params import declare_config, param
 from ver_ros.qos import COMMAND_QOS, sensor_qos
@@ -38,12 +40,23 @@ class ExpertNodeConfig:
         ["fr3_finger_joint1", "fr3_finger_joint2"], "finger joint names"
     )
     autostart: bool = param(False, "act from the first state on, without a ~/start call")
+    noise_std: float = param(0.0, "DART noise on the executed arm command (rad); 0 = none")
+    noise_corr_s: float = param(0.5, "correlation time of the DART noise (s)")
+    noise_seed: int = param(-1, "seed of the DART noise (-1 = random)")
+    intended_topic: str = param(
+        "/scripted_expert/intended_trajectory", "the expert's clean command (the label)"
+    )
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.control_hz <= 100.0:
             raise ValueError(f"control_hz must be in [1, 100], got {self.control_hz}")
         if len(self.joint_names) != 7 or len(self.finger_joint_names) != 2:
             raise ValueError("joint_names needs 7 names and finger_joint_names 2")
+        if self.noise_std < 0 or self.noise_std > 0.2 or self.noise_corr_s <= 0:
+            raise ValueError(
+                f"noise_std must be in [0, 0.2] rad and noise_corr_s > 0, got "
+                f"{self.noise_std}, {self.noise_corr_s}"
+            )
 
 
 class ScriptedExpertNode(Node):
@@ -59,6 +72,13 @@ class ScriptedExpertNode(Node):
             JointTrajectory, "/fr3_arm_controller/joint_trajectory", COMMAND_QOS
         )
         self.pub_grip = self.create_publisher(Float64, "/gripper/command", COMMAND_QOS)
+        self.pub_intended = self.create_publisher(
+            JointTrajectory, self.cfg.intended_topic, COMMAND_QOS
+        )
+        c = self.cfg
+        self.noise = ExecutionNoise(
+            c.noise_std, c.noise_corr_s, c.control_hz, None if c.noise_seed < 0 else c.noise_seed
+        )
         self.create_subscription(JointState, "/joint_states", self._on_state, sensor_qos(5))
         self.create_subscription(PoseStamped, "/sim/object_pose", self._on_pose, sensor_qos(5))
         self.create_service(Trigger, "~/start", self._on_start)
@@ -97,24 +117,33 @@ class ScriptedExpertNode(Node):
         p, o = self.pose.pose.position, self.pose.pose.orientation
         if self._needs_reset:
             self.expert.reset(q)
+            self.noise.reset()
             self._needs_reset = False
         target, grip = self.expert.act(
             q, width, np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z])
         )
+        stamp = self.get_clock().now().to_msg()
+        executed = self.noise(target, self.expert.phase)
+        self.pub_traj.publish(self._point(executed, stamp))
+        self.pub_grip.publish(Float64(data=grip))
+        if self.cfg.noise_std > 0:
+            self.pub_intended.publish(self._point(target, stamp))
+
+    def _point(self, q: np.ndarray, stamp) -> JointTrajectory:
+        """One point due one control period after ``stamp``."""
         traj = JointTrajectory()
-        traj.header.stamp = self.get_clock().now().to_msg()
-        traj.joint_names = list(c.joint_names)
-        period_ns = int(1e9 / c.control_hz)
+        traj.header.stamp = stamp
+        traj.joint_names = list(self.cfg.joint_names)
+        period_ns = int(1e9 / self.cfg.control_hz)
         traj.points = [
             JointTrajectoryPoint(
-                positions=[float(v) for v in target],
+                positions=[float(v) for v in q],
                 time_from_start=Duration(
                     sec=period_ns // 1_000_000_000, nanosec=period_ns % 1_000_000_000
                 ),
             )
         ]
-        self.pub_traj.publish(traj)
-        self.pub_grip.publish(Float64(data=grip))
+        return traj
 
 
 def main(args=None) -> None:

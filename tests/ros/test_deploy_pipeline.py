@@ -51,12 +51,12 @@ class CameraAndRobot(TestNode):
         self.img_pub = n.create_publisher(kind, topic, SENSOR_QOS)
         n.create_subscription(
             Image,
-            "/ver/routing_image",
+            "/ver/routing_image/camera",
             lambda m: self.overlays.append(msg_to_rgb(m).shape),
             SENSOR_QOS,
         )
         self.js_pub = n.create_publisher(JointState, "/joint_states", SENSOR_QOS)
-        n.create_subscription(Image, "/ver/features", self._on_features, SENSOR_QOS)
+        n.create_subscription(Image, "/ver/features/camera", self._on_features, SENSOR_QOS)
         n.create_subscription(
             JointTrajectory,
             "/ver/action_chunk",
@@ -122,7 +122,7 @@ def test_image_to_command_then_dead_perception_holds(ros_env, checkpoint, host_e
     """Separate encoder on raw images, or the encoder hosted in the policy on JPEG images.
     Then the perception process (encoder, or policy hosting it) is killed: the gate must hold."""
     ck = f"checkpoint:={checkpoint}"
-    policy_params = [ck, "threads:=1", "max_age_s:=1.5"]
+    policy_params = [ck, "threads:=1", "observation_budget_s:=1.5"]
     if host_encoder:
         policy_params += ["host_encoder:=true", "image_transport:=compressed", "backend:=tensorrt"]
         procs = [_start("ver_ros.policy_node", ros_env, *policy_params)]
@@ -133,15 +133,14 @@ def test_image_to_command_then_dead_perception_holds(ros_env, checkpoint, host_e
             ck,
             "backend:=onnxruntime",
             "threads:=1",
-            "max_age_s:=1.0",
+            "observation_budget_s:=1.5",
         )
         procs = [encoder, _start("ver_ros.policy_node", ros_env, *policy_params)]
     safety = _start(
         "ver_ros.safety_node",
         ros_env,
         "ramp_time_s:=0.3",
-        "chunk_timeout_s:=0.6",
-        "observation_timeout_s:=1.5",
+        "observation_budget_s:=1.5",
     )
     procs.append(safety)
     io = CameraAndRobot(compressed=host_encoder)
@@ -169,7 +168,7 @@ def test_image_to_command_then_dead_perception_holds(ros_env, checkpoint, host_e
             lambda: (
                 io.status
                 and io.status[-1].startswith("hold")
-                and ("chunk_timeout" in io.status[-1] or "stale_observation" in io.status[-1])
+                and "stale_observation" in io.status[-1]
             ),
             10.0,
             "safety hold after perception died",

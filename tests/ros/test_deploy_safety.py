@@ -1,7 +1,11 @@
 """safety_node as a real process: the test plays robot (joint states) and policy (chunks).
 
 Checks on the command topic: out-of-limit targets clamped, NaN and stale chunks never reach it,
-e-stop freezes it within one control period until release and ramp, a dead policy makes it hold.
+e-stop freezes it within one control period until release and ramp, a dead policy makes it hold;
+and the findings of issue 14 reproduced: a measured pose outside the limits (joint 4 at +1.0 rad)
+is a named hold and never commanded, leaving an e-stop after the arm was moved 30 mrad starts at
+the measured pose. Every check waits for a condition (a loaded machine ticks slower); none counts
+messages after a fixed sleep.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class FakeRobotAndPolicy(TestNode):
         self.target: np.ndarray | None = None  # chunk target fed at 10 Hz when set
         self.stamp_offset = 0.0  # s added to chunk stamps (negative = stale)
         self.feed_joint_states = True
+        self.follow = True  # the ideal robot tracks every command; False: it stays where it is
         n = self.node
         self.js_pub = n.create_publisher(JointState, "/joint_states", SENSOR_QOS)
         self.chunk_pub = n.create_publisher(JointTrajectory, "/ver/action_chunk", COMMAND_QOS)
@@ -49,8 +54,13 @@ class FakeRobotAndPolicy(TestNode):
 
     def on_command(self, q: np.ndarray) -> None:
         with self.lock:
-            if np.all(np.isfinite(q)):
+            if self.follow and np.all(np.isfinite(q)):
                 self.q = q  # ideal tracking
+
+    def frozen_after(self, t: float, n: int = 10, timeout: float = 20.0) -> np.ndarray:
+        """The first ``n`` commands received after ``t`` (waiting for them)."""
+        self.wait_for(lambda: len(self.cmds_since(t)) >= n, timeout, f"{n} commands")
+        return self.cmds_since(t)[:n]
 
     def _publish_state(self) -> None:
         if not self.feed_joint_states:
@@ -80,7 +90,7 @@ def safety_proc(ros_env):
     cmd = [
         sys.executable, "-m", "ver_ros.safety_node", "--ros-args",
         "-p", f"control_rate_hz:={RATE}", "-p", "ramp_time_s:=0.3", "-p", f"position_margin:={MARGIN}",
-        "-p", "chunk_timeout_s:=0.5", "-p", "observation_timeout_s:=0.6",
+        "-p", "observation_budget_s:=0.6",
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -121,19 +131,19 @@ def test_safety_node_gates_every_command(safety_proc):
         t_nan = time.monotonic()
         io.send_chunk(bad, io.node.get_clock().now().nanoseconds * 1e-9)
         io.wait_for(lambda: any("nan_action" in s for s in io.status), 5.0, "nan_action hold")
-        time.sleep(0.3)
+        t_held = time.monotonic()
+        held = io.frozen_after(t_held)
         after = io.cmds_since(t_nan)
         assert (
             np.all(np.isfinite(after)) and np.all(after >= lo - 1e-9) and np.all(after <= hi + 1e-9)
         )
-        assert np.ptp(io.cmds_since(time.monotonic() - 0.25), axis=0).max() == 0.0
+        assert np.ptp(held, axis=0).max() == 0.0
 
         # 3. stale observation (image 2 s old): rejected, still holding
         t_stale = time.monotonic()
         io.send_chunk(HOME, io.node.get_clock().now().nanoseconds * 1e-9 - 2.0)
         io.wait_for(lambda: any("stale_observation" in s for s in io.status), 5.0, "stale hold")
-        time.sleep(0.3)
-        assert np.ptp(io.cmds_since(t_stale), axis=0).max() == 0.0
+        assert np.ptp(io.frozen_after(t_stale), axis=0).max() == 0.0
 
         # 4. e-stop while moving: frozen within one control period (+ DDS slack), until release
         moving_target = io.q + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5])
@@ -142,9 +152,7 @@ def test_safety_node_gates_every_command(safety_proc):
         t_stop = time.monotonic()
         io.estop_pub.publish(Bool(data=True))
         io.wait_for(lambda: any("e_stop" in s for s in io.status), 5.0, "e_stop status")
-        time.sleep(1.0)
-        frozen = io.cmds_since(t_stop + period + 0.05)
-        assert len(frozen) > 20
+        frozen = io.frozen_after(t_stop + period + 0.05, n=20)
         assert np.ptp(frozen, axis=0).max() == 0.0, "command moved during e-stop"
         t_release = time.monotonic()
         io.estop_pub.publish(Bool(data=False))
@@ -157,14 +165,67 @@ def test_safety_node_gates_every_command(safety_proc):
 
         # 5. dead policy (no more chunks): heartbeat hold, frozen command
         io.target = None
+        io.wait_for(lambda: "stale_observation" in io.status[-1], 5.0, "heartbeat hold")
+        assert np.ptp(io.frozen_after(time.monotonic()), axis=0).max() == 0.0
+    finally:
+        io.close()
+
+
+def test_measured_pose_outside_the_limits_is_held_and_never_commanded(safety_proc):
+    """Issue 14 finding 1: /joint_states reported joint 4 at +1.0 rad (FR3 upper limit -0.1518);
+    the gate restarted from it after a chunk-timeout hold and commanded +0.9996 rad for 1.6 s."""
+    io = FakeRobotAndPolicy()
+    lo, hi = FR3_LIMITS.lower + MARGIN, FR3_LIMITS.upper - MARGIN
+    try:
+        io.target = HOME.copy()
+        io.wait_for(lambda: io.status and io.status[-1] == "ok", 20.0, "gate passing commands")
+        t_bad = time.monotonic()
+        with io.lock:
+            io.follow = False
+            io.q = HOME.copy()
+            io.q[3] = 1.0  # outside the FR3 range
         io.wait_for(
-            lambda: "chunk_timeout" in io.status[-1] or "stale_observation" in io.status[-1],
-            5.0,
-            "heartbeat hold",
+            lambda: "joint_state_out_of_limits" in io.status[-1], 5.0, "a hold naming the state"
         )
-        t_dead = time.monotonic()
-        time.sleep(0.5)
-        assert np.ptp(io.cmds_since(t_dead), axis=0).max() == 0.0
+        io.target = None  # the policy stops: an ordinary stale-observation hold on top
+        io.wait_for(lambda: "stale_observation" in io.status[-1], 5.0, "stale observation hold")
+        io.target = HOME.copy()  # chunks again; the measured pose is still out of range
+        t_again = time.monotonic()
+        held = io.frozen_after(t_again, n=40)
+        assert "joint_state_out_of_limits" in io.status[-1]
+        cmds = io.cmds_since(t_bad)
+        assert np.all(cmds >= lo - 1e-9) and np.all(cmds <= hi + 1e-9), "commanded out of limits"
+        assert np.ptp(held, axis=0).max() == 0.0
+        # the arm back in range (two readings that agree): commands resume from it
+        with io.lock:
+            io.q = HOME.copy()
+            io.follow = True
+        io.wait_for(lambda: io.status[-1] in ("ok", "ramping"), 10.0, "gate passing again")
+        assert np.all(io.cmds_since(t_bad) <= hi + 1e-9)
+    finally:
+        io.close()
+
+
+def test_leaving_an_estop_starts_from_where_the_arm_was_moved(safety_proc):
+    """Issue 14 finding 2: moved 30 mrad under e-stop, the first command after release was the old
+    held pose (a 1.5 rad/s jump in one 20 ms tick)."""
+    io = FakeRobotAndPolicy()
+    try:
+        io.target = HOME.copy()
+        io.wait_for(lambda: io.status and io.status[-1] == "ok", 20.0, "gate passing commands")
+        io.estop_pub.publish(Bool(data=True))
+        io.wait_for(lambda: "e_stop" in io.status[-1], 5.0, "e_stop hold")
+        held = io.frozen_after(time.monotonic(), n=5)[-1]
+        with io.lock:
+            io.follow = False
+            io.q = held + 0.03  # moved by hand while stopped
+        moved = held + 0.03
+        io.target = moved.copy()
+        time.sleep(0.3)  # only lets the moved pose reach the node; nothing is counted
+        t_release = time.monotonic()
+        io.estop_pub.publish(Bool(data=False))
+        first = io.frozen_after(t_release, n=1)[0]
+        assert np.all(np.abs(first - moved) <= 0.02 + 1e-9), f"jump on release: {first - moved}"
     finally:
         io.close()
 
@@ -177,8 +238,7 @@ def test_forward_controller_mode_with_panda_limits(ros_env):
 
     cmd = [
         sys.executable, "-m", "ver_ros.safety_node", "--ros-args", "-p", "controller_type:=forward",
-        "-p", "robot_type:=panda", "-p", "ramp_time_s:=0.0", "-p", "observation_timeout_s:=5.0",
-        "-p", "chunk_timeout_s:=5.0",
+        "-p", "robot_type:=panda", "-p", "ramp_time_s:=0.0", "-p", "observation_budget_s:=5.0",
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

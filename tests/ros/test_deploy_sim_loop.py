@@ -38,11 +38,10 @@ def small_config(tmp_path):
     data["sim_node"] = {
         "ros__parameters": {"width": 160, "height": 120, "image_rate_hz": 10.0, "seed": 3}
     }
-    data["encoder_node"]["ros__parameters"].update(threads=1, max_age_s=1.0)
-    data["policy_node"]["ros__parameters"].update(threads=1, max_age_s=1.5)
-    data["safety_node"]["ros__parameters"].update(
-        observation_timeout_s=1.5, chunk_timeout_s=0.8, ramp_time_s=0.3
-    )
+    data["/**"]["ros__parameters"].update(observation_budget_s=1.5)
+    data["encoder_node"]["ros__parameters"].update(threads=1)
+    data["policy_node"]["ros__parameters"].update(threads=1)
+    data["safety_node"]["ros__parameters"].update(ramp_time_s=0.3)
     path = tmp_path / "sim.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -85,9 +84,10 @@ def test_sim_closed_loop_through_bringup(ros_env, checkpoints, small_config, com
         q_start = w.since(w.q, 0.0)[0]
         w.wait_for(lambda: "ok" in w.status, 150.0, "the gate passing policy commands")
         t0 = time.monotonic()
-        time.sleep(2.0)
+        # a condition, not a count after a fixed sleep: a loaded machine ticks slower
+        w.wait_for(lambda: len(w.since(w.commands, t0)) >= 20, 60.0, "20 gated commands")
         cmds = w.since(w.commands, t0)
-        assert len(cmds) > 20 and np.all(np.isfinite(cmds))
+        assert np.all(np.isfinite(cmds))
         lo, hi = FR3_LIMITS.lower + 0.05, FR3_LIMITS.upper - 0.05
         assert np.all(cmds >= lo - 1e-9) and np.all(cmds <= hi + 1e-9)
         q_now = w.since(w.q, 0.0)[-1]
@@ -96,9 +96,9 @@ def test_sim_closed_loop_through_bringup(ros_env, checkpoints, small_config, com
         w.estop.publish(Bool(data=True))
         w.wait_for(lambda: "e_stop" in w.status[-1], 10.0, "e_stop hold")
         t_stop = time.monotonic()
-        time.sleep(1.0)
+        w.wait_for(lambda: len(w.since(w.commands, t_stop)) >= 10, 60.0, "10 held commands")
         frozen = w.since(w.commands, t_stop)
-        assert len(frozen) > 5 and np.ptp(frozen, axis=0).max() == 0.0
+        assert np.ptp(frozen, axis=0).max() == 0.0
     finally:
         w.close()
         proc.send_signal(signal.SIGINT)

@@ -3,7 +3,10 @@
 Success rate (Wilson 95 % CI), episode lengths, latency per stage, an image strip + GIF of one
 rollout, a distance plot and results.json, on held-out seeds ``--seed, --seed + 1, ...``.
 
---in-process   steps FrankaPickEnv directly with the same TaskPolicy (fast; benchmarks).
+--in-process   runs the deployed controller (encoder -> policy -> smoothing -> safety gate, the
+               objects the nodes run, with the deployment config) against the simulator on its
+               own clockwork, latency modelled (no DDS); --open-loop instead predicts a chunk,
+               executes --execute-steps actions and predicts again (a diagnostic).
 --through-ros  starts the deployment graph (sim -> encoder -> policy -> safety -> sim, real ROS
                processes, via ver-bringup) and supervises episodes over ROS services.
 """
@@ -58,14 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-steps",
         type=int,
-        default=80,
-        help="control steps before an episode fails (default 80 = 8 s)",
+        default=EvalConfig.max_steps,
+        help=f"control steps before an episode fails (default {EvalConfig.max_steps})",
+    )
+    p.add_argument(
+        "--open-loop",
+        action="store_true",
+        help="--in-process: receding-horizon diagnostic instead of the deployed controller",
+    )
+    p.add_argument(
+        "--latency",
+        type=float,
+        default=-1.0,
+        help="--in-process deployed loop: seconds per perception call (default: measured here)",
     )
     p.add_argument(
         "--execute-steps",
         type=int,
         default=8,
-        help="actions executed per predicted chunk (default 8)",
+        help="--open-loop: actions executed per predicted chunk (default 8)",
     )
     p.add_argument(
         "--obs-delay-steps",
@@ -126,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             max_steps=args.max_steps,
             execute_steps=args.execute_steps,
             obs_delay_steps=args.obs_delay_steps,
+            loop="open-loop" if args.open_loop else "deployed",
+            latency_s=args.latency,
             width=args.width,
             height=args.height,
             media=not args.no_media,
@@ -192,6 +208,8 @@ def _in_process(args, config: EvalConfig, out: Path, meta: dict, progress) -> di
 
         policy = TaskPolicy.from_pretrained(args.checkpoint)
         meta["task"] = json.loads((args.checkpoint / "config.json").read_text()).get("task", {})
+        if config.loop == "deployed":
+            return _deployed(policy, args, config, out, meta, progress)
         controller = ChunkController(
             policy_predictor(policy), config.execute_steps, config.obs_delay_steps
         )
@@ -202,6 +220,23 @@ def _in_process(args, config: EvalConfig, out: Path, meta: dict, progress) -> di
     else:
         controller = RandomController()
     return evaluate(controller, config, out, env=env, meta=meta, progress=progress)
+
+
+def _deployed(policy, args, config: EvalConfig, out: Path, meta: dict, progress) -> dict:
+    """The controller the nodes run, built with the deployment config they read."""
+    from ver_core.deploy.controller import build_controller
+    from ver_core.deploy.settings import DeploySettings
+    from ver_core.eval.closed_loop import LoopTiming
+    from ver_core.eval.evaluate import evaluate_controller
+    from ver_ros.graph import default_config_path
+
+    config_path = default_config_path()
+    settings = DeploySettings.from_yaml(config_path)
+    controller = build_controller(policy, settings, checkpoint_dir=args.checkpoint)
+    fixed = config.latency_s if config.latency_s >= 0 else None
+    timing = LoopTiming(control_hz=policy.config.control_rate_hz, encoder_s=fixed)
+    meta["deploy_config"] = str(config_path)
+    return evaluate_controller(controller, config, out, timing, meta, progress)
 
 
 if __name__ == "__main__":

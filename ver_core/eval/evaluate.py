@@ -39,8 +39,12 @@ class EvalConfig:
     execute_steps: actions of each predicted chunk executed before predicting again.
     width/height: render size, the same the demos were recorded at.
     media: write strip / GIF / plot (False for benchmark rows).
-    obs_delay_steps: the policy sees observations this many control steps old (a diagnostic
-    model of the deployed graph's latency; see ``ChunkController``).
+    loop: ``deployed`` (the controller the robot runs: encoder -> policy -> smoothing -> safety
+    gate on the simulator's clockwork, ``ver_core.eval.closed_loop``) or ``open-loop`` (the
+    diagnostic receding horizon: predict, execute ``execute_steps`` actions, predict again).
+    latency_s: deployed loop: compute seconds per perception call (the policy head's are
+    measured); < 0 = measure both on this machine.
+    obs_delay_steps: open-loop only: the policy sees observations this many control steps old.
     """
 
     episodes: int = 20
@@ -50,6 +54,8 @@ class EvalConfig:
     width: int = 224
     height: int = 224
     media: bool = True
+    loop: str = "deployed"
+    latency_s: float = -1.0
     obs_delay_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -63,6 +69,8 @@ class EvalConfig:
             raise ValueError(f"execute_steps must be >= 1, got {self.execute_steps}")
         if self.obs_delay_steps < 0:
             raise ValueError(f"obs_delay_steps must be >= 0, got {self.obs_delay_steps}")
+        if self.loop not in ("deployed", "open-loop"):
+            raise ValueError(f"loop must be deployed or open-loop, got {self.loop!r}")
 
 
 class PolicyPredictor:

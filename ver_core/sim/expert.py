@@ -24,7 +24,7 @@ import numpy as np
 from ver_core.sim.env import HOME_Q, MAX_GRIPPER_WIDTH
 from ver_core.sim.scene import JOINT_OFFSET, PANDA_LIMITS, build_model
 
-__all__ = ["ExpertConfig", "ScriptedExpert"]
+__all__ = ["ExecutionNoise", "ExpertConfig", "ScriptedExpert"]
 
 APPROACH, DESCEND, CLOSE, LIFT, HOLD = range(5)
 PHASE_NAMES = ("approach", "descend", "close", "lift", "hold")
@@ -198,3 +198,43 @@ def _rot_err(rot: np.ndarray, rot_des: np.ndarray) -> float:
     """Angle (rad) between two rotations."""
     c = (np.trace(rot.T @ rot_des) - 1.0) / 2.0
     return float(math.acos(max(-1.0, min(1.0, c))))
+
+
+class ExecutionNoise:
+    """DART-style noise injection for demonstrations (Laskey et al. 2017).
+
+    The robot executes the expert's command plus a smooth random offset (an Ornstein-Uhlenbeck
+    process per joint with standard deviation ``std`` rad and correlation time ``corr_s``), while
+    the expert's clean command is recorded as the label. The demos then visit states beside the
+    nominal path, each labelled with the expert's way back to it: exactly the states a learned
+    policy drifts into. ``phases``: expert phases (``APPROACH``...) with noise; none while closing
+    or lifting, so the grasp itself stays clean.
+    """
+
+    def __init__(
+        self,
+        std: float,
+        corr_s: float = 0.5,
+        control_hz: float = 10.0,
+        seed: int | None = None,
+        phases: tuple[int, ...] = (APPROACH, DESCEND),
+    ) -> None:
+        if std < 0 or corr_s <= 0 or control_hz <= 0:
+            raise ValueError(f"need std >= 0, corr_s > 0, control_hz > 0; got {std}, {corr_s}")
+        self.std, self.phases = float(std), tuple(phases)
+        self.decay = math.exp(-1.0 / (corr_s * control_hz))
+        self.rng = np.random.default_rng(seed)
+        self.offset = np.zeros(7)
+
+    def reset(self) -> None:
+        self.offset = self.rng.normal(0.0, self.std, 7) if self.std > 0 else np.zeros(7)
+
+    def __call__(self, q_cmd: np.ndarray, phase: int) -> np.ndarray:
+        """The command to execute for the expert's ``q_cmd`` (7,) in ``phase``."""
+        if self.std == 0:
+            return np.asarray(q_cmd, dtype=np.float64).copy()
+        kick = math.sqrt(1.0 - self.decay**2) * self.std
+        self.offset = self.decay * self.offset + self.rng.normal(0.0, kick, 7)
+        if phase not in self.phases:
+            return np.asarray(q_cmd, dtype=np.float64).copy()
+        return np.asarray(q_cmd, dtype=np.float64) + self.offset
