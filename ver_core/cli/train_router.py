@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ver_core.data import TopicConfig, load_demos
+from ver_core.data import ACTION_SOURCES, GRIPPER_SOURCES, TopicConfig, load_demos
 from ver_core.policy import TaskConfig, TaskPolicy
 from ver_core.policy.config import NECKS
 from ver_core.policy.normalization import ACTION_MODES
@@ -122,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-topic", default=d.state_topic)
     p.add_argument("--action-topic", default=d.action_topic)
     p.add_argument("--gripper-topic", default=d.gripper_topic)
+    p.add_argument(
+        "--gripper-state-topic",
+        default="",
+        help="extra JointState topic holding the finger joints (when --state-topic lacks them)",
+    )
+    p.add_argument(
+        "--action-source",
+        choices=ACTION_SOURCES,
+        default=d.action_source,
+        help="arm targets: recorded commands, or the measured joints one control period later "
+        "(kinesthetic / leader-arm demos); auto: commands if every episode has them",
+    )
+    p.add_argument(
+        "--gripper-source",
+        choices=GRIPPER_SOURCES,
+        default=d.gripper_source,
+        help="gripper targets: command topic or franka_gripper action goals, or the measured "
+        "finger width one control period later; auto: commands if every episode has them",
+    )
     return p
 
 
@@ -170,6 +189,8 @@ def run(args: argparse.Namespace) -> dict:
             state_topic=args.state_topic,
             action_topic=args.action_topic,
             gripper_topic=args.gripper_topic,
+            action_source=args.action_source,
+            gripper_source=args.gripper_source,
         )
         torch.manual_seed(args.seed)  # a fresh library is then the same run to run (feature cache)
         policy = TaskPolicy.build(config)
@@ -189,24 +210,10 @@ def run(args: argparse.Namespace) -> dict:
             "WARNING: router parameters are %.3f%% of the model (>= 0.4%%)",
             s["router_percent_of_model"],
         )
-    topics = TopicConfig(
-        images=config.image_topics,
-        state=config.state_topic,
-        action=config.action_topic,
-        gripper=config.gripper_topic,
-        joint_names=config.joint_names,
-        finger_joint_names=config.finger_joint_names,
-    )
     cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
-    data = load_demos(
-        args.bag,
-        topics,
-        config.chunk_len,
-        config.control_rate_hz,
-        policy.model.config.img_size,
-        args.include_failed,
-        cache,
-    )
+    data = _load_data(args, config, policy.model.config.img_size, cache)
+    policy.config.action_source = data.action_source  # the checkpoint records the choice
+    policy.config.gripper_source = data.gripper_source
     log.info(
         "%d samples from %d episodes (%d skipped)",
         len(data),
@@ -235,6 +242,31 @@ def run(args: argparse.Namespace) -> dict:
     metrics = trainer.fit()
     log.info("task checkpoint written to %s (val loss %s)", out, metrics["final_val_loss"])
     return metrics
+
+
+def _load_data(args: argparse.Namespace, config: TaskConfig, image_size: int, cache: Path):
+    """Training samples from --bag, by the config's cameras, joints and sources."""
+    topics = TopicConfig(
+        images=config.image_topics,
+        state=config.state_topic,
+        action=config.action_topic,
+        gripper=config.gripper_topic,
+        joint_names=config.joint_names,
+        finger_joint_names=config.finger_joint_names,
+        gripper_state=args.gripper_state_topic,
+        gripper_open_width=config.gripper_max_width,
+    )
+    return load_demos(
+        args.bag,
+        topics,
+        config.chunk_len,
+        config.control_rate_hz,
+        image_size,
+        args.include_failed,
+        cache,
+        config.action_source,
+        config.gripper_source,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
