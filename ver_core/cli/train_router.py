@@ -1,4 +1,5 @@
-"""ver-train-router: train a Robot Router + action head on rosbag2 demos -> task checkpoint."""
+"""ver-train-router: train a Robot Router + action head on rosbag2 demos or a LeRobotDataset v3.0
+directory -> task checkpoint."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ log = logging.getLogger("ver-train-router")
 def build_parser() -> argparse.ArgumentParser:
     d = TaskConfig()
     p = argparse.ArgumentParser(prog="ver-train-router", description=__doc__)
-    p.add_argument(
-        "--bag", required=True, help="directory of rosbag2 episodes / .mcap files (recursive)"
-    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bag", help="directory of rosbag2 episodes / .mcap files (recursive)")
+    src.add_argument("--dataset", help="LeRobotDataset v3.0 directory (instead of --bag)")
     p.add_argument("--out", required=True, help="task checkpoint directory to write")
     p.add_argument(
         "--library", default=None, help="VER library checkpoint (ver-distill); default: fresh"
@@ -192,6 +193,10 @@ def run(args: argparse.Namespace) -> dict:
             action_source=args.action_source,
             gripper_source=args.gripper_source,
         )
+        if args.dataset and not args.image_topic:  # the dataset's cameras, realsense-ros topics
+            from ver_core.data.lerobot_read import dataset_cameras
+
+            config.image_topics = [camera_topic(c) for c in dataset_cameras(args.dataset)]
         torch.manual_seed(args.seed)  # a fresh library is then the same run to run (feature cache)
         policy = TaskPolicy.build(config)
     s = policy.parameter_summary()
@@ -244,8 +249,26 @@ def run(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def camera_topic(camera: str) -> str:
+    """The image topic a camera of a dataset gets (realsense-ros naming: its namespace)."""
+    return f"/{camera}/camera/color/image_raw"
+
+
 def _load_data(args: argparse.Namespace, config: TaskConfig, image_size: int, cache: Path):
-    """Training samples from --bag, by the config's cameras, joints and sources."""
+    """Training samples from --bag or --dataset, by the config's cameras, joints and sources."""
+    if args.dataset:
+        from ver_core.data.lerobot_read import load_lerobot
+
+        return load_lerobot(
+            args.dataset,
+            config.chunk_len,
+            config.control_rate_hz,
+            image_size,
+            cameras=config.cameras,
+            joint_names=config.joint_names,
+            action_source=config.action_source,
+            cache_dir=cache,
+        )
     topics = TopicConfig(
         images=config.image_topics,
         state=config.state_topic,
