@@ -85,6 +85,14 @@ def prepare_episodes(
     )
     if scanned:
         log.info("%s", choice.note or f"action source: {choice.action}; gripper: {choice.gripper}")
+    goals = sum(s.gripper_from == "action goals" for _, s in scanned)
+    if choice.gripper == "command" and goals:
+        log.info(
+            "gripper commands: %d episodes from %s, %d from franka_gripper action goals",
+            len(scanned) - goals,
+            topics.gripper,
+            goals,
+        )
     lead_ns = int(round(1e9 / control_rate_hz))
     tolerance_ns = int(VIEW_TOLERANCE_S * 1e9)
     prepared = []
@@ -143,12 +151,3 @@ def _targets(
     else:
         grip_t, grip = s.gripper_times, s.gripper_targets
     return arm_t, arm, grip_t, grip
-
-
-def source_summary(prepared: list[PreparedEpisode]) -> dict[str, int]:
-    """How many episodes took their gripper commands from where (for the log)."""
-    out: dict[str, int] = {}
-    for p in prepared:
-        key = p.streams.gripper_from or "measured"
-        out[key] = out.get(key, 0) + 1
-    return out
