@@ -147,3 +147,33 @@ def test_decode_errors():
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buf, format="PNG")
     with pytest.raises(ImageDecodeError, match="cannot decode"):
         decode_image(SimpleNamespace(format="png", data=buf.getvalue()[:20]))
+
+
+def test_source_resolution_is_one_choice_per_dataset():
+    from ver_core.data.streams import resolve_sources
+
+    both = resolve_sources("auto", "auto", [True, True], [True, True], ["a", "b"])
+    assert (both.action, both.gripper) == ("command", "command")
+    mixed = resolve_sources("auto", "auto", [True, False], [False, True], ["a", "b"])
+    assert (mixed.action, mixed.gripper) == ("next-state", "finger-width")
+    assert "1 of 2 episodes have no arm command: b" in mixed.note
+    assert "no gripper command topic or gripper action goals: a" in mixed.note
+    forced = resolve_sources("command", "finger-width", [False], [False], ["a"])
+    assert (forced.action, forced.gripper, forced.note) == ("command", "finger-width", "")
+    with pytest.raises(ValueError, match="unknown action source 'teleop'"):
+        resolve_sources("teleop", "auto", [], [], [])
+
+
+def test_gaps_and_clock_jumps_are_found_where_they_are():
+    from ver_core.data.streams import find_clock_jump, find_gap
+
+    t = np.arange(0, 20 * 10**9, 10**8)  # 10 Hz for 20 s
+    assert find_gap(t) is None
+    gapped = np.concatenate([t[t < 5 * 10**9], t[t >= 11 * 10**9]])
+    assert find_gap(gapped) == (int(4.9e9), int(6.1e9))
+    stamps = t - 3 * 10**9 + (t % 7)  # another clock, a few ns of jitter: no jump
+    assert find_clock_jump(t, stamps) is None
+    reset = np.where(t >= 8 * 10**9, t - 100 * 10**9, t)  # the publisher's clock went back
+    assert find_clock_jump(t, reset) == (8 * 10**9, -100 * 10**9)
+    unset = np.where(t >= 8 * 10**9, 0, t)  # zero stamps (not set) are no jump
+    assert find_clock_jump(t, unset) is None

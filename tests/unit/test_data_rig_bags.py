@@ -93,7 +93,7 @@ def franka_episode(
     with extra joints; ``split_hand``: the fingers in their own JointState messages (as the
     franka_gripper node publishes them). ``stamp_jump_at`` (s): from then on the publisher's
     header stamps are 1000 s behind (its clock was reset); ``gap_at`` (s): nothing is recorded
-    for 3 s from then on."""
+    for 6 s from then on."""
     own = bag is None
     bag = bag or Ros2Bag(path)
     sec = np.arange(0, seconds, 0.1)
@@ -161,7 +161,7 @@ def franka_episode(
                 }
                 events.append((t, f"{topic}/compressed", "sensor_msgs/msg/CompressedImage", msg))
     for t, topic, msgtype, fields in sorted(events, key=lambda e: e[0]):
-        if gap_at is not None and t0 + gap_at * 1e9 <= t < t0 + (gap_at + 3) * 1e9:
+        if gap_at is not None and t0 + gap_at * 1e9 <= t < t0 + (gap_at + 6) * 1e9:
             continue
         bag.write(topic, msgtype, fields, t)
     if own:
@@ -428,13 +428,13 @@ def test_episodes_on_different_clocks_train_and_a_jump_inside_one_is_named(tmp_p
     franka_episode(tmp_path / "sim_time.mcap", t0=5 * 10**9)  # a simulator's clock from 0
     franka_episode(tmp_path / "wall_time.mcap", seed=1)  # wall clock, 2023
     franka_episode(tmp_path / "reset.mcap", stamp_jump_at=1.0)  # the robot's clock reset
-    franka_episode(tmp_path / "gap.mcap", seconds=5.0, gap_at=1.0)  # recorder paused 3 s
+    franka_episode(tmp_path / "gap.mcap", seconds=9.0, gap_at=1.0)  # recorder paused 6 s
     data = load(tmp_path)
     assert [Path(n).name for n in data.episode_names] == ["sim_time.mcap", "wall_time.mcap"]
     assert np.bincount(data.episode).tolist() == [20, 20]  # 2 s at 10 Hz each
     reasons = {Path(n).name: r for n, r in data.skipped}
     assert "/joint_states: header stamps jump by -1000.0 s" in reasons["reset.mcap"]
-    assert "/joint_states has no messages for 3.0 s" in reasons["gap.mcap"]
+    assert "/joint_states has no messages for 6.0 s" in reasons["gap.mcap"]
 
 
 def test_a_topic_of_the_wrong_type_is_named(tmp_path):

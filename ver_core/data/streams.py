@@ -27,8 +27,12 @@ import numpy as np
 
 ACTION_SOURCES = ("auto", "command", "next-state")
 GRIPPER_SOURCES = ("auto", "command", "finger-width")
-MAX_GAP_S = 1.0  # a camera or joint-state stream silent this long is a recording gap or jump
-MAX_CLOCK_JUMP_S = 1.0  # header stamps moving this far against receive times: a clock jump
+# A camera or joint-state stream silent this long is a recording gap or a jump of the recorder's
+# clock; header stamps moving this far against the receive times are a publisher's clock reset.
+# Generous, so that a recorder stalled for a second or two on a loaded machine (late messages
+# delivered in a burst) does not count.
+MAX_GAP_S = 5.0
+MAX_CLOCK_JUMP_S = 5.0
 
 
 @dataclass(frozen=True)
