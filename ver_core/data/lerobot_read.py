@@ -23,6 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image as PILImage
 
@@ -239,7 +240,7 @@ def _frames(root: Path, info: dict) -> dict[str, np.ndarray]:
                 raise DatasetFormatError(f"{f} has no column {k!r}")
             column = table.column(k)
             if k in (fmt.STATE_KEY, fmt.ACTION_KEY):
-                cols[k].append(np.asarray(column.to_pylist(), dtype=np.float64))
+                cols[k].append(_vectors(column, f, k))
             elif k in image_cols:
                 cols[k] += column.to_pylist()
             else:
@@ -249,6 +250,21 @@ def _frames(root: Path, info: dict) -> dict[str, np.ndarray]:
         for k, v in cols.items()
     }
     return out
+
+
+def _vectors(column: pa.ChunkedArray, path: Path, key: str) -> np.ndarray:
+    """A column of equal-length lists of numbers -> (rows, width) float64."""
+    arr = column.combine_chunks()
+    if not (
+        pa.types.is_list(arr.type)
+        or pa.types.is_fixed_size_list(arr.type)
+        or pa.types.is_large_list(arr.type)
+    ):
+        raise DatasetFormatError(f"{path}: column {key!r} is {arr.type}, not a list of numbers")
+    if not pa.types.is_fixed_size_list(arr.type) and len(set(np.diff(arr.offsets).tolist())) > 1:
+        raise DatasetFormatError(f"{path}: the rows of column {key!r} differ in length")
+    flat = np.asarray(arr.flatten(), dtype=np.float64)
+    return flat.reshape(len(arr), -1) if len(arr) else flat.reshape(0, 0)
 
 
 def _images(root, info, row, ep, samples, cameras, fps, size, name) -> np.ndarray:
