@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from mcap.writer import Writer as McapWriter
 from mcap_ros2.writer import Writer as Ros2Writer
 from rosbags.typesys import Stores, get_typestore
@@ -466,6 +467,9 @@ def test_cli_trains_a_kinesthetic_demo_without_gripper_topic(tmp_path, caplog):
     config = json.loads((out / "config.json").read_text())["task"]
     assert config["action_source"] == "next-state" and config["gripper_source"] == "finger-width"
     assert TaskPolicy.from_pretrained(out).config.action_source == "next-state"
+    saved = yaml.safe_load((out / "ver-train-router.yaml").read_text())  # the options it ran with
+    assert saved["task"]["action_source"] == "next-state" and saved["train"]["steps"] == 3
+    assert saved["task"]["model_overrides"] == TINY and saved["task"]["router"]["anneal_steps"] == 1
     assert caplog.text.count("action source: next-state (auto") == 1
     assert train_main([*args, "--action-source", "command", "--out", str(tmp_path / "t2")]) == 2
     assert "no arm command messages on /fr3_arm_controller/joint_trajectory" in caplog.text

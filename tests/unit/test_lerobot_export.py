@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -144,6 +145,8 @@ def test_export_writes_a_v30_dataset_as_documented(tmp_path, capsys):
     assert info["features"]["observation.images.camera"]["info"]["video.codec"] == "av1"
     assert info["total_tasks"] == 1 and report["action_source"] == "command"
     assert not list(tmp_path.glob("ds/.parts"))
+    saved = yaml.safe_load((tmp_path / "ds" / "ver-export-dataset.yaml").read_text())
+    assert saved["export"]["fps"] == 30 and saved["topics"]["images"] == [SCENE, WRIST]
 
 
 def test_export_resamples_to_the_fps_it_claims(tmp_path):

@@ -28,7 +28,13 @@ from ver_core.data import lerobot_format as fmt
 from ver_core.data.align import match_views
 from ver_core.data.bag_reader import EpisodeSkip, TopicConfig, iter_frames
 from ver_core.data.episodes import PreparedEpisode, prepare_episodes
-from ver_core.data.video import VideoError, VideoWriter, concat_videos, probe_video
+from ver_core.data.video import (
+    VIDEO_CODECS,
+    VideoError,
+    VideoWriter,
+    concat_videos,
+    probe_video,
+)
 
 log = logging.getLogger(__name__)
 STATS_FRAMES = 100  # frames per episode and camera sampled for the image statistics
@@ -48,6 +54,8 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.fps < 1:
             raise ValueError(f"fps must be >= 1, got {self.fps}")
+        if self.vcodec not in VIDEO_CODECS:
+            raise ValueError(f"unknown vcodec {self.vcodec!r}: use one of {VIDEO_CODECS}")
 
 
 @dataclass
