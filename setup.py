@@ -12,6 +12,7 @@ commands = {
     "ver-extract-teachers": "ver_core.cli.extract_teachers:main",
     "ver-distill": "ver_core.cli.distill:main",
     "ver-train-router": "ver_core.cli.train_router:main",
+    "ver-export-dataset": "ver_core.cli.export_dataset:main",
     "ver-export": "ver_core.cli.export:main",
     "ver-eval": "ver_core.cli.eval:main",
     "ver-record-demos": "ver_ros.record_demos:main",

@@ -1,4 +1,4 @@
-"""Time alignment (pure) and image decoding."""
+"""Time alignment on the grid (pure) and image decoding."""
 
 from __future__ import annotations
 
@@ -9,72 +9,101 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ver_core.data import ImageDecodeError, align_episode, decode_image, select_frames
+from ver_core.data import (
+    ImageDecodeError,
+    chunk_actions,
+    decode_image,
+    frame_table,
+    grid_times,
+    sample_frames,
+)
 from ver_core.data.synthetic import image_message
 
 MS = 1_000_000
 
 
-def test_align_latest_state_and_commanded_chunk():
-    image_t = np.array([100, 200, 300]) * MS
+def table(image_t, state_t, states, arm_t, arm, grip_t, grip, fps=10.0, tol_ms=50, views=None):
+    return frame_table(
+        [np.asarray(image_t), *(views or [])],
+        np.asarray(state_t),
+        np.asarray(states),
+        np.asarray(arm_t),
+        np.asarray(arm),
+        np.asarray(grip_t),
+        np.asarray(grip),
+        fps,
+        tol_ms * MS,
+    )
+
+
+def test_grid_starts_at_first_ready_frame_and_samples_latest_state_and_command():
+    image_t = np.array([100, 133, 167, 200, 233, 267, 300]) * MS  # a 30 Hz camera
     state_t = np.array([50, 150, 250, 350]) * MS
     states = np.arange(4)[:, None] * np.ones((4, 8))
     arm_t = np.array([90, 190, 290]) * MS  # commands every 100 ms, stop at 290 ms
     arm = np.arange(3)[:, None] * np.ones((3, 7)) + 10
-    grip_t = np.array([150]) * MS
-    grip = np.array([0.04])
-    out = align_episode(
-        image_t, state_t, states, arm_t, arm, grip_t, grip, chunk_len=4, control_rate_hz=20
-    )
-    assert out.image_index.tolist() == [0, 1, 2]
-    assert out.states[:, 0].tolist() == [0, 1, 2]  # latest state at or before each image
-    assert out.actions.shape == (3, 4, 8)
-    # image 0 at 100 ms: queries 100, 150, 200, 250 ms -> commands 0, 0, 1, 1
-    assert out.actions[0, :, 0].tolist() == [10, 10, 11, 11]
-    # image 2 at 300 ms: command stream ended at 290 ms -> held last
-    assert out.actions[2, :, 0].tolist() == [12, 12, 12, 12]
+    out = table(image_t, state_t, states, arm_t, arm, [150 * MS], [0.04], fps=20.0)
+    assert (out.times // MS).tolist() == [100, 150, 200, 250, 300]  # exact 50 ms steps
+    assert out.view_index[:, 0].tolist() == [0, 1, 3, 4, 6]  # nearest camera frame
+    assert out.states[:, 0].tolist() == [0, 1, 1, 2, 2]  # latest state at or before
+    assert out.actions[:, 0].tolist() == [10, 10, 11, 11, 12]  # latest command at or before
     # gripper: before its first command the first one is used (backfill), then held
-    assert np.allclose(out.actions[:, :, 7], 0.04)
+    assert np.allclose(out.actions[:, 7], 0.04)
 
 
-def test_align_action_is_commanded_not_measured():
+def test_chunks_are_the_next_samples_actions_held_at_the_end():
+    actions = np.arange(5)[:, None] * np.ones((5, 8))
+    chunks = chunk_actions(actions, np.arange(5), 3)
+    assert chunks.shape == (5, 3, 8)
+    assert chunks[0, :, 0].tolist() == [0, 1, 2]
+    assert chunks[4, :, 0].tolist() == [4, 4, 4]  # the last sample's action held
+    # samples every 3rd frame of a 30 fps table: the same chunks as a 10 Hz table
+    fine = np.repeat(actions, 3, axis=0)[:13]  # frames 0..12 of a 30 fps grid
+    samples = sample_frames(13, 30, 10)
+    assert samples.tolist() == [0, 3, 6, 9, 12]
+    assert np.array_equal(chunk_actions(fine, samples, 3), chunks)
+
+
+def test_action_is_commanded_not_measured():
     t = np.array([0, 100]) * MS
     states = np.zeros((2, 8))  # the arm never moved
     arm = np.ones((2, 7))  # but it was commanded to 1 rad
-    out = align_episode(t, t, states, t, arm, t, np.array([0.0, 0.08]), 2, 10.0)
-    assert np.all(out.actions[:, :, :7] == 1.0)
-    assert out.actions[0, :, 7].tolist() == pytest.approx([0.0, 0.08])
+    out = table(t, t, states, t, arm, t, [0.0, 0.08])
+    assert np.all(out.actions[:, :7] == 1.0)
+    assert out.actions[:, 7].tolist() == pytest.approx([0.0, 0.08])
 
 
-def test_align_drops_frames_before_first_state_or_command():
+def test_frames_before_first_state_or_command_are_not_on_the_grid():
     image_t = np.array([10, 20, 30, 40]) * MS
-    out = align_episode(
-        image_t,
-        np.array([15]) * MS,
-        np.zeros((1, 8)),
-        np.array([25]) * MS,
-        np.zeros((1, 7)),
-        np.array([0]),
-        np.zeros(1),
-        3,
-        10.0,
+    out = table(
+        image_t, [15 * MS], np.zeros((1, 8)), [25 * MS], np.zeros((1, 7)), [0], [0.0], fps=100
     )
-    assert out.image_index.tolist() == [2, 3]
+    assert (out.times // MS).tolist() == [30, 40]
+    empty = table(image_t, [50 * MS], np.zeros((1, 8)), [0], np.zeros((1, 7)), [0], [0.0])
+    assert len(empty) == 0
+
+
+def test_other_views_match_within_tolerance():
+    image_t = np.array([0, 100, 200, 300]) * MS
+    wrist = np.array([10, 190, 330]) * MS  # no frame near 100 ms
+    out = table(image_t, [0], np.zeros((1, 8)), [0], np.zeros((1, 7)), [0], [0.0], views=[wrist])
+    assert out.view_index[:, 1].tolist() == [0, -1, 1, 2]
+
+
+def test_grid_at_a_multiple_of_the_rate_contains_the_grid_at_the_rate():
+    start = 1_700_000_000_123_456_789
+    coarse = grid_times(start, start + 7 * 10**9, 7.5)
+    fine = grid_times(start, start + 7 * 10**9, 30)
+    assert np.array_equal(fine[::4], coarse)  # integer ns: exactly, not approximately
+    assert np.all(np.abs(np.diff(fine) - 10**9 / 30) <= 1)
 
 
 def test_align_rejects_unsorted_and_missing_streams():
     t = np.array([0, 1])
     with pytest.raises(ValueError, match="not sorted"):
-        align_episode(t[::-1], t, np.zeros((2, 8)), t, np.zeros((2, 7)), t, np.zeros(2), 2, 10.0)
-    with pytest.raises(ValueError, match="no arm commands"):
-        align_episode(t, t, np.zeros((2, 8)), t[:0], np.zeros((0, 7)), t, np.zeros(2), 2, 10.0)
-
-
-def test_select_frames_min_interval():
-    t = np.arange(0, 1000, 33) * MS
-    keep = select_frames(t, 90 * MS)
-    assert np.all(np.diff(t[keep]) >= 90 * MS)
-    assert keep[0] == 0 and len(keep) == 11  # 0, 99, 198, ... 990 ms
+        table(t[::-1], t, np.zeros((2, 8)), t, np.zeros((2, 7)), t, np.zeros(2))
+    with pytest.raises(ValueError, match="no arm targets"):
+        table(t, t, np.zeros((2, 8)), t[:0], np.zeros((0, 7)), t, np.zeros(2))
 
 
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
@@ -108,7 +137,9 @@ def test_decode_errors():
         decode_image(SimpleNamespace(encoding="yuv422", height=1, width=1, step=2, data=b"\0\0"))
     with pytest.raises(ImageDecodeError, match="empty"):
         decode_image(SimpleNamespace(encoding="rgb8", height=0, width=0, step=0, data=b""))
-    px = decode_image(SimpleNamespace(encoding="16UC1", height=1, width=1, step=2, data=b"\xff\xff"))
+    px = decode_image(
+        SimpleNamespace(encoding="16UC1", height=1, width=1, step=2, data=b"\xff\xff")
+    )
     assert px.shape == (1, 1, 3) and px.max() == 255
     with pytest.raises(ImageDecodeError, match="does not fit"):
         decode_image(SimpleNamespace(encoding="rgb8", height=4, width=4, step=12, data=b"\0" * 10))
@@ -116,3 +147,33 @@ def test_decode_errors():
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buf, format="PNG")
     with pytest.raises(ImageDecodeError, match="cannot decode"):
         decode_image(SimpleNamespace(format="png", data=buf.getvalue()[:20]))
+
+
+def test_source_resolution_is_one_choice_per_dataset():
+    from ver_core.data.streams import resolve_sources
+
+    both = resolve_sources("auto", "auto", [True, True], [True, True], ["a", "b"])
+    assert (both.action, both.gripper) == ("command", "command")
+    mixed = resolve_sources("auto", "auto", [True, False], [False, True], ["a", "b"])
+    assert (mixed.action, mixed.gripper) == ("next-state", "finger-width")
+    assert "1 of 2 episodes have no arm command: b" in mixed.note
+    assert "no gripper command topic or gripper action goals: a" in mixed.note
+    forced = resolve_sources("command", "finger-width", [False], [False], ["a"])
+    assert (forced.action, forced.gripper, forced.note) == ("command", "finger-width", "")
+    with pytest.raises(ValueError, match="unknown action source 'teleop'"):
+        resolve_sources("teleop", "auto", [], [], [])
+
+
+def test_gaps_and_clock_jumps_are_found_where_they_are():
+    from ver_core.data.streams import find_clock_jump, find_gap
+
+    t = np.arange(0, 20 * 10**9, 10**8)  # 10 Hz for 20 s
+    assert find_gap(t) is None
+    gapped = np.concatenate([t[t < 5 * 10**9], t[t >= 11 * 10**9]])
+    assert find_gap(gapped) == (int(4.9e9), int(6.1e9))
+    stamps = t - 3 * 10**9 + (t % 7)  # another clock, a few ns of jitter: no jump
+    assert find_clock_jump(t, stamps) is None
+    reset = np.where(t >= 8 * 10**9, t - 100 * 10**9, t)  # the publisher's clock went back
+    assert find_clock_jump(t, reset) == (8 * 10**9, -100 * 10**9)
+    unset = np.where(t >= 8 * 10**9, 0, t)  # zero stamps (not set) are no jump
+    assert find_clock_jump(t, unset) is None

@@ -159,23 +159,57 @@ def _skips(tmp_path) -> dict[str, str]:
 
 def test_bad_episodes_are_skipped_with_reasons(tmp_path):
     write_synthetic_episode(tmp_path / "no_image", seconds=1.0, skip_topics=(TOPICS.images[0],))
-    write_synthetic_episode(tmp_path / "no_gripper", seconds=1.0, skip_topics=(TOPICS.gripper,))
+    write_synthetic_episode(tmp_path / "no_states", seconds=1.0, skip_topics=(TOPICS.state,))
     write_synthetic_episode(
         tmp_path / "other_joints", seconds=1.0, joint_names=[f"panda_joint{i}" for i in range(1, 8)]
     )
     write_synthetic_episode(tmp_path / "failed", seconds=1.0, success=False)
-    trunc = write_synthetic_episode(tmp_path / "truncated", seconds=1.0)
-    mcap = trunc / "truncated.mcap"
-    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "take.mcap").write_bytes(b"not an mcap file at all")
     reasons = _skips(tmp_path)
     assert "no image topic /camera/camera/color/image_raw" in reasons["no_image"]
-    assert "no gripper command messages on /gripper/command" in reasons["no_gripper"]
+    assert "no joint state topic /joint_states" in reasons["no_states"]
     assert (
         "lack ['fr3_joint1'" in reasons["other_joints"]
         and "config joint_names" in reasons["other_joints"]
+        and "/fr3_arm_controller/joint_trajectory" in reasons["other_joints"]
     )
     assert "success: false" in reasons["failed"] and "--include-failed" in reasons["failed"]
-    assert "cannot read bag" in reasons["truncated"]
+    assert "cannot read bag" in reasons["take.mcap"] and "not an MCAP file" in reasons["take.mcap"]
+
+
+def test_truncated_bag_trains_from_the_part_before_the_cut(tmp_path, caplog):
+    whole = load_demos(
+        write_synthetic_episode(tmp_path / "whole" / "ep", seconds=2.0).parent, TOPICS, 4, 10.0, 32
+    )
+    trunc = write_synthetic_episode(tmp_path / "cut" / "ep", seconds=2.0)
+    mcap = trunc / "ep.mcap"
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    data = load(tmp_path / "cut")
+    assert "the bag is cut off" in caplog.text and "ep.mcap" in caplog.text
+    assert 0 < len(data) < len(whole)
+    n = len(data)  # the samples before the cut are those of the whole bag (their chunks end sooner)
+    assert np.array_equal(data.images, whole.images[:n])
+    assert np.array_equal(data.states, whole.states[:n])
+    assert np.array_equal(data.actions[:, 0], whole.actions[:n, 0])
+
+
+def test_missing_gripper_commands_use_the_finger_width_or_skip_when_asked(tmp_path, caplog):
+    write_synthetic_episode(tmp_path / "a", seconds=1.0)
+    write_synthetic_episode(tmp_path / "b", seconds=1.0, skip_topics=(TOPICS.gripper,))
+    caplog.set_level("INFO")
+    data = load(tmp_path)
+    assert len(data.episode_names) == 2 and data.gripper_source == "finger-width"
+    assert "gripper source: finger-width" in caplog.text and "1 of 2 episodes" in caplog.text
+    # the target is the width measured one control period (0.1 s) later
+    scan = read_episode(find_episodes(tmp_path)[0], TOPICS)
+    t = scan.image_times[0][0] + 10**8
+    width = scan.states[np.searchsorted(scan.state_times, t, side="right") - 1, 7]
+    assert data.actions[0, 0, 7] == pytest.approx(width)
+    strict = load(tmp_path, gripper_source="command")
+    assert [n.rsplit("/", 1)[-1] for n in strict.episode_names] == ["a"]
+    assert "no gripper command messages on /gripper/command" in strict.skipped[0][1]
+    assert strict.gripper_source == "command"
 
 
 def test_include_failed(tmp_path):
@@ -186,17 +220,23 @@ def test_include_failed(tmp_path):
 
 
 def test_mismatched_image_sizes_skip(tmp_path):
+    from rosbags.highlevel import AnyReader
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     from ver_core.data.synthetic import TS, image_message
 
+    ep = write_synthetic_episode(tmp_path / "states", seconds=0.5, skip_topics=(TOPICS.images[0],))
     with Writer(tmp_path / "mixed", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        s = w.add_connection(TOPICS.state, "sensor_msgs/msg/JointState", typestore=TS)
+        with AnyReader([ep], default_typestore=TS) as r:  # the joint states of a good episode
+            for _, t, raw in r.messages([c for c in r.connections if c.topic == TOPICS.state]):
+                w.write(s, t - 1_700_000_000 * 10**9, raw)
         c = w.add_connection(TOPICS.images[0], "sensor_msgs/msg/Image", typestore=TS)
         for i, shape in enumerate([(8, 8, 3), (8, 8, 3), (16, 8, 3)]):
             msg = image_message(np.zeros(shape, np.uint8), i * 10**8)
             w.write(c, i * 10**8, TS.serialize_cdr(msg, "sensor_msgs/msg/Image"))
-    (src,) = find_episodes(tmp_path)
-    with pytest.raises(EpisodeSkip, match=r"image size changed from 8x8 to 8x16"):
+    src = find_episodes(tmp_path / "mixed")[0]
+    with pytest.raises(EpisodeSkip, match=r"image_raw: image size changed from 8x8 to 8x16"):
         read_episode(src, TOPICS)
 
 
@@ -219,7 +259,7 @@ def test_cache_second_run_does_not_decode(tmp_path, monkeypatch):
     write_synthetic_episode(tmp_path / "bags" / "ep", seconds=1.0)
     first = load(tmp_path / "bags", cache_dir=tmp_path / "cache")
     calls = []
-    monkeypatch.setattr(dataset_mod, "read_episode", lambda *a, **k: calls.append(a) or 1 / 0)
+    monkeypatch.setattr(dataset_mod, "prepare_episodes", lambda *a, **k: calls.append(a) or 1 / 0)
     second = load(tmp_path / "bags", cache_dir=tmp_path / "cache")
     assert calls == []
     assert np.array_equal(first.images, second.images) and np.array_equal(
@@ -260,7 +300,12 @@ def test_trajectory_commands_take_effect_on_arrival(tmp_path):
 
     ms = 10**6
     msgs = [
-        (0, TOPICS.images[0], "sensor_msgs/msg/Image", image_message(np.zeros((4, 4, 3), np.uint8), 0)),
+        (
+            0,
+            TOPICS.images[0],
+            "sensor_msgs/msg/Image",
+            image_message(np.zeros((4, 4, 3), np.uint8), 0),
+        ),
         (0, TOPICS.gripper, "std_msgs/msg/Float64", T["std_msgs/msg/Float64"](data=0.08)),
         (
             0,

@@ -4,123 +4,67 @@ Success rate (Wilson 95 % CI), episode lengths, latency per stage, an image stri
 rollout, a distance plot and results.json, on held-out seeds ``--seed, --seed + 1, ...``.
 
 --in-process   runs the deployed controller (encoder -> policy -> smoothing -> safety gate, the
-               objects the nodes run, with the deployment config) against the simulator on its
-               own clockwork, latency modelled (no DDS); --open-loop instead predicts a chunk,
-               executes --execute-steps actions and predicts again (a diagnostic).
+               objects the nodes run, with the deployment config they read) against the
+               simulator on its own clockwork, latency modelled (no DDS); --open-loop instead
+               predicts a chunk, executes --execute-steps actions and predicts again (a diagnostic).
 --through-ros  starts the deployment graph (sim -> encoder -> policy -> safety -> sim, real ROS
                processes, via ver-bringup) and supervises episodes over ROS services.
+
+Options are the fields of EvalConfig plus the ones below; the options a run used are written to
+OUT/ver-eval.yaml (--config reads them back).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless the user chose
 
-from ver_core.eval.evaluate import DEFAULT_EVAL_SEED, EvalConfig
+from ver_core.cli import options
+from ver_core.eval.evaluate import EvalConfig
 
-CONTROLLERS = ("policy", "expert", "hold", "random")
+PROG = "ver-eval"
+ALIASES = options.Aliases(
+    rename={
+        "--in-process": ("--mode", "in-process"),
+        "--through-ros": ("--mode", "through-ros"),
+        "--open-loop": ("--loop", "open-loop"),
+    }
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ver-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--checkpoint", type=Path, help="task checkpoint directory (ver-train-router --out)"
-    )
-    p.add_argument("--episodes", type=int, default=20, help="held-out episodes (default 20)")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULT_EVAL_SEED,
-        help=f"first seed (default {DEFAULT_EVAL_SEED})",
-    )
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--in-process",
-        dest="mode",
-        action="store_const",
-        const="in-process",
-        help="step the env directly (default)",
-    )
-    mode.add_argument(
-        "--through-ros",
-        dest="mode",
-        action="store_const",
-        const="through-ros",
-        help="run the ROS deployment graph",
-    )
-    p.set_defaults(mode="in-process")
-    p.add_argument("--out", type=Path, help="output directory (default runs/eval/<time>)")
-    p.add_argument(
-        "--max-steps",
-        type=int,
-        default=EvalConfig.max_steps,
-        help=f"control steps before an episode fails (default {EvalConfig.max_steps})",
-    )
-    p.add_argument(
-        "--open-loop",
-        action="store_true",
-        help="--in-process: receding-horizon diagnostic instead of the deployed controller",
-    )
-    p.add_argument(
-        "--latency",
-        type=float,
-        default=-1.0,
-        help="--in-process deployed loop: seconds per perception call (default: measured here)",
-    )
-    p.add_argument(
-        "--execute-steps",
-        type=int,
-        default=8,
-        help="--open-loop: actions executed per predicted chunk (default 8)",
-    )
-    p.add_argument(
-        "--obs-delay-steps",
-        type=int,
-        default=0,
-        help="--in-process: the policy sees observations N control steps old and skips the "
-        "chunk's first N actions, as the deployed graph does with its latency (a diagnostic)",
-    )
-    p.add_argument(
-        "--width",
-        type=int,
-        default=224,
-        help="render width, as the demos were recorded (default 224)",
-    )
-    p.add_argument("--height", type=int, default=224, help="render height (default 224)")
-    p.add_argument(
-        "--controller",
-        choices=CONTROLLERS,
-        default="policy",
-        help="policy (default) or a reference: scripted expert, hold still, random walk",
-    )
-    p.add_argument(
-        "--rtf",
-        type=float,
-        default=1.0,
-        help="--through-ros: simulator speed as a fraction of real time (default 1.0; lower it on a busy machine)",
-    )
-    p.add_argument("--no-media", action="store_true", help="skip the strip, GIF and plot")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads of the policy (default 1: the simulator renders on the other core, and "
-        "several threads on a few shared cores slow inference down; 0: torch default)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
-    return p
+@dataclass
+class EvalCommand:
+    """Closed-loop evaluation of a task checkpoint (or a reference controller) in the simulator."""
+
+    checkpoint: Path | None = None  # task checkpoint directory (ver-train-router --out)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # in-process: step the simulator directly; through-ros: run the ROS deployment graph
+    mode: Literal["in-process", "through-ros"] = "in-process"
+    out: Path | None = None  # output directory (None: runs/eval/<time>)
+    # policy, or a reference: the scripted expert, holding still, a random walk
+    controller: Literal["policy", "expert", "hold", "random"] = "policy"
+    # --through-ros: simulator speed as a fraction of real time (lower it on a busy machine)
+    rtf: float = 1.0
+    # torch threads of the policy (1: the simulator renders on the other core; 0: torch default)
+    threads: int = 1
+    quiet: bool = False  # no per-episode progress lines
+    config: Path | None = None  # YAML file of these options (OUT/ver-eval.yaml); flags win
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args, _ = options.parse(EvalCommand, argv, PROG, __doc__, ALIASES)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
+    config = args.eval
     if args.controller == "policy" and args.checkpoint is None:
         print(
             "ver-eval: --checkpoint is required (or pick --controller expert|hold|random)",
@@ -133,22 +77,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        config = EvalConfig(
-            episodes=args.episodes,
-            seed=args.seed,
-            max_steps=args.max_steps,
-            execute_steps=args.execute_steps,
-            obs_delay_steps=args.obs_delay_steps,
-            loop="open-loop" if args.open_loop else "deployed",
-            latency_s=args.latency,
-            width=args.width,
-            height=args.height,
-            media=not args.no_media,
-        )
-    except ValueError as e:
-        print(f"ver-eval: {e}", file=sys.stderr)
-        return 2
     out = args.out or Path("runs") / "eval" / time.strftime("%Y%m%d-%H%M%S")
     progress = None if args.quiet else print
     if args.threads:
@@ -160,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "controller": args.controller,
     }
     if args.mode == "through-ros":
-        if args.obs_delay_steps:
+        if config.obs_delay_steps:
             print(
                 "ver-eval: --obs-delay-steps models latency in-process; the ROS graph has its own",
                 file=sys.stderr,
@@ -169,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.controller != "policy":
             print("ver-eval: --through-ros evaluates a --checkpoint policy only", file=sys.stderr)
             return 2
+        options.save(dataclasses.replace(args, out=out), out, PROG)
         from ver_ros.eval_graph import evaluate_through_ros
 
         task = json.loads((args.checkpoint / "config.json").read_text()).get("task", {})
@@ -182,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
         )
     else:
+        options.save(dataclasses.replace(args, out=out), out, PROG)
         report = _in_process(args, config, out, meta, progress)
     from ver_core.eval.report import format_summary
 
@@ -231,8 +161,9 @@ def _deployed(policy, args, config: EvalConfig, out: Path, meta: dict, progress)
     from ver_ros.graph import default_config_path
 
     config_path = default_config_path()
-    settings = DeploySettings.from_yaml(config_path)
-    controller = build_controller(policy, settings, checkpoint_dir=args.checkpoint)
+    controller = build_controller(
+        policy, DeploySettings.from_yaml(config_path), checkpoint_dir=args.checkpoint
+    )
     fixed = config.latency_s if config.latency_s >= 0 else None
     timing = LoopTiming(control_hz=policy.config.control_rate_hz, encoder_s=fixed)
     meta["deploy_config"] = str(config_path)

@@ -10,29 +10,40 @@ them the command fails with the reason (it does not silently write something els
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["main"]
+from ver_core.cli import options
+
+__all__ = ["ExportCommand", "main"]
+PROG = "ver-export"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ver-export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, type=Path, help="task checkpoint directory")
-    p.add_argument("--backend", required=True, choices=["onnx", "tensorrt"])
-    p.add_argument("--out", type=Path, default=None, help="output directory (default CKPT/export)")
-    p.add_argument(
-        "--precision", default="fp16", choices=["fp16", "fp32"], help="TensorRT precision"
-    )
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    p.add_argument("--no-check", action="store_true", help="skip the comparison with torch")
-    return p
+@dataclass
+class ExportCommand:
+    """Write the routed encoder of a task checkpoint for deployment."""
+
+    checkpoint: Path | None = None  # task checkpoint directory (required)
+    backend: Literal["onnx", "tensorrt"] | None = None  # (required)
+    out: Path | None = None  # output directory (None: CHECKPOINT/export)
+    precision: Literal["fp16", "fp32"] = "fp16"  # TensorRT precision
+    opset: int = 17  # ONNX opset
+    check: bool = True  # compare the export with torch on a random batch
+    config: Path | None = None  # YAML file of these options (OUT/ver-export.yaml); flags win
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args, _ = options.parse(ExportCommand, argv, PROG, __doc__.split("\n\n")[0])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
+    for name in ("checkpoint", "backend"):
+        if getattr(args, name) is None:
+            print(f"ver-export: --{name} is required", file=sys.stderr)
+            return 2
     import torch
 
     from ver_core.export import EXPORT_DIR, ONNX_FILE, TRT_FILE, BackendUnavailable, RoutedEncoder
@@ -52,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     out_dir = args.out or args.checkpoint / EXPORT_DIR
+    options.save(args, out_dir, PROG)
     encoder = RoutedEncoder(policy)
     size = policy.model.config.img_size
     report: dict = {"checkpoint": str(args.checkpoint), "backend": args.backend}
@@ -60,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
         path = export_onnx(encoder, out_dir / ONNX_FILE, image_size=size, opset=args.opset)
         report["file"] = str(path)
-        if not args.no_check:
+        if args.check:
             views = policy.config.num_views
             x = torch.randn(views, 3, size, size, generator=torch.Generator().manual_seed(0))
             ref_tokens, ref_experts = encoder(x)

@@ -1,27 +1,42 @@
 """Find rosbag2 episodes under a directory and read their streams (MCAP or sqlite3, via rosbags).
 
 An episode is a rosbag2 directory (``metadata.yaml`` + ``.mcap``/``.db3`` files) or a bare
-``.mcap`` file. Metadata comes from ``episode.json`` beside the bag files (optional).
-Problems with one episode raise :class:`EpisodeSkip` with the reason; the caller skips it.
+``.mcap`` file (also what a recorder that crashed leaves: read up to the cut, see ``bag_io``).
+Metadata comes from ``episode.json`` beside the bag files (optional).
+
+Reading takes two passes over a bag: :func:`scan_episode` reads everything but the pixels
+(image receive times, joint states, arm and gripper commands, gripper action goals), then
+:func:`iter_frames` decodes only the frames a caller picked. Problems with one episode raise
+:class:`EpisodeSkip` naming the topic and what is wrong; the caller names the episode.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rosbags.highlevel import AnyReader
-from rosbags.typesys import Stores, get_typestore
 
+from ver_core.data.bag_io import BagOpenError, open_bag
+from ver_core.data.bag_messages import (
+    ARM_TYPES,
+    GripperGoals,
+    JointStateError,
+    JointStateMerger,
+    MessageError,
+    arm_points,
+    is_goal_topic,
+    settle_arm_commands,
+)
 from ver_core.data.images import ImageDecodeError, decode_image, resize_rgb
-from ver_core.robot import JointStateError, camera_names, read_joint_state
+from ver_core.data.streams import find_clock_jump, find_gap
+from ver_core.robot import camera_names
 
-_TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-ARM_TYPES = ("trajectory_msgs/msg/JointTrajectory", "std_msgs/msg/Float64MultiArray")
+STATE_TYPE = "sensor_msgs/msg/JointState"
 
 
 class EpisodeSkip(Exception):
@@ -31,7 +46,9 @@ class EpisodeSkip(Exception):
 @dataclass
 class TopicConfig:
     """Topics of an episode. ``images``: one topic per camera, the first one is the primary view
-    (its frames set the samples; every other view is matched to each of them by stamp)."""
+    (its frames start and end the episode's grid). ``gripper_state``: an extra JointState topic
+    holding the finger joints when ``state`` lacks them ("" = none). ``gripper_open_width``: the
+    width a franka_gripper ``homing`` goal opens to (m)."""
 
     images: list[str] = field(default_factory=lambda: ["/camera/camera/color/image_raw"])
     state: str = "/joint_states"
@@ -42,6 +59,8 @@ class TopicConfig:
         default_factory=lambda: ["fr3_finger_joint1", "fr3_finger_joint2"]
     )
     object_pose: str = ""  # sim-only PoseStamped of the object (diagnostics); "" = not read
+    gripper_state: str = ""
+    gripper_open_width: float = 0.08
 
     def __post_init__(self) -> None:
         if isinstance(self.images, str):
@@ -49,9 +68,12 @@ class TopicConfig:
         self.images = list(self.images)
         if not self.images:
             raise ValueError("TopicConfig.images needs at least one image topic")
-        for name, topic in [("image", t) for t in self.images] + [
+        named = [("image", t) for t in self.images] + [
             (n, getattr(self, n)) for n in ("state", "action", "gripper")
-        ]:
+        ]
+        if self.gripper_state:
+            named.append(("gripper_state", self.gripper_state))
+        for name, topic in named:
             if not topic.startswith("/"):
                 raise ValueError(f"{name} topic must be absolute (start with /), got {topic!r}")
         camera_names(self.images)  # one namespace per camera
@@ -73,20 +95,37 @@ class EpisodeSource:
 
 @dataclass
 class EpisodeStreams:
-    """Raw streams of one episode, times in ns (bag receive time), each sorted.
+    """Streams of one episode, times in ns (bag receive time), each sorted.
 
-    ``image_times[v]`` / ``images[v]``: frames of camera v (order of ``TopicConfig.images``)."""
+    ``image_times[v]``: frames of camera v (order of ``TopicConfig.images``), read from
+    ``image_topics[v]`` (the raw topic or its ``/compressed`` stream); ``image_order[v][i]`` is
+    the position of sorted frame i among that topic's messages as the bag yields them.
+    ``images[v]`` holds decoded frames only after :func:`read_episode`. Arm and gripper streams
+    are empty when the bag has no such commands (``gripper_from`` says where gripper commands
+    came from: ``topic``, ``action goals`` or ``""``)."""
 
     image_times: list[np.ndarray]  # V x (M_v,)
-    images: list[list[np.ndarray]]  # V x M_v x (H, W, 3) uint8 RGB
     state_times: np.ndarray  # (Ns,)
     states: np.ndarray  # (Ns, 8): 7 joints (rad) + gripper width (m)
     arm_times: np.ndarray  # (Na,)
     arm_targets: np.ndarray  # (Na, 7)
     gripper_times: np.ndarray  # (Ng,)
     gripper_targets: np.ndarray  # (Ng,)
+    image_topics: list[str] = field(default_factory=list)
+    image_order: list[np.ndarray] = field(default_factory=list)
+    gripper_from: str = ""
+    cut_off: str | None = None  # where a cut-off bag's readable part ends
+    images: list[list[np.ndarray]] = field(default_factory=list)  # V x M_v x (H, W, 3) uint8
     object_times: np.ndarray | None = None  # (No,) with topics.object_pose
     object_poses: np.ndarray | None = None  # (No, 7): x, y, z, qw, qx, qy, qz
+
+    @property
+    def has_arm(self) -> bool:
+        return len(self.arm_times) > 0
+
+    @property
+    def has_gripper(self) -> bool:
+        return len(self.gripper_times) > 0
 
 
 def _walk_files(root: Path) -> list[Path]:
@@ -134,49 +173,6 @@ def _read_meta(directory: Path, stem: str | None = None) -> dict:
     return {}
 
 
-def _arm_from_msg(msg, msgtype: str, t: int, joints: list[str]) -> list[tuple[int, np.ndarray]]:
-    """One arm command received at t -> [(time ns, targets (7,))]; trajectories -> their points."""
-    if msgtype == "std_msgs/msg/Float64MultiArray":
-        data = np.asarray(msg.data, dtype=np.float64)
-        if data.shape != (len(joints),):
-            raise EpisodeSkip(
-                f"arm command has {data.size} values, config has {len(joints)} joints"
-            )
-        return [(t, data)]
-    names = list(msg.joint_names)
-    missing = [j for j in joints if j not in names]
-    if missing:
-        raise EpisodeSkip(
-            f"arm command joint names {names} lack {missing} (config joint_names {joints})"
-        )
-    order = [names.index(j) for j in joints]
-    # A trajectory is commanded when it arrives: its first point is the target from t on (its
-    # time_from_start is how long the controller takes to get there); later points follow at
-    # their offsets relative to the first one.
-    tfs = [
-        int(p.time_from_start.sec) * 1_000_000_000 + int(p.time_from_start.nanosec)
-        for p in msg.points
-    ]
-    out = []
-    for p, dt in zip(msg.points, tfs, strict=True):
-        pos = np.asarray(p.positions, dtype=np.float64)
-        if pos.shape != (len(names),):
-            raise EpisodeSkip(f"trajectory point has {pos.size} positions for {len(names)} joints")
-        out.append((t + dt - tfs[0], pos[order]))
-    return out
-
-
-def _state_from_msg(msg, joints: list[str], fingers: list[str]) -> np.ndarray:
-    """(8,) policy state of one JointState, by the rule every path shares (ver_core.robot)."""
-    try:
-        reading = read_joint_state(msg.name, msg.position, joints, fingers)
-    except JointStateError as e:
-        raise EpisodeSkip(f"bad joint state on the state topic: {e}") from e
-    if reading.gripper is None:
-        raise EpisodeSkip(f"joint states lack the finger joints {fingers}: no gripper width")
-    return np.append(reading.q, reading.gripper)
-
-
 def _resolve_image_topic(topic: str, present: dict[str, str]) -> str:
     if topic not in present and f"{topic}/compressed" in present:
         return f"{topic}/compressed"  # image_transport's compressed stream
@@ -185,96 +181,191 @@ def _resolve_image_topic(topic: str, present: dict[str, str]) -> str:
     return topic
 
 
-def read_episode(
-    source: EpisodeSource,
-    topics: TopicConfig,
-    min_interval_ns: int = 0,
-    image_size: int | None = None,
-) -> EpisodeStreams:
-    """All streams of one episode. Raises EpisodeSkip (with the reason) for unusable episodes.
+def _check_types(present: dict[str, str], expected: dict[str, tuple[str, ...]]) -> None:
+    for topic, types in expected.items():
+        if topic in present and present[topic] not in types:
+            raise EpisodeSkip(f"{topic} has type {present[topic]}, expected one of {types}")
 
-    Frames of the primary (first) camera are kept at most every ``min_interval_ns`` (greedy, as
-    ``align.select_frames``); every frame of the other cameras is kept (they are matched to the
-    primary ones later). All are resized to ``image_size`` squared as they are read, so an
-    episode never sits in memory at full camera resolution.
-    """
-    n_views = len(topics.images)
-    images: list[list[np.ndarray]] = [[] for _ in range(n_views)]
-    image_t: list[list[int]] = [[] for _ in range(n_views)]
-    shapes: list[tuple | None] = [None] * n_views
-    state_t, states, arm, grip, objects = [], [], [], [], []
+
+def scan_episode(source: EpisodeSource, topics: TopicConfig) -> EpisodeStreams:
+    """Every stream of one episode except the pixels. Raises EpisodeSkip for unusable ones."""
     try:
-        with AnyReader([source.path], default_typestore=_TYPESTORE) as reader:
-            present = {c.topic: c.msgtype for c in reader.connections}
-            view_of = {_resolve_image_topic(t, present): v for v, t in enumerate(topics.images)}
-            for topic in [*view_of, topics.action]:
-                types = IMAGE_TYPES if topic in view_of else ARM_TYPES
-                if topic in present and present[topic] not in types:
-                    raise EpisodeSkip(f"{topic} has type {present[topic]}, expected one of {types}")
-            wanted = {*view_of, topics.state, topics.action, topics.gripper}
-            if topics.object_pose:
-                if topics.object_pose not in present:
-                    raise EpisodeSkip(f"no object pose topic {topics.object_pose}")
-                wanted.add(topics.object_pose)
-            conns = [c for c in reader.connections if c.topic in wanted]
-            for conn, t, raw in reader.messages(connections=conns):
-                v = view_of.get(conn.topic)
-                if v == 0 and image_t[0] and t - image_t[0][-1] < min_interval_ns:
-                    continue  # frame not needed: not even deserialized
-                msg = reader.deserialize(raw, conn.msgtype)
-                if v is not None:
-                    img = decode_image(msg)
-                    shapes[v] = shapes[v] or img.shape
-                    if img.shape != shapes[v]:
-                        raise EpisodeSkip(
-                            f"{conn.topic}: image size changed from {shapes[v][1]}x{shapes[v][0]} "
-                            f"to {img.shape[1]}x{img.shape[0]} at t={t} ns"
-                        )
-                    images[v].append(resize_rgb(img, image_size) if image_size else img)
-                    image_t[v].append(t)
-                elif conn.topic == topics.state:
-                    states.append(
-                        _state_from_msg(msg, topics.joint_names, topics.finger_joint_names)
-                    )
-                    state_t.append(t)
-                elif conn.topic == topics.action:
-                    while arm and arm[-1][0] >= t:  # a new command replaces pending points
-                        arm.pop()
-                    arm += _arm_from_msg(msg, conn.msgtype, t, topics.joint_names)
-                elif conn.topic == topics.object_pose:
-                    p, o = msg.pose.position, msg.pose.orientation
-                    objects.append((t, [p.x, p.y, p.z, o.w, o.x, o.y, o.z]))
-                else:
-                    grip.append((t, float(msg.data)))
+        with open_bag(source.path) as bag:
+            return _scan(bag, topics)
     except EpisodeSkip:
         raise
-    except ImageDecodeError as e:
-        raise EpisodeSkip(f"bad image: {e}") from e
-    except Exception as e:  # truncated/corrupt files: rosbags and mcap raise many types
+    except BagOpenError as e:
+        raise EpisodeSkip(str(e)) from e
+    except Exception as e:  # corrupt files: rosbags and mcap raise many types
         raise EpisodeSkip(f"cannot read bag ({type(e).__name__}: {e})") from e
-    for v, topic in enumerate(topics.images):
+
+
+def _scan(bag, topics: TopicConfig) -> EpisodeStreams:
+    present = bag.topics
+    image_topics = [_resolve_image_topic(t, present) for t in topics.images]
+    view_of = {t: v for v, t in enumerate(image_topics)}
+    state_topics = [t for t in (topics.state, topics.gripper_state) if t]
+    _check_types(
+        present,
+        {
+            **dict.fromkeys(image_topics, IMAGE_TYPES),
+            **dict.fromkeys(state_topics, (STATE_TYPE,)),
+            topics.action: ARM_TYPES,
+            topics.gripper: ("std_msgs/msg/Float64",),
+        },
+    )
+    if topics.state not in present:
+        raise EpisodeSkip(f"no joint state topic {topics.state} (topics: {sorted(present)})")
+    goal_topics = sorted(t for t, m in present.items() if is_goal_topic(t, m))
+    wanted = {*view_of, *state_topics, topics.action, topics.gripper, *goal_topics}
+    if topics.object_pose:
+        if topics.object_pose not in present:
+            raise EpisodeSkip(f"no object pose topic {topics.object_pose}")
+        wanted.add(topics.object_pose)
+    image_t: list[list[int]] = [[] for _ in image_topics]
+    merger = JointStateMerger(topics.joint_names, topics.finger_joint_names)
+    goals = GripperGoals(topics.gripper_open_width)
+    state_t, states, recv, stamps, arm, grip, objects = [], [], [], [], [], [], []
+    for topic, msgtype, t, raw in bag.messages(wanted):
+        v = view_of.get(topic)
+        if v is not None:
+            image_t[v].append(t)  # pixels are decoded later, only for the frames used
+            continue
+        msg = bag.deserialize(raw, msgtype)
+        try:
+            if topic in state_topics:
+                if topic == topics.state:
+                    recv.append(t)
+                    stamps.append(int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec))
+                state = merger.update(list(msg.name), np.asarray(msg.position, np.float64))
+                if state is not None:
+                    state_t.append(t)
+                    states.append(state)
+            elif topic == topics.action:
+                arm.append((t, arm_points(msg, msgtype, t, topics.joint_names)))
+            elif topic == topics.gripper:
+                grip.append((t, float(msg.data)))
+            elif topic == topics.object_pose:
+                p, o = msg.pose.position, msg.pose.orientation
+                objects.append((t, [p.x, p.y, p.z, o.w, o.x, o.y, o.z]))
+            else:
+                goals.add(topic, msgtype, t, msg)
+        except (JointStateError, MessageError) as e:
+            raise EpisodeSkip(f"{topic} at t={t} ns: {e}") from e
+    for v, topic in enumerate(image_topics):
         if not image_t[v]:
             raise EpisodeSkip(f"no image messages on {topic}")
-    for what, stream, topic in (
-        ("joint state", state_t, topics.state),
-        ("arm command", arm, topics.action),
-        ("gripper command", grip, topics.gripper),
-    ):
-        if not stream:
-            raise EpisodeSkip(f"no {what} messages on {topic}")
-    arm.sort(key=lambda a: a[0])
-    grip.sort(key=lambda g: g[0])
+    if not recv:
+        raise EpisodeSkip(f"no joint state messages on {topics.state}")
+    if not state_t:
+        raise EpisodeSkip(f"{topics.state}: {merger.why_no_state()}")
+    _check_clock(topics.state, np.asarray(recv), np.asarray(stamps))
     orders = [np.argsort(t, kind="stable") for t in image_t]
+    image_times = [np.asarray(t, np.int64)[o] for t, o in zip(image_t, orders, strict=True)]
+    for topic, t in [(topics.state, np.sort(np.asarray(state_t)))] + list(
+        zip(image_topics, image_times, strict=True)
+    ):
+        gap = find_gap(t)
+        if gap:
+            raise EpisodeSkip(
+                f"{topic} has no messages for {gap[1] / 1e9:.1f} s from t={gap[0]} ns (a "
+                "recording gap or a clock jump): split the bag there or drop the episode"
+            )
+    arm_times, arm_targets = settle_arm_commands(arm)
+    gripper_from = ""
+    if grip:
+        grip.sort(key=lambda g: g[0])
+        grip_times, grip_targets = (
+            np.asarray([g[0] for g in grip], np.int64),
+            np.asarray([g[1] for g in grip]),
+        )
+        gripper_from = "topic"
+    else:
+        grip_times, grip_targets = goals.commands()
+        if len(grip_times):
+            gripper_from = "action goals"
+        elif goals.events:
+            raise EpisodeSkip(goals.why_none(goal_topics))
     s_order = np.argsort(state_t, kind="stable")
+    objects.sort(key=lambda o: o[0])
     return EpisodeStreams(
-        image_times=[np.asarray(t, np.int64)[o] for t, o in zip(image_t, orders, strict=True)],
-        images=[[imgs[i] for i in o] for imgs, o in zip(images, orders, strict=True)],
+        image_times=image_times,
         state_times=np.asarray(state_t, np.int64)[s_order],
         states=np.asarray(states)[s_order],
-        arm_times=np.asarray([a[0] for a in arm], np.int64),
-        arm_targets=np.stack([a[1] for a in arm]),
-        gripper_times=np.asarray([g[0] for g in grip], np.int64),
-        gripper_targets=np.asarray([g[1] for g in grip]),
+        arm_times=arm_times,
+        arm_targets=arm_targets,
+        gripper_times=grip_times,
+        gripper_targets=grip_targets,
+        image_topics=image_topics,
+        image_order=orders,
+        gripper_from=gripper_from,
+        cut_off=bag.cut_off,
         object_times=np.asarray([o[0] for o in objects], np.int64) if objects else None,
         object_poses=np.asarray([o[1] for o in objects]) if objects else None,
     )
+
+
+def _check_clock(topic: str, receive: np.ndarray, stamps: np.ndarray) -> None:
+    jump = find_clock_jump(receive, stamps)
+    if jump:
+        raise EpisodeSkip(
+            f"{topic}: header stamps jump by {jump[1] / 1e9:+.1f} s against the recording clock "
+            f"at t={jump[0]} ns (a clock reset or step inside the episode): split the bag there "
+            "or drop the episode"
+        )
+
+
+def iter_frames(
+    source: EpisodeSource,
+    streams: EpisodeStreams,
+    wanted: list[np.ndarray],
+    image_size: int | None = None,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Decode the frames ``wanted[v]`` (indices into ``streams.image_times[v]``) of each camera:
+    yields (view, frame index, (H, W, 3) uint8 RGB, resized to ``image_size`` squared if given)
+    in the bag's order. Raises EpisodeSkip for an image that does not decode or changes size."""
+    view_of = {t: v for v, t in enumerate(streams.image_topics)}
+    pick = [
+        {int(streams.image_order[v][i]): int(i) for i in np.asarray(w)}
+        for v, w in enumerate(wanted)
+    ]
+    count = [0] * len(view_of)
+    shapes: list[tuple | None] = [None] * len(view_of)
+    try:
+        with open_bag(source.path) as bag:
+            for topic, msgtype, t, raw in bag.messages(set(view_of)):
+                v = view_of[topic]
+                i = pick[v].get(count[v])
+                count[v] += 1
+                if i is None:
+                    continue  # not needed: not even deserialized
+                if streams.image_times[v][i] != t:
+                    raise EpisodeSkip(f"{topic}: the bag changed between two reads")
+                try:
+                    img = decode_image(bag.deserialize(raw, msgtype))
+                except ImageDecodeError as e:
+                    raise EpisodeSkip(f"{topic}: bad image at t={t} ns: {e}") from e
+                shapes[v] = shapes[v] or img.shape
+                if img.shape != shapes[v]:
+                    raise EpisodeSkip(
+                        f"{topic}: image size changed from {shapes[v][1]}x{shapes[v][0]} "
+                        f"to {img.shape[1]}x{img.shape[0]} at t={t} ns"
+                    )
+                yield v, i, resize_rgb(img, image_size) if image_size else img
+    except EpisodeSkip:
+        raise
+    except Exception as e:  # corrupt files: rosbags and mcap raise many types
+        raise EpisodeSkip(f"cannot read bag ({type(e).__name__}: {e})") from e
+
+
+def read_episode(
+    source: EpisodeSource, topics: TopicConfig, image_size: int | None = None
+) -> EpisodeStreams:
+    """All streams of one episode with every frame decoded (``streams.images``)."""
+    streams = scan_episode(source, topics)
+    streams.images = [[None] * len(t) for t in streams.image_times]
+    for v, i, img in iter_frames(
+        source, streams, [np.arange(len(t)) for t in streams.image_times], image_size
+    ):
+        streams.images[v][i] = img
+    return streams

@@ -1,4 +1,4 @@
-"""Demo dataset: every usable episode under a directory -> aligned arrays, cached on disk.
+"""Demo dataset: every usable episode under a directory -> aligned samples, cached on disk.
 
 The cache (``demos_<key>.npz``) is keyed by a hash of every bag file's path, size and mtime plus
 the topics and alignment settings, so a second run with the same bags does not decode them again.
@@ -10,28 +10,24 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ver_core.data.align import (
-    AlignedSamples,
-    align_episode,
-    latest_at_or_before,
-    match_views,
-)
+from ver_core.data.align import chunk_actions, latest_at_or_before
 from ver_core.data.bag_reader import (
     EpisodeSkip,
     EpisodeSource,
     TopicConfig,
     find_episodes,
-    read_episode,
+    iter_frames,
 )
+from ver_core.data.episodes import VIEW_TOLERANCE_S, PreparedEpisode, prepare_episodes
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 3  # bump whenever reading or alignment changes what is cached
-VIEW_TOLERANCE_S = 0.05  # views whose frames lie further apart do not form a sample
+CACHE_VERSION = 4  # bump whenever reading or alignment changes what is cached
 
 
 @dataclass
@@ -48,6 +44,8 @@ class DemoData:
     key: str = ""  # cache key of the bags + settings this came from
     cameras: list[str] | None = None  # camera names of the views (None: one unnamed view)
     object_pose: np.ndarray | None = None  # (N, 7) sim-only object pose (topics.object_pose)
+    action_source: str = "command"  # where the arm targets came from (ver_core.data.streams)
+    gripper_source: str = "command"  # where the gripper targets came from
 
     def __post_init__(self) -> None:
         if self.images.ndim != 5:
@@ -74,6 +72,8 @@ class DemoData:
             f"{self.key}-{hashlib.sha256(str(episodes).encode()).hexdigest()[:8]}",
             self.cameras,
             None if self.object_pose is None else self.object_pose[mask],
+            self.action_source,
+            self.gripper_source,
         )
 
 
@@ -100,12 +100,16 @@ def load_demos(
     image_size: int = 224,
     include_failed: bool = False,
     cache_dir: str | Path | None = None,
+    action_source: str = "auto",
+    gripper_source: str = "auto",
 ) -> DemoData:
     """Read, align and cache every episode. Unusable episodes are skipped with a logged reason
     naming the episode and the problem (a camera topic it lacks, say).
 
-    Each sample is a frame of the primary camera (``topics.images[0]``) with, for every other
-    camera, its frame nearest in time (within ``VIEW_TOLERANCE_S``; samples without are dropped).
+    Samples are the episode's frames on the grid at the control rate (``ver_core.data.align``):
+    the primary camera's (``topics.images[0]``) frame nearest to each grid time and, for every
+    other camera, its frame nearest to it within ``VIEW_TOLERANCE_S`` (samples without are
+    dropped). ``action_source`` / ``gripper_source``: see ``ver_core.data.streams``.
     Raises FileNotFoundError when there are no episodes, ValueError when none is usable.
     """
     sources = find_episodes(root)
@@ -116,59 +120,53 @@ def load_demos(
         "image_size": image_size,
         "include_failed": include_failed,
         "view_tolerance_s": VIEW_TOLERANCE_S,
+        "action_source": action_source,
+        "gripper_source": gripper_source,
     }
     key = cache_key(sources, settings)
     cache = Path(cache_dir) / f"demos_{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         log.info("demo cache hit: %s", cache)
-        return _read_cache(cache, key)
-    min_interval = int(0.9e9 / control_rate_hz)  # one frame per control step (camera jitter slack)
-    parts, names, skipped, objects = [], [], [], []
-    for src in sources:
-        reason = None
-        if src.meta.get("_meta_error"):
-            reason = src.meta["_meta_error"]
-        elif src.meta.get("success") is False and not include_failed:
-            reason = "episode.json says success: false (pass --include-failed to use it)"
-        if reason is None:
-            try:
-                s = read_episode(src, topics, min_interval_ns=min_interval, image_size=image_size)
-                aligned = align_episode(
-                    s.image_times[0],
-                    s.state_times,
-                    s.states,
-                    s.arm_times,
-                    s.arm_targets,
-                    s.gripper_times,
-                    s.gripper_targets,
-                    chunk_len,
-                    control_rate_hz,
-                )
-                if len(aligned) == 0:
-                    reason = "no image frame has both a joint state and an arm command before it"
-                else:
-                    views, aligned = _match_other_views(s, aligned, topics)
-                    if len(aligned) == 0:
-                        reason = (
-                            f"no frame of {topics.images[0]} has frames of every other camera "
-                            f"within {VIEW_TOLERANCE_S * 1e3:.0f} ms"
-                        )
-            except EpisodeSkip as e:
-                reason = str(e)
-        if reason is not None:
-            log.warning("skipping episode %s: %s", src.path, reason)
-            skipped.append((str(src.path), reason))
+        return read_cache(cache, key)
+    prepared, skipped, choice = prepare_episodes(
+        root,
+        topics,
+        control_rate_hz,
+        control_rate_hz,
+        include_failed,
+        action_source,
+        gripper_source,
+        sources,
+    )
+    parts, names, objects = [], [], []
+    for p in prepared:
+        samples = np.arange(len(p.table))
+        actions = chunk_actions(p.table.actions, samples, chunk_len)  # (K, H, 8)
+        keep = np.all(p.table.view_index >= 0, axis=1)  # every camera has a frame
+        if not np.any(keep):
+            reason = (
+                f"no frame of {p.streams.image_topics[0]} has frames of every other camera "
+                f"within {VIEW_TOLERANCE_S * 1e3:.0f} ms"
+            )
+            log.warning("skipping episode %s: %s", p.name, reason)
+            skipped.append((p.name, reason))
+            continue
+        index = p.table.view_index[keep]  # (M, V)
+        try:
+            frames = _decode(p, index, image_size)
+        except EpisodeSkip as e:
+            log.warning("skipping episode %s: %s", p.name, e)
+            skipped.append((p.name, str(e)))
             continue
         ep = len(names)
-        names.append(str(src.path))
+        names.append(p.name)
         imgs = np.stack(
-            [np.stack([s.images[v][i] for v, i in enumerate(row)]) for row in views]
+            [np.stack([frames[v][i] for v, i in enumerate(row)]) for row in index]
         )  # (M, V, s, s, 3)
-        parts.append((imgs, aligned.states, aligned.actions, np.full(len(aligned), ep, np.int32)))
+        parts.append((imgs, p.table.states[keep], actions[keep], np.full(len(index), ep, np.int32)))
         if topics.object_pose:
-            t = s.image_times[0][aligned.image_index]
-            k = np.maximum(latest_at_or_before(s.object_times, t), 0)
-            objects.append(s.object_poses[k].astype(np.float32))
+            k = np.maximum(latest_at_or_before(p.streams.object_times, p.table.times[keep]), 0)
+            objects.append(p.streams.object_poses[k].astype(np.float32))
     if not parts:
         detail = "; ".join(f"{n}: {r}" for n, r in skipped)
         raise ValueError(f"no usable episode under {root} ({len(skipped)} skipped: {detail})")
@@ -179,25 +177,25 @@ def load_demos(
         key=key,
         cameras=topics.cameras,
         object_pose=np.concatenate(objects) if objects else None,
+        action_source=choice.action,
+        gripper_source=choice.gripper,
     )
     if cache is not None:
-        _write_cache(cache, data)
+        write_cache(cache, data)
+        _alias(cache, sources, settings, data)
     return data
 
 
-def _match_other_views(s, aligned, topics: TopicConfig):
-    """Per sample, the frame index of every camera (M, V), and the samples that have them all."""
-    primary_t = s.image_times[0][aligned.image_index]  # (M,)
-    cols = [aligned.image_index]
-    for v in range(1, len(topics.images)):
-        cols.append(match_views(primary_t, s.image_times[v], int(VIEW_TOLERANCE_S * 1e9)))
-    index = np.stack(cols, axis=1)  # (M, V)
-    keep = np.all(index >= 0, axis=1)
-    kept = AlignedSamples(aligned.image_index[keep], aligned.states[keep], aligned.actions[keep])
-    return index[keep], kept
+def _decode(p: PreparedEpisode, index: np.ndarray, image_size: int) -> list[dict]:
+    """The frames of each camera that ``index`` (M, V) uses: [{frame index: image}] per view."""
+    wanted = [np.unique(index[:, v]) for v in range(index.shape[1])]
+    frames: list[dict] = [{} for _ in wanted]
+    for v, i, img in iter_frames(p.source, p.streams, wanted, image_size):
+        frames[v][i] = img
+    return frames
 
 
-def _write_cache(path: Path, data: DemoData) -> None:
+def write_cache(path: Path, data: DemoData) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
     np.savez(
@@ -209,7 +207,14 @@ def _write_cache(path: Path, data: DemoData) -> None:
         **({} if data.object_pose is None else {"object_pose": data.object_pose}),
         meta=np.array(
             json.dumps(
-                {"names": data.episode_names, "skipped": data.skipped, "cameras": data.cameras}
+                {
+                    "names": data.episode_names,
+                    "skipped": data.skipped,
+                    "cameras": data.cameras,
+                    "action_source": data.action_source,
+                    "gripper_source": data.gripper_source,
+                    "key": data.key,
+                }
             )
         ),
     )
@@ -217,7 +222,23 @@ def _write_cache(path: Path, data: DemoData) -> None:
     log.info("wrote demo cache %s", path)
 
 
-def _read_cache(path: Path, key: str) -> DemoData:
+def _alias(cache: Path, sources: list[EpisodeSource], settings: dict, data: DemoData) -> None:
+    """Also file the cache under the resolved sources (``auto`` -> what it chose): loading with
+    them explicitly, as a resumed run does from its checkpoint, gives the same samples."""
+    resolved = {
+        **settings,
+        "action_source": data.action_source,
+        "gripper_source": data.gripper_source,
+    }
+    other = cache.with_name(f"demos_{cache_key(sources, resolved)}.npz")
+    if other != cache and not other.exists():
+        try:
+            os.link(cache, other)
+        except OSError:
+            shutil.copyfile(cache, other)
+
+
+def read_cache(path: Path, key: str) -> DemoData:
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
         return DemoData(
@@ -227,7 +248,9 @@ def _read_cache(path: Path, key: str) -> DemoData:
             z["episode"],
             meta["names"],
             [tuple(s) for s in meta["skipped"]],
-            key,
+            meta.get("key", key),  # the key it was made under (a resolved-sources alias: the same)
             meta.get("cameras"),
             z["object_pose"] if "object_pose" in z.files else None,
+            meta.get("action_source", "command"),
+            meta.get("gripper_source", "command"),
         )

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ver_core.data.streams import ACTION_SOURCES, GRIPPER_SOURCES
 from ver_core.policy.normalization import ACTION_MODES
 from ver_core.robot import DEFAULT_FINGERS as _FINGERS
 from ver_core.robot import DEFAULT_JOINTS as _JOINTS
@@ -55,6 +56,12 @@ class TaskConfig:
     state_topic: str = "/joint_states"
     action_topic: str = "/fr3_arm_controller/joint_trajectory"
     gripper_topic: str = "/gripper/command"
+    # Where the training targets came from (ver_core.data.streams): arm "command" (recorded
+    # commands) or "next-state" (measured joints one control period later); gripper "command"
+    # (command topic or franka_gripper action goals) or "finger-width" (measured). "auto" picks
+    # from the data; the checkpoint records the choice made.
+    action_source: str = "auto"
+    gripper_source: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.image_topics, str):
@@ -71,6 +78,14 @@ class TaskConfig:
             raise ValueError(f"unknown neck {self.neck!r}: use one of {NECKS}")
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"unknown action_mode {self.action_mode!r}: use one of {ACTION_MODES}")
+        if self.action_source not in ACTION_SOURCES:
+            raise ValueError(
+                f"unknown action_source {self.action_source!r}: use one of {ACTION_SOURCES}"
+            )
+        if self.gripper_source not in GRIPPER_SOURCES:
+            raise ValueError(
+                f"unknown gripper_source {self.gripper_source!r}: use one of {GRIPPER_SOURCES}"
+            )
         if self.chunk_len < 1:
             raise ValueError(f"chunk_len must be >= 1, got {self.chunk_len}")
         if self.control_rate_hz <= 0:
@@ -117,6 +132,8 @@ class TaskConfig:
         data = dict(data)
         if "image_topic" in data:  # one-camera checkpoints (before image_topics)
             data.setdefault("image_topics", [data.pop("image_topic")])
+        for name in ("action_source", "gripper_source"):  # checkpoints before the sources:
+            data.setdefault(name, "command")  # trained on recorded commands
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
