@@ -95,12 +95,26 @@ class RoutingInfo:
     index: Tensor
 
 
+DISPATCHES = ("sparse", "grouped", "dense")
+
+
 class ExpertLibraryLayer(nn.Module):
     """E expert MLPs (D -> H -> D, GELU) stored as batched weights.
 
-    ``forward(x, logits, k, dense=False)``: x (B, N, D), logits (B, N|1, E). The sparse path groups
-    tokens per expert and runs each expert only on its tokens; the dense path runs every expert on
-    every token and masks (a static graph for ONNX / TensorRT export). Both give the same output.
+    ``forward(x, logits, k, dispatch="sparse")``: x (B, N, D), logits (B, N|1, E). Three ways to
+    run the same routing, all giving the same output (``grouped`` bit for bit like ``sparse``):
+
+    - ``sparse``: groups the token assignments per expert (Python lists of counts) and runs each
+      expert only on its tokens. Eager torch only: training and the torch backend.
+    - ``grouped``: a fixed loop over the E experts; expert e gathers the tokens that chose it
+      (``nonzero``, a data-dependent row count inside the graph) and runs on those only. Inputs
+      and outputs keep static shapes, so it traces to ONNX and ``torch.export`` while doing only
+      the chosen experts' work (K/E of the dense path's).
+    - ``dense``: every expert on every token as two wide GEMMs, masked by the top-K weights
+      (every intermediate shape static; E/K times the expert work). ``dense=True`` selects it.
+
+    Under ``torch.autocast`` (bf16) the experts run in the autocast dtype and the output takes
+    their dtype; the residual stream around the layer stays in its own dtype.
     """
 
     def __init__(self, dim: int, hidden: int, num_experts: int) -> None:
@@ -115,38 +129,54 @@ class ExpertLibraryLayer(nn.Module):
 
     def expert(self, e: int, x: Tensor) -> Tensor:
         """Run expert e on tokens x: (T, D) -> (T, D)."""
-        return F.gelu(x @ self.w1[e] + self.b1[e]) @ self.w2[e] + self.b2[e]
+        h = F.gelu(F.linear(x, self.w1[e].t(), self.b1[e]))  # (T, H)
+        return F.linear(h, self.w2[e].t(), self.b2[e])
 
     def forward(
-        self, x: Tensor, logits: Tensor, k: int, dense: bool = False
+        self, x: Tensor, logits: Tensor, k: int, dense: bool = False, dispatch: str | None = None
     ) -> tuple[Tensor, RoutingInfo]:
+        dispatch = dispatch or ("dense" if dense else "sparse")
+        if dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
         b, n, d = x.shape
         logits = logits.expand(b, n, self.num_experts)  # frame/fixed routers broadcast over tokens
         probs, weights, index = top_k_gating(logits, k)  # (B,N,E), (B,N,K), (B,N,K)
-        if dense:
-            out = self._dense(x, weights, index)
-        else:
-            out = self._sparse(x, weights, index)
-        return out, RoutingInfo(logits=logits, probs=probs, index=index)
+        run = {"sparse": self._sparse, "grouped": self._grouped, "dense": self._dense}[dispatch]
+        out = run(x.reshape(b * n, d), weights.reshape(b * n, k), index.reshape(b * n, k))
+        return out.reshape(b, n, d), RoutingInfo(logits=logits, probs=probs, index=index)
 
-    def _dense(self, x: Tensor, weights: Tensor, index: Tensor) -> Tensor:
-        # combine: (B, N, E) with the kept probabilities at the kept experts, zero elsewhere
-        combine = torch.zeros(*x.shape[:2], self.num_experts, dtype=x.dtype, device=x.device)
-        combine = combine.scatter(-1, index, weights)
-        h = F.gelu(torch.einsum("bnd,edh->bneh", x, self.w1) + self.b1)  # (B, N, E, H)
-        y = torch.einsum("bneh,ehd->bned", h, self.w2) + self.b2  # (B, N, E, D)
-        return torch.einsum("bned,bne->bnd", y, combine)
+    def _dense(self, flat: Tensor, weights: Tensor, index: Tensor) -> Tensor:
+        t, d = flat.shape
+        e, hid = self.num_experts, self.hidden
+        w1 = self.w1.permute(1, 0, 2).reshape(d, e * hid)  # (D, E*H): all experts side by side
+        h = F.gelu(F.linear(flat, w1.t(), self.b1.reshape(-1)))  # (T, E*H)
+        # combine: (T, E) with the kept probabilities at the kept experts, zero elsewhere
+        combine = torch.zeros(t, e, dtype=h.dtype, device=flat.device)
+        combine = combine.scatter(-1, index, weights.to(h.dtype))
+        h = (h.reshape(t, e, hid) * combine.unsqueeze(-1)).reshape(t, e * hid)  # masked
+        y = F.linear(h, self.w2.reshape(e * hid, d).t())  # (T, D) = sum_e c_e * h_e @ W2_e
+        return y + F.linear(combine, self.b2.t())  # + sum_e c_e * b2_e
 
-    def _sparse(self, x: Tensor, weights: Tensor, index: Tensor) -> Tensor:
-        b, n, d = x.shape
-        flat = x.reshape(b * n, d)  # (T, D)
-        k = index.shape[-1]
+    def _grouped(self, flat: Tensor, weights: Tensor, index: Tensor) -> Tensor:
+        out = None
+        for e in range(self.num_experts):
+            hit = index == e  # (T, K): a token picks an expert at most once
+            rows = hit.any(-1).nonzero().squeeze(1)  # (C_e,) tokens routed to e, ascending
+            w = (weights * hit).sum(-1)[rows]  # (C_e,) their gate weight for e
+            y = self.expert(e, flat[rows]) * w.unsqueeze(1).to(flat.dtype)  # (C_e, D)
+            out = flat.new_zeros(flat.shape, dtype=y.dtype) if out is None else out
+            # rows are distinct: exports as a scatter, the same sums as index_add in _sparse
+            out = out.index_put((rows,), y.to(out.dtype), accumulate=True)
+        return out
+
+    def _sparse(self, flat: Tensor, weights: Tensor, index: Tensor) -> Tensor:
+        t, k = index.shape
         flat_index = index.reshape(-1)  # (T*K,)
         flat_weight = weights.reshape(-1, 1)  # (T*K, 1)
-        token_of = torch.arange(b * n, device=x.device).repeat_interleave(k)  # (T*K,)
+        token_of = torch.arange(t, device=flat.device).repeat_interleave(k)  # (T*K,)
         order = flat_index.argsort(stable=True)  # group assignments by expert
         counts = torch.bincount(flat_index, minlength=self.num_experts).tolist()
-        out = torch.zeros_like(flat)
+        out = None
         start = 0
         for e, count in enumerate(counts):
             if count == 0:
@@ -154,6 +184,7 @@ class ExpertLibraryLayer(nn.Module):
             sel = order[start : start + count]
             start += count
             tokens = token_of[sel]
-            y = self.expert(e, flat[tokens]) * flat_weight[sel]  # (count, D)
-            out = out.index_add(0, tokens, y)
-        return out.reshape(b, n, d)
+            y = self.expert(e, flat[tokens]) * flat_weight[sel].to(flat.dtype)  # (count, D)
+            out = flat.new_zeros(flat.shape, dtype=y.dtype) if out is None else out
+            out = out.index_add(0, tokens, y.to(out.dtype))
+        return flat.new_zeros(flat.shape) if out is None else out

@@ -84,12 +84,13 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
     def forward_routed(
-        self, x: Tensor, router: nn.Module, k: int, dense: bool = False
+        self, x: Tensor, router: nn.Module, k: int, dense: bool = False, dispatch: str | None = None
     ) -> tuple[Tensor, RoutingInfo]:
-        """Expert block: the router sees the normed tokens the experts see."""
+        """Expert block: the router sees the normed tokens the experts see (``dispatch``: see
+        ``ExpertLibraryLayer``; ``dense=True`` is ``dispatch="dense"``)."""
         x = x + self.attn(self.norm1(x))
         h = self.norm2(x)
-        y, info = self.mlp(h, router(h), k, dense=dense)
+        y, info = self.mlp(h, router(h), k, dense=dense, dispatch=dispatch)
         return x + y, info
 
 
@@ -203,15 +204,19 @@ class VisionExpertTransformer(nn.Module):
         router: str | Sequence[nn.Module] | RouterSet = "default",
         top_k: int | None = None,
         dense: bool = False,
+        dispatch: str | None = None,
     ) -> LibraryOutput:
-        """BVT tokens (B, N, D) -> routed, normed tokens (B, N, D) plus routing per layer."""
+        """BVT tokens (B, N, D) -> routed, normed tokens (B, N, D) plus routing per layer.
+
+        ``dispatch`` (sparse, grouped or dense; ``dense=True`` means dense) picks how the expert
+        layers run the routing: the same output, see ``ExpertLibraryLayer``."""
         routers = self._resolve_routers(router)
         k = top_k or self.config.top_k
         if not 1 <= k <= self.config.num_experts:
             raise ValueError(f"top_k must be in [1, {self.config.num_experts}], got {k}")
         routing = []
         for block, r in zip(self.moe_blocks, routers, strict=True):
-            tokens, info = block.forward_routed(tokens, r, k, dense=dense)
+            tokens, info = block.forward_routed(tokens, r, k, dense=dense, dispatch=dispatch)
             routing.append(info)
         return LibraryOutput(tokens=self.norm(tokens), routing=routing)
 
@@ -221,9 +226,10 @@ class VisionExpertTransformer(nn.Module):
         router: str | Sequence[nn.Module] | RouterSet = "default",
         top_k: int | None = None,
         dense: bool = False,
+        dispatch: str | None = None,
     ) -> LibraryOutput:
         """Images (B, 3, S, S) -> LibraryOutput with tokens (B, 1+P, D)."""
-        return self.forward_library(self.forward_bvt(x), router, top_k, dense)
+        return self.forward_library(self.forward_bvt(x), router, top_k, dense, dispatch)
 
     def forward_intermediates(
         self,
