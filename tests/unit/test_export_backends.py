@@ -1,4 +1,6 @@
-"""Encoder export: backend fallback, ONNX Runtime vs torch, ver-export, TensorRT path refusal."""
+"""Encoder export: backend and precision fallback, the grouped static graph vs the sparse torch
+path, ONNX Runtime vs torch, torch.export (one and two views, fp32 and bf16), ver-export,
+TensorRT path refusal."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from ver_core.export import (
     BackendUnavailable,
     RoutedEncoder,
     backend_status,
+    bf16_status,
     build_encoder,
     normalize_backend,
     select_backend,
+    select_precision,
 )
 
 
@@ -58,14 +62,80 @@ def test_tensorrt_really_unavailable_here_and_compile_refuses(policy):
 def test_static_graph_matches_policy_encode(policy):
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     ref = policy.encode(x)  # two one-view observations
-    tokens, experts = RoutedEncoder(policy)(x)  # the static graph batches them
+    encoder = RoutedEncoder(policy)  # the static graph batches them
+    assert encoder.dispatch == "grouped" and encoder.static_graph
+    tokens, experts = encoder(x)
     assert tokens.shape == (2, 197, 192) and experts.shape == (2, 3, 196, 2)
     torch.testing.assert_close(tokens, ref.tokens[:, 0], atol=1e-5, rtol=1e-5)
     assert torch.equal(experts, torch.stack([i[:, 0] for i in ref.expert_index], dim=1))
+    dense_tokens, dense_experts = RoutedEncoder(policy, dispatch="dense")(x)
+    torch.testing.assert_close(dense_tokens, tokens, atol=1e-5, rtol=1e-5)
+    assert torch.equal(dense_experts, experts)
     for b in range(2):  # the sparse path takes the views of one observation
         sparse_tokens, sparse_experts = RoutedEncoder(policy, static_graph=False)(x[b : b + 1])
         torch.testing.assert_close(sparse_tokens, tokens[b : b + 1], atol=1e-5, rtol=1e-5)
         assert torch.equal(sparse_experts, experts[b : b + 1])
+
+
+@pytest.fixture(scope="module")
+def two_camera_policy():
+    from ver_core.policy import TaskConfig, TaskPolicy
+
+    torch.manual_seed(0)
+    topics = ["/camera/camera/color/image_raw", "/wrist_camera/camera/color/image_raw"]
+    cfg = TaskConfig(chunk_len=4, image_topics=topics, router_per_camera=True)
+    return TaskPolicy.build(cfg)
+
+
+@pytest.mark.parametrize(
+    "views,dispatch,precision",
+    [(1, "grouped", "fp32"), (2, "grouped", "fp32"), (1, "dense", "fp32"), (1, "grouped", "bf16")],
+)
+def test_torch_export_with_static_shapes(policy, two_camera_policy, views, dispatch, precision):
+    """torch.export.export (the torch-tensorrt route) of the encoder for a fixed (V, 3, 224, 224)
+    input: the exported program gives the eager encoder's outputs (grouped: data-dependent row
+    counts inside, static shapes at the boundary; dense: static throughout, what TensorRT gets;
+    bf16: the autocast region is exported with it)."""
+    task = policy if views == 1 else two_camera_policy
+    encoder = RoutedEncoder(task, precision=precision, dispatch=dispatch)
+    x = torch.randn(views, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    program = torch.export.export(encoder, (x,))
+    tokens, experts = program.module()(x)
+    ref_tokens, ref_experts = encoder(x)
+    assert tokens.shape == (views, 197, 192) and tokens.dtype == torch.float32
+    assert experts.shape == (views, 3, 196, 2)
+    torch.testing.assert_close(tokens, ref_tokens, atol=1e-5, rtol=1e-5)
+    assert torch.equal(experts, ref_experts)
+
+
+def test_precision_selection_falls_back_with_one_line():
+    assert select_precision("fp32") == ("fp32", None)
+    assert select_precision("bf16", status=lambda d: None) == ("bf16", None)
+    chosen, msg = select_precision("bf16", status=lambda d: "no bf16 here")
+    assert chosen == "fp32" and "no bf16 here" in msg and "running 'fp32'" in msg
+    chosen, msg = select_precision("bf16", backend="onnxruntime", status=lambda d: None)
+    assert chosen == "fp32" and "ONNX" in msg
+    with pytest.raises(ValueError, match="precision must be one of"):
+        select_precision("fp8")
+
+
+def test_bf16_encoder_close_to_fp32_where_the_cpu_has_bf16(policy):
+    """The torch backend at precision bf16 (this CPU: AVX512-BF16) vs fp32: tokens within 0.02
+    mean / 0.3 max absolute error, >= 95% of expert choices equal; the ONNX backend says it
+    runs fp32."""
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    built = build_encoder(policy, "torch", precision="bf16")
+    if bf16_status() is not None:
+        assert built.precision == "fp32" and "bf16" in built.message
+        pytest.skip(f"no native bf16 here: {bf16_status()}")
+    assert (built.backend, built.precision, built.message) == ("torch", "bf16", None)
+    tokens, experts = built.fn(x)
+    ref_tokens, ref_experts = build_encoder(policy, "torch").fn(x)
+    err = (tokens - ref_tokens).abs()
+    assert tokens.dtype == torch.float32 and float(err.mean()) < 0.02 and float(err.max()) < 0.3
+    assert float((experts == ref_experts).float().mean()) > 0.95
+    onnx = build_encoder(policy, "onnxruntime", precision="bf16")
+    assert onnx.precision == "fp32" and "ONNX" in onnx.message
 
 
 def test_ver_export_cli_writes_checked_onnx_and_runner_uses_it(policy, tmp_path, capsys):
@@ -77,14 +147,27 @@ def test_ver_export_cli_writes_checked_onnx_and_runner_uses_it(policy, tmp_path,
     assert (tmp_path / "task" / "export" / "encoder.onnx").is_file()
     assert report["max_abs_token_diff"] < 1e-4 and report["expert_match"] > 0.99
     # the encoder node's runner picks the exported file up from the checkpoint
-    fn, chosen, msg = build_encoder(policy, "onnxruntime", tmp_path / "task")
+    fn, chosen, msg, _ = build_encoder(policy, "onnxruntime", tmp_path / "task")
     assert (chosen, msg) == ("onnxruntime", None)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
-    ref_tokens, ref_experts = RoutedEncoder(policy)(x)
+    ref_tokens, ref_experts = RoutedEncoder(policy, static_graph=False)(x)  # the torch backend
     tokens, experts = fn(x)
-    assert float((tokens - ref_tokens).abs().max()) < 1e-4
+    assert float((tokens - ref_tokens).abs().max()) < 5e-5
     assert float((experts == ref_experts).float().mean()) > 0.99  # ties may flip in fp32
     assert np.isfinite(tokens.numpy()).all()
+
+
+def test_onnx_graph_runs_only_the_chosen_experts(policy, tmp_path):
+    """The exported graph is the grouped dispatch: per MoE layer one row selection (NonZero)
+    and two matrix products per expert, no all-experts-wide product (the old dense export)."""
+    import onnx
+
+    from ver_core.export.onnx_runtime import export_onnx
+
+    path = export_onnx(RoutedEncoder(policy), tmp_path / "encoder.onnx")
+    nodes = onnx.load(str(path)).graph.node
+    assert sum(n.op_type == "NonZero" for n in nodes) == 3 * 6  # L layers x E experts
+    assert not any(n.op_type == "Einsum" for n in nodes)
 
 
 def test_ver_export_cli_errors(tmp_path, capsys):
@@ -111,7 +194,7 @@ def test_dense_student_exports_to_onnx(tmp_path, capsys):
     dense.save_pretrained(tmp_path / "task")
     assert main(["--checkpoint", str(tmp_path / "task"), "--backend", "onnx"]) == 0
     assert json.loads(capsys.readouterr().out)["max_abs_token_diff"] < 1e-4
-    fn, chosen, _ = build_encoder(dense, "onnxruntime", tmp_path / "task")
+    fn, chosen, _, _ = build_encoder(dense, "onnxruntime", tmp_path / "task")
     onnx_tokens, onnx_experts = fn(x[:1])
     assert chosen == "onnxruntime" and onnx_experts.shape == (1, 0, 196, 6)
     assert float((onnx_tokens - tokens[:1]).abs().max()) < 1e-4

@@ -29,7 +29,7 @@ class ExportCommand:
     checkpoint: Path | None = None  # task checkpoint directory (required)
     backend: Literal["onnx", "tensorrt"] | None = None  # (required)
     out: Path | None = None  # output directory (None: CHECKPOINT/export)
-    precision: Literal["fp16", "fp32"] = "fp16"  # TensorRT precision
+    precision: Literal["fp16", "bf16", "fp32"] = "fp16"  # TensorRT precision
     opset: int = 17  # ONNX opset
     check: bool = True  # compare the export with torch on a random batch
     config: Path | None = None  # YAML file of these options (OUT/ver-export.yaml); flags win
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         from ver_core.export.tensorrt import compile_tensorrt, save_tensorrt
 
         try:
-            compiled = compile_tensorrt(encoder, image_size=size, precision=args.precision)
+            static = RoutedEncoder(policy, dispatch="dense")  # one TensorRT engine, see tensorrt.py
+            compiled = compile_tensorrt(static, image_size=size, precision=args.precision)
         except BackendUnavailable as e:
             print(f"ver-export: {e}", file=sys.stderr)
             return 3

@@ -5,14 +5,19 @@ tokens (V, 1+P, D) and expert choices (V, L, P, K), as plain tensors. It is what
 node runs (through ``ver_core.deploy.Perception``), what in-process evaluation runs, and what
 ``ver-export`` writes to ONNX / torch-tensorrt.
 
-Two forms of the same routing:
-- ``static_graph=True`` (default): the library's dense path (every expert on every token, masked
-  by the router's top-K): the same output as the sparse dispatch, with static shapes, so it
-  exports. A policy with new trainable experts beside the library has no dense path.
-- ``static_graph=False``: the sparse dispatch of ``TaskPolicy.encode`` (torch only).
+``dispatch`` says how the expert layers run the routing (``ExpertLibraryLayer``), the same
+output every way:
+- ``grouped`` (default): each expert runs on the tokens that chose it, in a fixed loop over the
+  experts; static input and output shapes, so it exports (ONNX, ``torch.export``) and does only
+  the chosen experts' work.
+- ``dense``: every expert on every token, masked (every intermediate shape static, E/K times the
+  expert work); also what ``routing="dense"`` runs, where K is every expert anyway.
+- ``sparse`` (``static_graph=False``): the sparse dispatch of ``TaskPolicy.encode`` (torch only;
+  the only form for a policy with new trainable experts beside the library).
 
-With ``stats`` (a ``LatencyStats``) set, eager calls time the BVT as ``encode`` and the routed
-library as ``route``.
+``precision`` ``bf16`` runs the forward pass under bf16 autocast (``ver_core.export.precision``);
+the outputs are fp32 either way. With ``stats`` (a ``LatencyStats``) set, eager calls time the
+BVT as ``encode`` and the routed library as ``route``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from ver_core.export.precision import autocast
+from ver_core.model.experts import DISPATCHES
 
 __all__ = ["RoutedEncoder", "exportable", "stack_experts"]
 
@@ -42,30 +50,54 @@ def stack_experts(expert_index: Sequence[Tensor], tokens: Tensor, k: int) -> Ten
 
 
 class RoutedEncoder(nn.Module):
-    """views (V, 3, S, S) -> tokens (V, 1+P, D) float, experts (V, L, P, K) int64.
+    """views (V, 3, S, S) -> tokens (V, 1+P, D) float32, experts (V, L, P, K) int64.
 
     V = the policy's cameras in order, L = MoE layers (0 for a dense student), K = experts
     active per patch (the CLS token's choice is dropped).
     """
 
-    def __init__(self, policy: nn.Module, static_graph: bool = True) -> None:
+    def __init__(
+        self,
+        policy: nn.Module,
+        static_graph: bool = True,
+        precision: str = "fp32",
+        dispatch: str | None = None,
+    ) -> None:
         super().__init__()
         self.policy = policy.eval()
-        self.static_graph = static_graph and exportable(policy)
+        dispatch = dispatch or ("grouped" if static_graph else "sparse")
+        if dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
+        if not exportable(policy):
+            dispatch = "sparse"
+        elif getattr(policy.router.config, "routing", None) == "dense":
+            dispatch = "dense"  # K = every expert: one wide GEMM beats a loop over experts
+        self.dispatch = dispatch
+        self.precision = precision
+        autocast(precision)  # validates the name
         self.stats = None  # a LatencyStats to time eager calls
+
+    @property
+    def static_graph(self) -> bool:
+        return self.dispatch != "sparse"
 
     def _time(self, stage: str):
         return self.stats.time(stage) if self.stats is not None else contextlib.nullcontext()
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        with autocast(self.precision, images.device.type):
+            tokens, experts = self._forward(images)
+        return tokens.float(), experts
+
+    def _forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         policy = self.policy
         model, router = policy.model, policy.router
         k = router.top_k()
         with self._time("encode"):
             bvt = model.forward_bvt(images)  # (V, N, D)
         with self._time("route"):
-            if not self.static_graph:
+            if self.dispatch == "sparse":
                 out = policy.route(bvt.unsqueeze(0))  # sparse dispatch, (1, V, N, D)
                 tokens = out.tokens[0]
                 index = [info.index[0] for info in out.routing]  # L x (V, N, K)
@@ -74,7 +106,9 @@ class RoutedEncoder(nn.Module):
             for v in range(bvt.shape[0]) if router.per_camera else [None]:
                 x = bvt if v is None else bvt[v : v + 1]
                 layers = router.router_for(v or 0).layers
-                views.append(model.forward_library(x, router=layers, top_k=k, dense=True))
+                views.append(
+                    model.forward_library(x, router=layers, top_k=k, dispatch=self.dispatch)
+                )
             tokens = torch.cat([o.tokens for o in views])  # (V, N, D)
             index = [
                 torch.cat([o.routing[i].index for o in views]) for i in range(len(views[0].routing))

@@ -1,7 +1,7 @@
-"""Build the encoder the nodes run, for a backend with fallback.
+"""Build the encoder the nodes run, for a backend and a precision, with fallback.
 
-``build_encoder(policy, backend, checkpoint_dir)`` returns (callable, backend actually used, log
-line or None). Exported artifacts are looked up in ``<checkpoint>/export/`` (written by
+``build_encoder(policy, backend, checkpoint_dir, precision=...)`` returns a ``BuiltEncoder``:
+(callable, backend actually used, log line or None, precision actually used). Exported artifacts are looked up in ``<checkpoint>/export/`` (written by
 ``ver-export``); when missing, the ONNX file is exported on the fly into a temporary directory
 and the TensorRT module is compiled in memory.
 """
@@ -12,19 +12,35 @@ import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ver_core.export.backends import BackendUnavailable, select_backend
 from ver_core.export.encoder_module import RoutedEncoder
+from ver_core.export.precision import select_precision
 
-__all__ = ["EXPORT_DIR", "ONNX_FILE", "TRT_FILE", "EncoderFn", "build_encoder"]
+__all__ = ["EXPORT_DIR", "ONNX_FILE", "TRT_FILE", "BuiltEncoder", "EncoderFn", "build_encoder"]
 
 log = logging.getLogger(__name__)
 
 EXPORT_DIR, ONNX_FILE, TRT_FILE = "export", "encoder.onnx", "encoder_trt.ep"
 EncoderFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class BuiltEncoder(NamedTuple):
+    """The encoder function, the backend and precision it runs, and why they differ from the
+    request (one log line, or None)."""
+
+    fn: EncoderFn
+    backend: str
+    message: str | None
+    precision: str
+
+
+def _join(*messages: str | None) -> str | None:
+    return "; ".join(m for m in messages if m) or None
 
 
 def _torch_encoder(encoder: RoutedEncoder, device: str) -> EncoderFn:
@@ -45,37 +61,43 @@ def build_encoder(
     device: str = "cpu",
     threads: int = 0,
     stats=None,
-) -> tuple[EncoderFn, str, str | None]:
-    """(encoder function, backend used, fallback message or None).
+    precision: str = "fp32",
+) -> BuiltEncoder:
+    """The encoder for ``backend`` / ``precision`` (each falls back with one log line).
 
     The torch backend runs the sparse expert dispatch (``RoutedEncoder(static_graph=False)``),
-    timing ``encode`` and ``route`` into ``stats``; exported backends run the static graph."""
+    timing ``encode`` and ``route`` into ``stats``; exported backends run the grouped static graph
+    (``RoutedEncoder`` default)."""
     chosen, message = select_backend(backend)
-    encoder = RoutedEncoder(policy)
-    export_dir = Path(checkpoint_dir) / EXPORT_DIR if checkpoint_dir else None
     if chosen == "tensorrt":
         from ver_core.export.tensorrt import TensorRTEncoder, compile_tensorrt, load_tensorrt
 
+        prec, prec_msg = select_precision(precision, "cuda", chosen)
+        export_dir = Path(checkpoint_dir) / EXPORT_DIR if checkpoint_dir else None
         try:
             if export_dir is not None and (export_dir / TRT_FILE).is_file():
-                return TensorRTEncoder(load_tensorrt(export_dir / TRT_FILE)), chosen, message
-            return TensorRTEncoder(compile_tensorrt(encoder)), chosen, message
+                module = load_tensorrt(export_dir / TRT_FILE)
+            else:
+                module = compile_tensorrt(RoutedEncoder(policy, dispatch="dense"), precision=prec)
+            return BuiltEncoder(TensorRTEncoder(module), chosen, _join(message, prec_msg), prec)
         except (BackendUnavailable, RuntimeError) as e:
             chosen, message = "onnxruntime", f"TensorRT failed ({e}): falling back to 'onnxruntime'"
+    prec, prec_msg = select_precision(precision, device, chosen)
     if chosen == "onnxruntime":
         from ver_core.export.onnx_runtime import OnnxEncoder, export_onnx
 
-        path = export_dir / ONNX_FILE if export_dir is not None else None
+        path = Path(checkpoint_dir) / EXPORT_DIR / ONNX_FILE if checkpoint_dir else None
         if path is None or not path.is_file():
             path = Path(tempfile.mkdtemp(prefix="ver_encoder_")) / ONNX_FILE
             log.info("no exported ONNX encoder in the checkpoint: exporting to %s", path)
-            export_onnx(encoder, path)
+            export_onnx(RoutedEncoder(policy), path)
         providers = (
             ["CUDAExecutionProvider", "CPUExecutionProvider"]
             if device.startswith("cuda")
             else ["CPUExecutionProvider"]
         )
-        return OnnxEncoder(path, providers=providers, threads=threads), chosen, message
-    eager = RoutedEncoder(policy, static_graph=False)
+        fn = OnnxEncoder(path, providers=providers, threads=threads)
+        return BuiltEncoder(fn, chosen, _join(message, prec_msg), prec)
+    eager = RoutedEncoder(policy, static_graph=False, precision=prec)
     eager.stats = stats
-    return _torch_encoder(eager, device), "torch", message
+    return BuiltEncoder(_torch_encoder(eager, device), "torch", _join(message, prec_msg), prec)

@@ -5,6 +5,11 @@ GPU. The code follows torch-tensorrt's documented dynamo flow: ``torch_tensorrt.
 ir="dynamo", inputs=[torch_tensorrt.Input(...)], enabled_precisions=...)``, then
 ``torch_tensorrt.save(..., output_format="exported_program")`` to a ``.ep`` file that
 ``torch.export.load`` reads back (with torch_tensorrt imported, which registers its runtime ops).
+
+The module compiled is ``RoutedEncoder(dispatch="dense")``: every intermediate shape static, so
+TensorRT builds one engine (the grouped dispatch's data-dependent row counts would split the
+graph between TensorRT and torch); on a GPU the masked experts' extra work is small.
+``torch.export.export`` of that module (and of the grouped one) is tested on the CPU here.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from ver_core.export.backends import BackendUnavailable, backend_status
 
 __all__ = ["PRECISIONS", "TensorRTEncoder", "compile_tensorrt", "load_tensorrt", "save_tensorrt"]
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _import_trt():
@@ -33,8 +38,9 @@ def _import_trt():
 def compile_tensorrt(
     encoder: nn.Module, image_size: int = 224, precision: str = "fp16", batch: int | None = None
 ):
-    """Compile ``encoder`` for a (V, 3, S, S) CUDA input (V = the policy's cameras unless
-    ``batch`` says otherwise); returns the compiled module."""
+    """Compile ``encoder`` (``RoutedEncoder(policy, dispatch="dense")``) for a (V, 3, S, S) CUDA
+    input (V = the policy's cameras unless ``batch`` says otherwise); returns the compiled
+    module. ``precision``: the lowest precision TensorRT may use (fp32, fp16 or bf16)."""
     if batch is None:
         batch = encoder.policy.config.num_views
     if precision not in PRECISIONS:
