@@ -25,7 +25,7 @@ from std_msgs.msg import Header
 from ver_core.deploy import DEFAULT_BUDGET, LatencyStats, StalenessBudget
 from ver_core.deploy.views import VIEW_TOLERANCE_S
 from ver_ros.conversions import image_to_msg, msg_to_rgb, ns_to_stamp, stamp_to_ns
-from ver_ros.params import check_checkpoint_and_transport, declare_config, param
+from ver_ros.params import check_checkpoint_and_transport, check_precision, declare_config, param
 from ver_ros.qos import SENSOR_QOS
 
 __all__ = [
@@ -97,7 +97,10 @@ class EncoderParams:
     checkpoint: str = param("", "task checkpoint directory (config.json + model.safetensors)")
     backend: str = param("torch", "tensorrt, onnxruntime or torch; unavailable ones fall back")
     device: str = param("cpu", "torch / onnxruntime device: cpu or cuda")
-    threads: int = param(0, "CPU threads for inference (0 = library default)")
+    threads: int = param(0, "CPU threads for inference (0 = every core but one, at most 4)")
+    precision: str = param(
+        "fp32", "fp32 or bf16 (where the CPU/GPU computes bf16; else fp32 with one log line)"
+    )
     image_topics: list[str] = param(
         [], "camera image topics, one per camera in the checkpoint's order; empty = checkpoint's"
     )
@@ -119,6 +122,7 @@ class EncoderParams:
 
     def __post_init__(self) -> None:
         check_checkpoint_and_transport(self.checkpoint, self.image_transport)
+        check_precision(self.precision)
         StalenessBudget(observation_s=self.observation_budget_s)
 
 
@@ -142,10 +146,11 @@ class EncoderNode(Node):
         super().__init__("encoder_node", **kwargs)
         self.params = p = declare_config(self, EncoderParams)
         from ver_core.deploy.controller import EncoderStage
-        from ver_core.deploy.pipeline import Perception, load_policy
+        from ver_core.deploy.pipeline import Perception, inference_threads, load_policy
 
         self.stats = LatencyStats(warmup=p.latency_warmup)
-        policy = load_policy(p.checkpoint, p.device, p.threads)
+        threads = inference_threads(p.threads)
+        policy = load_policy(p.checkpoint, p.device, threads)
         cfg = policy.config
         topics = p.image_topics or list(cfg.image_topics)
         if len(topics) != cfg.num_views:
@@ -153,7 +158,7 @@ class EncoderNode(Node):
                 f"image_topics needs {cfg.num_views} topics for cameras {cfg.cameras}, got {topics}"
             )
         self.perception = Perception(
-            policy, p.backend, p.checkpoint, p.device, p.threads, self.stats
+            policy, p.backend, p.checkpoint, p.device, threads, self.stats, p.precision
         )
         if self.perception.fallback_message:
             self.get_logger().warning(self.perception.fallback_message)
@@ -173,7 +178,8 @@ class EncoderNode(Node):
         subscribed = subscribe_cameras(self, topics, p.image_transport, self._on_image)
         self._sets = 0
         self.get_logger().info(
-            f"encoder ready: backend {self.perception.backend}, cameras {self.cameras} from "
+            f"encoder ready: backend {self.perception.backend} ({self.perception.precision}, "
+            f"{threads} threads), cameras {self.cameras} from "
             f"{subscribed} -> {view_topic(p.features_topic, '<camera>')}"
         )
 

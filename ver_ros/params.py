@@ -46,6 +46,14 @@ def check_checkpoint_and_transport(checkpoint: str, image_transport: str) -> Non
         raise ValueError("parameter 'checkpoint' is required: a task checkpoint directory")
 
 
+def check_precision(precision: str) -> None:
+    """``precision`` of the nodes that run the model: one of ``ver_core.export.PRECISIONS``."""
+    from ver_core.export.precision import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
 def param(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with a parameter description (lists get a default_factory)."""
     meta = {"help": help}

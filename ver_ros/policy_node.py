@@ -41,7 +41,7 @@ from ver_core.deploy.views import VIEW_TOLERANCE_S
 from ver_core.robot import JointStateError
 from ver_ros.conversions import msg_to_rgb, ns_to_stamp, stamp_to_ns
 from ver_ros.encoder_node import RateLimitedLog, msg_to_features, subscribe_cameras, view_topic
-from ver_ros.params import check_checkpoint_and_transport, declare_config, param
+from ver_ros.params import check_checkpoint_and_transport, check_precision, declare_config, param
 from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 __all__ = ["GRIPPER_NAME", "PolicyNode", "PolicyParams", "chunk_to_msg", "main", "msg_to_chunk"]
@@ -100,7 +100,10 @@ def msg_to_chunk(msg: JointTrajectory, joint_names: Sequence[str]) -> ActionChun
 class PolicyParams:
     checkpoint: str = param("", "task checkpoint directory (same one as the encoder's)")
     device: str = param("cpu", "torch device for the policy head: cpu or cuda")
-    threads: int = param(0, "CPU threads for inference (0 = library default)")
+    threads: int = param(0, "CPU threads for inference (0 = every core but one, at most 4)")
+    precision: str = param(
+        "fp32", "head (and host encoder) in fp32 or bf16 (bf16 where the hardware has it)"
+    )
     features_topic: str = param("/ver/features", "prefix of the per-camera token topics")
     joint_states_topic: str = param("/joint_states", "measured joint states")
     chunk_topic: str = param("/ver/action_chunk", "published action chunks")
@@ -135,6 +138,7 @@ class PolicyParams:
         if not self.status_rate_hz > 0:
             raise ValueError(f"status_rate_hz must be > 0, got {self.status_rate_hz}")
         check_checkpoint_and_transport(self.checkpoint, self.image_transport)
+        check_precision(self.precision)
         self.budget()
 
     def budget(self) -> StalenessBudget:
@@ -146,10 +150,16 @@ class PolicyNode(Node):
         super().__init__("policy_node", **kwargs)
         self.params = p = declare_config(self, PolicyParams)
         from ver_core.deploy.controller import EncoderStage, PolicyStage
-        from ver_core.deploy.pipeline import ChunkPredictor, Perception, load_policy
+        from ver_core.deploy.pipeline import (
+            ChunkPredictor,
+            Perception,
+            inference_threads,
+            load_policy,
+        )
 
         self.stats = LatencyStats(warmup=p.latency_warmup)
-        policy = load_policy(p.checkpoint, p.device, p.threads)
+        threads = inference_threads(p.threads)
+        policy = load_policy(p.checkpoint, p.device, threads)
         cfg = policy.config
         self.joint_names = p.joint_names or list(cfg.joint_names)
         finger_joints = p.finger_joints or list(cfg.finger_joint_names)
@@ -161,8 +171,11 @@ class PolicyNode(Node):
             mode=p.smoothing, decay=p.ensemble_decay, blend_time_s=p.blend_time_s
         )
         self.cameras = list(cfg.cameras)
+        predictor = ChunkPredictor(policy, smoothing, self.stats, p.precision)
+        if predictor.fallback_message:
+            self.get_logger().warning(predictor.fallback_message)
         self.stage = PolicyStage(
-            ChunkPredictor(policy, smoothing, self.stats),
+            predictor,
             self.cameras,
             self.joint_names,
             finger_joints,
@@ -183,7 +196,7 @@ class PolicyNode(Node):
                     f"image_topics needs {cfg.num_views} topics for {self.cameras}, got {topics}"
                 )
             perception = Perception(
-                policy, p.backend, p.checkpoint, p.device, p.threads, self.stats
+                policy, p.backend, p.checkpoint, p.device, threads, self.stats, p.precision
             )
             if perception.fallback_message:
                 self.get_logger().warning(perception.fallback_message)

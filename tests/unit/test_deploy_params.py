@@ -55,6 +55,14 @@ def test_checkpoint_and_transport_are_checked(cls):
     assert cls(checkpoint="runs/pick", image_transport="compressed").image_transport == "compressed"
 
 
+@pytest.mark.parametrize("cls", [EncoderParams, PolicyParams])
+def test_precision_is_checked(cls):
+    assert cls(checkpoint="runs/pick").precision == "fp32"
+    assert cls(checkpoint="runs/pick", precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        cls(checkpoint="runs/pick", precision="fp16")
+
+
 def test_sim_node_rejects_a_bad_camera_pose():
     assert SimNodeConfig(camera_pos=[1.0, 0.2, 0.6]).camera_pos == [1.0, 0.2, 0.6]
     with pytest.raises(ValueError, match="camera_pos needs 3"):

@@ -6,11 +6,16 @@ normalize -> encoder (``RoutedEncoder`` on the chosen backend, all views in one 
 ``ActionChunk`` scheduled against the observation time, smoothed at chunk boundaries. Both time
 their stages into a shared ``LatencyStats`` (preprocess, encode, route, policy, smooth).
 The nodes, in-process evaluation and the benchmarks all run these two classes.
+
+``precision`` (``fp32`` or ``bf16``, ``ver_core.export.precision``) is what the encoder and the
+head compute in; a bf16 request falls back to fp32 with one log line where the hardware (or the
+ONNX backend) has no bf16. Inputs and outputs stay float32 either way.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,10 +26,21 @@ from ver_core.deploy.chunk import ActionChunk, uniform_offsets
 from ver_core.deploy.ensemble import ChunkSmoother, SmoothingConfig
 from ver_core.deploy.latency import LatencyStats
 from ver_core.deploy.overlay import routing_overlay
+from ver_core.export.precision import autocast
 
-__all__ = ["ChunkPredictor", "Perception", "load_policy"]
+__all__ = ["ChunkPredictor", "Perception", "inference_threads", "load_policy"]
 
 log = logging.getLogger(__name__)
+
+
+def inference_threads(requested: int = 0) -> int:
+    """CPU threads for a node's inference: ``requested`` if > 0; 0 = auto: every core but one (the
+    camera, the other nodes and DDS run beside it; an intra-op thread pool that needs every core
+    stalls whenever any of them runs), at most 4 (a batch-1 ViT-T gains little more), at least 1.
+    """
+    if requested > 0:
+        return int(requested)
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
 def load_policy(checkpoint: str | Path, device: str = "cpu", threads: int = 0):
@@ -49,6 +65,7 @@ class Perception:
         device: str = "cpu",
         threads: int = 0,
         stats: LatencyStats | None = None,
+        precision: str = "fp32",
     ) -> None:
         from ver_core.export import build_encoder
 
@@ -57,9 +74,10 @@ class Perception:
         self.size = int(policy.model.config.img_size)
         self.cameras = list(policy.config.cameras)
         self.stats = stats or LatencyStats()
-        self.encoder, self.backend, self.fallback_message = build_encoder(
-            policy, backend, checkpoint_dir, device, threads, stats=self.stats
+        built = build_encoder(
+            policy, backend, checkpoint_dir, device, threads, self.stats, precision
         )
+        self.encoder, self.backend, self.fallback_message, self.precision = built
 
     def preprocess(self, views: Sequence[np.ndarray]) -> torch.Tensor:
         """V uint8 (H_v, W_v, 3) images -> (V, 3, S, S) normalized (each resized on its own)."""
@@ -96,14 +114,21 @@ class ChunkPredictor:
     """tokens (V, N, D) + state (S,) + observation time -> smoothed ``ActionChunk``."""
 
     def __init__(
-        self, policy, smoothing: SmoothingConfig | None = None, stats: LatencyStats | None = None
+        self,
+        policy,
+        smoothing: SmoothingConfig | None = None,
+        stats: LatencyStats | None = None,
+        precision: str = "fp32",
     ) -> None:
+        from ver_core.export import select_precision
+
         self.policy = policy
         self.config = policy.config
         self.smoother = ChunkSmoother(smoothing)
         self.stats = stats or LatencyStats()
         self.offsets = uniform_offsets(self.config.chunk_len, self.config.control_rate_hz)
         self._device = next(policy.parameters()).device
+        self.precision, self.fallback_message = select_precision(precision, str(self._device))
 
     @torch.no_grad()
     def __call__(
@@ -114,7 +139,7 @@ class ChunkPredictor:
             raise ValueError(f"state needs {self.config.state_dim} values, got {state.shape[0]}")
         t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32))[None].to(self._device)
         s = torch.from_numpy(state)[None].to(self._device)
-        with self.stats.time("policy"):
+        with self.stats.time("policy"), autocast(self.precision, self._device.type):
             actions = self.policy.predict_chunk(t, s)[0].double().cpu().numpy()  # (H, 8)
         with self.stats.time("smooth"):
             return self.smoother.add(ActionChunk(stamp, self.offsets, actions), now)
