@@ -7,7 +7,7 @@ publisher missed its 1/30 s slot), ``lost_in_transport`` = sent - received by th
 callback, ``lost_in_recorder`` = received - written (writer queue full), and the bag is counted
 with the rosbags reader. Every case runs under two Fast DDS transports, each in its own worker
 process (the profile is read at ``rclpy.init``): ``default`` (built-in UDPv4 + 512 KB shared
-memory segment) and ``large_shm`` (``ver_ros.record_demos.write_fastdds_profile``).
+memory segment) and ``large_shm`` (``ver_ros.transport.write_fastdds_profile``).
 
     .venv/bin/python bench/bench_recorder.py [--seconds 8] [--transports default large_shm]
 """
@@ -111,7 +111,7 @@ def worker(args) -> list[dict]:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     out = Path(tempfile.mkdtemp(prefix="bench_recorder_"))
     if args.transport == "large_shm":
-        from ver_ros.record_demos import shm_segment_bytes, write_fastdds_profile
+        from ver_ros.transport import shm_segment_bytes, write_fastdds_profile
 
         profile = write_fastdds_profile(out / "fastdds.xml", shm_segment_bytes(640, 480))
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)

@@ -4,17 +4,21 @@
 
 The nodes come from ver_ros.graph.build_graph, the same description ver-bringup runs, so the two
 cannot drift apart: one camera source per camera of the checkpoint, and every node but the
-simulator respawns when it dies (ver_ros.graph.RESPAWN), while the safety node holds the arm. Written for a real ROS 2 install (the Docker images); on the development
-machines launch_ros does not exist, and this file is only checked structurally by
-tests/unit/test_launch_graph.py.
+simulator respawns when it dies (ver_ros.graph.RESPAWN), while the safety node holds the arm.
+Every process it starts loads the shipped Fast DDS transport profile
+(config/fastdds_large_frames.xml, ver_ros.transport) unless FASTDDS_DEFAULT_PROFILES_FILE is
+set already: without it most raw camera frames above 512 KB are lost between processes.
+Written for a real ROS 2 install (the Docker images); on the development machines launch_ros
+does not exist, and this file is only checked structurally by tests/unit/test_launch_graph.py.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
 from ver_ros.graph import LAUNCH_ARGUMENTS, RESPAWN, GraphOptions, build_graph
+from ver_ros.transport import PROFILE_ENV, default_profile_path
 
 
 def _nodes(context, *args, **kwargs):
@@ -41,4 +45,7 @@ def generate_launch_description():
         DeclareLaunchArgument(name, default_value=default, description=description)
         for name, (default, description) in LAUNCH_ARGUMENTS.items()
     ]
-    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])
+    # the user's profile wins; otherwise the shipped one (set before any node starts)
+    profile = EnvironmentVariable(PROFILE_ENV, default_value=str(default_profile_path()))
+    transport = SetEnvironmentVariable(PROFILE_ENV, profile)
+    return LaunchDescription([*arguments, transport, OpaqueFunction(function=_nodes)])

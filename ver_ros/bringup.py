@@ -13,6 +13,11 @@ after a grace period). Composed mode runs the nodes in one process: the safety n
 executor thread of its own, so perception's load never starves its control timer, the others on a
 MultiThreadedExecutor. Nodes of other packages (realsense-ros) cannot be started here: run them
 yourself.
+
+Both modes point ``FASTDDS_DEFAULT_PROFILES_FILE`` at the shipped transport profile
+(``config/fastdds_large_frames.xml``, ``ver_ros.transport``: shared memory sized for 1920x1080
+rgb8 frames) unless it is set already; without it Fast DDS loses most raw frames above 512 KB.
+Nodes you start yourself (realsense-ros) need the same variable.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -247,11 +253,27 @@ def main(argv: list[str] | None = None) -> int:
     for s in external:
         print(f"[ver-bringup] not starting {s.package}/{s.executable}: run it yourself", flush=True)
     specs = [s for s in specs if s.module is not None]
+    transport = _transport_env()
     if args.dry_run:
+        for name, value in transport.items():
+            print(f"export {name}={shlex.quote(value)}")
         for s in specs:
             print(shlex.join(node_command(s)))
         return 0
+    os.environ.update(transport)  # before rclpy.init here, inherited by the node processes
     return _run_composed(specs) if args.composed else _run_processes(specs)
+
+
+def _transport_env() -> dict[str, str]:
+    """The shipped Fast DDS profile, unless the environment names one (then one line says so)."""
+    from ver_ros.transport import PROFILE_ENV, profile_env
+
+    env = profile_env()
+    if env:
+        print(f"[ver-bringup] Fast DDS profile {env[PROFILE_ENV]} ({PROFILE_ENV})", flush=True)
+    else:
+        print(f"[ver-bringup] keeping {PROFILE_ENV}={os.environ[PROFILE_ENV]}", flush=True)
+    return env
 
 
 if __name__ == "__main__":

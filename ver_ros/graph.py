@@ -131,19 +131,20 @@ class NodeSpec:
     respawn: bool = True
 
 
-def default_config_path() -> Path:
-    """config/franka_pick.yaml of a source checkout, else of the installed share directory."""
-    here = Path(__file__).resolve().parent.parent / "config" / CONFIG_NAME
+def default_config_path(name: str = CONFIG_NAME) -> Path:
+    """config/<name> (default franka_pick.yaml) of a source checkout, else of the installed
+    share directory."""
+    here = Path(__file__).resolve().parent.parent / "config" / name
     if here.is_file():
         return here
-    candidates = [Path(sys.prefix) / "share" / PACKAGE / "config" / CONFIG_NAME]
+    candidates = [Path(sys.prefix) / "share" / PACKAGE / "config" / name]
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
         if prefix:
-            candidates.append(Path(prefix) / "share" / PACKAGE / "config" / CONFIG_NAME)
+            candidates.append(Path(prefix) / "share" / PACKAGE / "config" / name)
     for c in candidates:
         if c.is_file():
             return c
-    raise FileNotFoundError(f"cannot find {CONFIG_NAME} (looked at {here} and {candidates})")
+    raise FileNotFoundError(f"cannot find {name} (looked at {here} and {candidates})")
 
 
 def checkpoint_cameras(checkpoint: str) -> list[tuple[str, str]]:

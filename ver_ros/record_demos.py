@@ -11,8 +11,9 @@ robot graph on the network; ``--domain-id`` picks one.
 
 Fast DDS's default shared-memory segment (512 KB) cannot hold one 640x480 RGB frame: the fragments
 of a best-effort frame are overwritten before the reader gets them and most frames never arrive.
-The node processes therefore get a Fast DDS profile (``write_fastdds_profile``: shared memory with
-a segment for several frames, plus UDPv4) unless ``FASTDDS_DEFAULT_PROFILES_FILE`` is set already.
+The node processes therefore get a Fast DDS profile (``ver_ros.transport.write_fastdds_profile``:
+shared memory with a segment for several frames, plus UDPv4) unless ``FASTDDS_DEFAULT_PROFILES_FILE``
+is set already.
 
     ver-record-demos --episodes 10 --out demos/ --seed 0 [--storage sqlite3] [--compressed]
                      [--cameras camera,wrist_camera]
@@ -33,6 +34,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ver_ros.transport import shm_segment_bytes, write_fastdds_profile
 
 __all__ = ["DemoGraph", "main"]
 
@@ -154,57 +157,6 @@ def record_episode(graph: DemoGraph, timeout: float, hold: float, discard_failed
             f"ver-record-demos: episode incomplete: {info.get('error', summary)}", file=sys.stderr
         )
     return {"seed": seed, "success": success, **info}
-
-
-_FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>ver_shm</transport_id>
-        <type>SHM</type>
-        <segment_size>{segment_bytes}</segment_size>
-      </transport_descriptor>
-      <transport_descriptor>
-        <transport_id>ver_udp</transport_id>
-        <type>UDPv4</type>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="ver_large_frames" is_default_profile="true">
-      <rtps>
-        <userTransports>
-          <transport_id>ver_shm</transport_id>
-          <transport_id>ver_udp</transport_id>
-        </userTransports>
-        <useBuiltinTransports>false</useBuiltinTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
-
-
-def shm_segment_bytes(width: int, height: int, frames: int = 4, minimum_mb: int = 4) -> int:
-    """Shared-memory segment size that holds ``frames`` RGB8 frames (at least ``minimum_mb``)."""
-    if width < 1 or height < 1 or frames < 1:
-        raise ValueError(
-            f"need a positive image size and frame count, got {width}x{height}x{frames}"
-        )
-    need = frames * (width * height * 3 + 4096)  # + header / CDR overhead per frame
-    return max(minimum_mb << 20, -(-need // (1 << 20)) << 20)  # rounded up to whole MiB
-
-
-def write_fastdds_profile(path: Path, segment_bytes: int) -> Path:
-    """Write a default Fast DDS participant profile: SHM with ``segment_bytes`` + UDPv4.
-
-    Point ``FASTDDS_DEFAULT_PROFILES_FILE`` at it before a process calls ``rclpy.init``.
-    """
-    if segment_bytes < 1 << 20:
-        raise ValueError(f"SHM segment must be at least 1 MiB, got {segment_bytes} bytes")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_FASTDDS_PROFILE.format(segment_bytes=int(segment_bytes)))
-    return path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -12,7 +12,7 @@ sim-only privileged cube pose, for diagnostics; '' = none) is recorded when it i
 Sensor subscriptions are best effort (a reliable subscriber would not match the best-effort camera
 and joint-state publishers at all) with a deep history (``queue_depth``). Frames of 640x480 and
 up only arrive intact when Fast DDS's shared-memory segment holds several frames: see
-``ver_ros.record_demos.write_fastdds_profile`` and docs/SIM.md.
+``ver_ros.transport.write_fastdds_profile`` and docs/SIM.md.
 
 Services (std_srvs/Trigger): ``~/start`` (refused while recording, or when the output directory
 is unwritable / too full: the node keeps running), ``~/stop`` (finalize; message = JSON summary

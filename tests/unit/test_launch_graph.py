@@ -33,6 +33,17 @@ class _LaunchConfiguration:
         return context.launch_configurations[self.name]
 
 
+class _EnvironmentVariable:
+    """launch.substitutions.EnvironmentVariable(name, default_value=...): the variable's value
+    in the launch context's environment, else the default."""
+
+    def __init__(self, name, *, default_value=""):
+        self.name, self.default_value = name, default_value
+
+    def perform(self, context):
+        return context.environment.get(self.name, self.default_value)
+
+
 def _standin_modules() -> dict[str, types.ModuleType]:
     """Structural stand-ins for launch and launch_ros (NOT the real packages)."""
     launch = types.ModuleType("launch")
@@ -40,8 +51,10 @@ def _standin_modules() -> dict[str, types.ModuleType]:
     actions = types.ModuleType("launch.actions")
     actions.DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorder,), {})
     actions.OpaqueFunction = type("OpaqueFunction", (_Recorder,), {})
+    actions.SetEnvironmentVariable = type("SetEnvironmentVariable", (_Recorder,), {})
     subs = types.ModuleType("launch.substitutions")
     subs.LaunchConfiguration = _LaunchConfiguration
+    subs.EnvironmentVariable = _EnvironmentVariable
     launch_ros = types.ModuleType("launch_ros")
     ros_actions = types.ModuleType("launch_ros.actions")
     ros_actions.Node = type("Node", (_Recorder,), {})
@@ -100,6 +113,25 @@ def test_launch_file_starts_the_graph_description(launch_module, overrides):
     ]
     want = [(s.package, s.executable, s.name, [*s.param_files, s.parameters]) for s in expected]
     assert got == want
+
+
+def test_launch_file_sets_the_transport_profile_unless_the_user_did(launch_module):
+    """Before any node starts, FASTDDS_DEFAULT_PROFILES_FILE becomes the user's value if set,
+    else the shipped profile (what ver-bringup does)."""
+    from ver_ros.transport import PROFILE_ENV, default_profile_path
+
+    entities = launch_module.generate_launch_description().args[0]
+    kinds = [type(e).__name__ for e in entities]
+    setters = [e for e in entities if type(e).__name__ == "SetEnvironmentVariable"]
+    assert len(setters) == 1 and kinds.index("SetEnvironmentVariable") < kinds.index(
+        "OpaqueFunction"
+    )
+    name, value = setters[0].args
+    assert name == PROFILE_ENV
+    unset = types.SimpleNamespace(environment={})
+    assert value.perform(unset) == str(default_profile_path())
+    mine = types.SimpleNamespace(environment={PROFILE_ENV: "/etc/mine.xml"})
+    assert value.perform(mine) == "/etc/mine.xml"
 
 
 def test_graph_contents():
