@@ -2,17 +2,19 @@
 file, see ver_ros/graph.py).
 
     ver-bringup --checkpoint runs/task --sim               # each node its own process
-    ver-bringup --checkpoint runs/task --sim --composed    # all nodes in one process
+    ver-bringup --checkpoint runs/task --sim --composed    # one process (+ the safety node's)
     ver-bringup --checkpoint runs/task --dry-run           # print the commands only
 
 Each-process mode starts ``python -m ver_ros.<node> --ros-args ...`` per node. A node that dies
 is restarted after ``RESPAWN["delay_s"]`` (at most ``RESPAWN["max_retries"]`` times in a row, as
 a launch file's respawn does) while the others, the safety node holding the arm among them, keep
 running; a node that cannot be kept alive, or Ctrl-C, stops the graph (SIGINT, then SIGKILL
-after a grace period). Composed mode runs the nodes in one process: the safety node on an
-executor thread of its own, so perception's load never starves its control timer, the others on a
-MultiThreadedExecutor. Nodes of other packages (realsense-ros) cannot be started here: run them
-yourself.
+after a grace period). Composed mode runs the nodes in one process on a MultiThreadedExecutor,
+except the safety node: it runs in a process of its own (supervised as above). Sharing one
+interpreter with perception, its 50 Hz timer came up to 0.7 s late on a busy machine, even on an
+executor thread of its own (bench/bench_gate.py: 81% of its rate, against 100% in a process of
+its own). ``--compose-safety`` puts it in the composed process anyway, on its own thread. Nodes of other
+packages (realsense-ros) cannot be started here: run them yourself.
 
 Both modes point ``FASTDDS_DEFAULT_PROFILES_FILE`` at the shipped transport profile
 (``config/fastdds_large_frames.xml``, ``ver_ros.transport``: shared memory sized for 1920x1080
@@ -43,6 +45,8 @@ from ver_ros.graph import (
 )
 
 __all__ = ["main", "node_command", "spin_node"]
+
+SAFETY_MODULE = "ver_ros.safety_node"
 
 
 def spin_node(cls, args: list[str]) -> None:
@@ -92,15 +96,82 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(flag, action="store_true", default=default == "true", help=help_text)
         else:
             p.add_argument(flag, default=default, help=help_text, required=name == "checkpoint")
-    p.add_argument("--composed", action="store_true", help="all nodes in one process")
+    p.add_argument(
+        "--composed",
+        action="store_true",
+        help="the nodes in one process, the safety node in its own (see --compose-safety)",
+    )
+    p.add_argument(
+        "--compose-safety",
+        action="store_true",
+        help="with --composed, the safety node in that process too (its own executor thread; "
+        "perception's load can delay its ticks: bench/bench_gate.py)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the node commands and exit")
     return p
 
 
+class _Supervisor:
+    """Node processes with a launch file's respawn: a node that dies is restarted after
+    ``respawn["delay_s"]``, at most ``respawn["max_retries"]`` times in a row; ``poll()`` returns
+    an exit code once the graph must stop (a node that cannot be kept alive), else None."""
+
+    def __init__(self, specs: list[NodeSpec], respawn: dict | None = None) -> None:
+        self.specs, self.respawn = list(specs), respawn or RESPAWN
+        self.procs: list[subprocess.Popen] = []
+        self.restarts: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+        self.rc: int | None = None
+
+    def start(self) -> None:
+        for spec in self.specs:
+            self.procs.append(subprocess.Popen(node_command(spec)))
+            self.started[spec.name] = time.monotonic()
+            print(f"[ver-bringup] started {spec.name} (pid {self.procs[-1].pid})", flush=True)
+
+    def poll(self) -> int | None:
+        respawn = self.respawn
+        for i, (spec, proc) in enumerate(zip(self.specs, self.procs, strict=True)):
+            if proc.poll() is None:
+                if time.monotonic() - self.started[spec.name] > 30.0:
+                    self.restarts[spec.name] = 0  # alive for a while: a later death counts afresh
+                continue
+            tries = self.restarts.get(spec.name, 0)
+            if not spec.respawn or tries >= respawn["max_retries"] or proc.returncode == 2:
+                why = "bad parameters" if proc.returncode == 2 else "not respawned"
+                print(
+                    f"[ver-bringup] {spec.name} exited with {proc.returncode} ({why}, "
+                    f"{tries} restarts): stopping the graph",
+                    flush=True,
+                )
+                return proc.returncode or 1
+            print(
+                f"[ver-bringup] {spec.name} exited with {proc.returncode}: restarting it in "
+                f"{respawn['delay_s']:g} s ({tries + 1}/{respawn['max_retries']}); the rest of "
+                "the graph keeps running",
+                flush=True,
+            )
+            time.sleep(respawn["delay_s"])
+            self.restarts[spec.name] = tries + 1
+            self.started[spec.name] = time.monotonic()
+            self.procs[i] = subprocess.Popen(node_command(spec))
+            print(f"[ver-bringup] restarted {spec.name} (pid {self.procs[i].pid})", flush=True)
+        return None
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):  # safety node first, sources last
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 5.0
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def _run_processes(specs: list[NodeSpec], respawn: dict | None = None) -> int:
-    respawn = respawn or RESPAWN
-    procs: list[tuple[NodeSpec, subprocess.Popen]] = []
-    restarts: dict[str, int] = {}
     stopping = False
 
     def stop(*_):
@@ -109,50 +180,14 @@ def _run_processes(specs: list[NodeSpec], respawn: dict | None = None) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for spec in specs:
-        procs.append((spec, subprocess.Popen(node_command(spec))))
-        print(f"[ver-bringup] started {spec.name} (pid {procs[-1][1].pid})", flush=True)
-    rc = 0
-    started = {spec.name: time.monotonic() for spec in specs}
-    while not stopping:
-        for i, (spec, proc) in enumerate(procs):
-            if proc.poll() is None:
-                if time.monotonic() - started[spec.name] > 30.0:
-                    restarts[spec.name] = 0  # alive for a while: a later death counts afresh
-                continue
-            tries = restarts.get(spec.name, 0)
-            if not spec.respawn or tries >= respawn["max_retries"] or proc.returncode == 2:
-                why = "bad parameters" if proc.returncode == 2 else "not respawned"
-                print(
-                    f"[ver-bringup] {spec.name} exited with {proc.returncode} ({why}, "
-                    f"{tries} restarts): stopping the graph",
-                    flush=True,
-                )
-                rc = proc.returncode or 1
-                stopping = True
-                break
-            print(
-                f"[ver-bringup] {spec.name} exited with {proc.returncode}: restarting it in "
-                f"{respawn['delay_s']:g} s ({tries + 1}/{respawn['max_retries']}); the rest of "
-                "the graph keeps running",
-                flush=True,
-            )
-            time.sleep(respawn["delay_s"])
-            restarts[spec.name] = tries + 1
-            started[spec.name] = time.monotonic()
-            procs[i] = (spec, subprocess.Popen(node_command(spec)))
+    supervisor = _Supervisor(specs, respawn)
+    supervisor.start()
+    rc = None
+    while not stopping and rc is None:
+        rc = supervisor.poll()
         time.sleep(0.1)
-    for _, proc in reversed(procs):  # safety node first, sources last
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 5.0
-    for _, proc in procs:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return rc
+    supervisor.stop()
+    return rc or 0
 
 
 def _overrides_file(specs: list[NodeSpec]) -> str:
@@ -168,8 +203,15 @@ def _overrides_file(specs: list[NodeSpec]) -> str:
     return path
 
 
-def _run_composed(specs: list[NodeSpec]) -> int:
+def _run_composed(specs: list[NodeSpec], compose_safety: bool = False) -> int:
+    """The nodes in this process; the safety node (unless ``compose_safety``) in a process of
+    its own, supervised and respawned as in process mode."""
     import threading
+
+    apart = [] if compose_safety else [s for s in specs if s.module == SAFETY_MODULE]
+    specs = [s for s in specs if s not in apart]
+    supervisor = _Supervisor(apart)
+    supervisor.start()
 
     import rclpy
     from rclpy.executors import (
@@ -192,16 +234,17 @@ def _run_composed(specs: list[NodeSpec]) -> int:
             cls = getattr(importlib.import_module(spec.module), spec.node_class)
             nodes.append((spec, cls()))
             print(f"[ver-bringup] composed {spec.name}", flush=True)
-        # the safety node ticks on a thread of its own: a busy encoder never starves its timer
-        safety_executor = SingleThreadedExecutor()
         executor = MultiThreadedExecutor(num_threads=2 * len(specs) + 2)
+        if compose_safety:  # the safety node ticks on an executor thread of its own
+            safety_executor = SingleThreadedExecutor()
+            loops.append(
+                threading.Thread(target=_spin_until, args=(safety_executor, stop), daemon=True)
+            )
         for spec, n in nodes:
-            (safety_executor if spec.module == "ver_ros.safety_node" else executor).add_node(n)
+            (safety_executor if spec.module == SAFETY_MODULE else executor).add_node(n)
             if callable(getattr(n, "run", None)):  # nodes that drive their own loop (sim_node)
                 loops.append(threading.Thread(target=n.run, args=(stop,), daemon=True))
-        loops.append(
-            threading.Thread(target=_spin_until, args=(safety_executor, stop), daemon=True)
-        )
+        loops.append(threading.Thread(target=_watch, args=(supervisor, stop), daemon=True))
         for t in loops:
             t.start()
         _spin_until(executor, stop)
@@ -218,7 +261,17 @@ def _run_composed(specs: list[NodeSpec]) -> int:
             write_latency_log(n)
             n.destroy_node()
         rclpy.try_shutdown()
-    return 0
+        supervisor.stop()
+    return supervisor.rc or 0
+
+
+def _watch(supervisor: _Supervisor, stop) -> None:
+    """Composed mode: keep the separate node processes alive; stop the graph if one cannot be."""
+    while not stop.is_set():
+        supervisor.rc = supervisor.poll()
+        if supervisor.rc is not None:
+            stop.set()
+        time.sleep(0.1)
 
 
 def _spin_until(executor, stop) -> None:
@@ -261,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
             print(shlex.join(node_command(s)))
         return 0
     os.environ.update(transport)  # before rclpy.init here, inherited by the node processes
-    return _run_composed(specs) if args.composed else _run_processes(specs)
+    if args.composed:
+        return _run_composed(specs, compose_safety=args.compose_safety)
+    return _run_processes(specs)
 
 
 def _transport_env() -> dict[str, str]:

@@ -115,7 +115,9 @@ def test_bringup_hands_its_nodes_the_shipped_profile(monkeypatch, capsys):
     ran = {}
     monkeypatch.delenv(PROFILE_ENV, raising=False)
     monkeypatch.setattr(bringup, "_run_processes", lambda specs: ran.setdefault("p", specs) and 0)
-    monkeypatch.setattr(bringup, "_run_composed", lambda specs: ran.setdefault("c", specs) and 0)
+    monkeypatch.setattr(
+        bringup, "_run_composed", lambda specs, **kw: ran.setdefault("c", specs) and 0
+    )
     for flags in ([], ["--composed"]):
         monkeypatch.delenv(PROFILE_ENV, raising=False)
         assert bringup.main(["--checkpoint", "/c", "--use-realsense-ros", *flags]) == 0
