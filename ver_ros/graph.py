@@ -268,12 +268,18 @@ def _yaml_value(value: Any) -> str:
 
 
 def ros_args(spec: NodeSpec) -> list[str]:
-    """``--ros-args`` for running ``spec`` as its own process (name, files, overrides)."""
+    """``--ros-args`` for running ``spec`` as its own process (name, files, overrides).
+
+    Overrides name their node (``-p encoder_node:backend:=onnxruntime``): rcl lets a parameter
+    file's node section win over a bare ``-p`` when the file also has a ``/**`` section (as
+    config/franka_pick.yaml does), which silently dropped ``--backend`` and ``--robot-type``.
+    rcl's ``-p`` takes no namespace: a namespaced node gets bare overrides."""
     args = ["--ros-args", "-r", f"__node:={spec.name}"]
     if spec.namespace:
         args += ["-r", f"__ns:=/{spec.namespace}"]
     for f in spec.param_files:
         args += ["--params-file", f]
+    target = "" if spec.namespace else f"{spec.name}:"
     for key, value in spec.parameters.items():
-        args += ["-p", f"{key}:={_yaml_value(value)}"]
+        args += ["-p", f"{target}{key}:={_yaml_value(value)}"]
     return args

@@ -169,7 +169,37 @@ def test_ros_args_quote_values():
     spec = build_graph(GraphOptions(checkpoint="/tmp/ck 1", sim=True))[1]
     args = ros_args(spec)
     assert args[:3] == ["--ros-args", "-r", "__node:=encoder_node"]
-    assert "checkpoint:=/tmp/ck 1" in args and "use_sim_time:=true" in args
+    assert "encoder_node:checkpoint:=/tmp/ck 1" in args
+    assert "encoder_node:use_sim_time:=true" in args
+
+
+_PROBE = """
+import sys, rclpy
+from rclpy.node import Node
+rclpy.init(args=sys.argv)
+node = Node("probe")
+for name, default in (("robot_type", ""), ("controller_type", ""), ("observation_budget_s", 0.0)):
+    node.declare_parameter(name, default)
+print([node.get_parameter(n).value for n in ("robot_type", "controller_type",
+                                                "observation_budget_s")])
+"""
+
+
+def test_launch_arguments_beat_the_parameter_file(ros_env):
+    """rcl, as ver-bringup runs a node: the flags (--robot-type panda) override the shipped
+    config's node section (robot_type: fr3), which also has a /** section."""
+    import subprocess
+
+    specs = build_graph(
+        GraphOptions(checkpoint="/c", robot_type="panda", controller_type="forward")
+    )
+    safety = next(s for s in specs if s.name == "safety_node")
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *ros_args(safety)],
+        env=ros_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "['panda', 'forward', 0.25]"
 
 
 def test_bringup_dry_run(capsys):
