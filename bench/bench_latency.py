@@ -1,18 +1,28 @@
 """End-to-end latency of the deployment graph: camera time stamp -> arm command publish.
 
-Starts encoder_node, policy_node and safety_node as separate processes (real rclpy / Fast DDS),
-publishes 640x480 rgb8 frames at 30 Hz stamped at publish time, plays an ideal robot on
-/joint_states, and lets every node record per-stage timings (written on shutdown). Writes
-bench/results/latency.json with p50 / p99 per stage:
+Runs the real graph with ``ver-bringup --use-realsense-ros`` (process mode by default: encoder,
+policy and safety nodes each in their own process, with the Fast DDS profile ver-bringup sets),
+while this process plays the camera (640x480 rgb8 at 30 Hz, stamped at publish, on the
+realsense-ros topic) and an ideal robot on /joint_states that follows the commands. Every node
+records per-stage timings (written on shutdown); this process adds the stamp -> arrival age of
+the features and of the chunks. Writes bench/results/latency.json:
 
-  decode (image message -> RGB), preprocess (resize + normalize), encode (BVT blocks), route
-  (routed expert library; with a non-torch backend encode+route is one stage), policy (head),
-  smooth (chunk ensembling), chunk_wait (chunk arrival -> next control tick), safety (gate step),
-  camera_to_encoder (image stamp -> encoder callback: DDS hop + waiting while
-  the encoder finishes the previous frame), end_to_end (camera stamp -> first command from that frame),
-  transport (derived: end_to_end p50 minus the p50 of every processing stage above).
+  camera_to_encoder (stamp -> encoder callback: DDS hop + waiting while the encoder finishes the
+  previous frame), decode (message -> RGB), preprocess (resize + normalize), encode (BVT blocks),
+  route (routed expert library; with an exported backend encode+route is one stage),
+  camera_to_features (stamp -> features arriving here: the encoder's whole share + one hop),
+  policy (head), smooth (chunk ensembling), camera_to_chunk (stamp -> chunk arriving here),
+  chunk_wait (chunk arrival at the gate -> its next control tick), safety (gate step),
+  end_to_end (camera stamp -> first command from that frame's chunk).
 
-    .venv/bin/python bench/bench_latency.py [--seconds 30] [--backend torch|onnxruntime]
+``--variant`` runs the graph under named settings in turn (one after the other, the load
+average beside each): ``deployed`` (the shipped defaults: torch backend, transport profile,
+threads 0 = every core but one, fp32), ``bf16`` (deployed + precision bf16), ``onnxruntime``
+(deployed with the ONNX Runtime backend, fp32), ``bf16_host_encoder`` (bf16 with the encoder
+inside the policy process: one hop less) and ``before`` (no transport profile, torch threads =
+all cores, fp32: the settings before issue 14).
+
+    .venv/bin/python bench/bench_latency.py [--seconds 30] [--variant deployed bf16 ...]
 """
 
 from __future__ import annotations
@@ -31,29 +41,36 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROCESSING = (
-    "decode",
-    "preprocess",
-    "encode",
-    "route",
-    "encode+route",
-    "policy",
-    "smooth",
-    "chunk_wait",
-    "safety",
-)
+PROCESSING = ("decode", "preprocess", "encode", "route", "encode+route", "policy", "smooth")
+_DEPLOYED = {"backend": "torch", "profile": True, "threads": 0, "precision": "fp32", "host": False}
+VARIANTS = {
+    "deployed": _DEPLOYED,
+    "bf16": {**_DEPLOYED, "precision": "bf16"},
+    "onnxruntime": {**_DEPLOYED, "backend": "onnxruntime"},
+    "bf16_host_encoder": {**_DEPLOYED, "precision": "bf16", "host": True},
+    "before": {**_DEPLOYED, "profile": False, "threads": os.cpu_count() or 1},
+}
+NODES = ("encoder_node", "policy_node", "safety_node")
+BUILTIN_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
+<dds xmlns="http://www.eprosima.com">
+  <profiles>
+    <participant profile_name="builtin_transports" is_default_profile="true"><rtps/></participant>
+  </profiles>
+</dds>
+"""
 
 
-def _robot_and_camera(stop: threading.Event, rate_hz: float, counters: dict) -> None:
+def _camera_and_robot(stop: threading.Event, rate_hz: float, ages: dict, counters: dict) -> None:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from sensor_msgs.msg import Image, JointState
     from trajectory_msgs.msg import JointTrajectory
 
-    from ver_ros.conversions import image_to_msg
+    from ver_ros.conversions import image_to_msg, stamp_to_ns
     from ver_ros.qos import COMMAND_QOS, SENSOR_QOS
 
     ctx = rclpy.Context()
@@ -63,19 +80,25 @@ def _robot_and_camera(stop: threading.Event, rate_hz: float, counters: dict) -> 
     js_pub = node.create_publisher(JointState, "/joint_states", SENSOR_QOS)
     q = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
     rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(8)]
+    frames = [
+        image_to_msg(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), 0, "camera")
+        for _ in range(8)
+    ]
+
+    def age(msg) -> float:
+        return (node.get_clock().now().nanoseconds - stamp_to_ns(msg.header.stamp)) * 1e-9
 
     def on_chunk(msg: JointTrajectory) -> None:
         counters["chunks"] += 1
+        ages["camera_to_chunk"].append(age(msg))
 
     def on_cmd(msg: JointTrajectory) -> None:
         q[:] = list(msg.points[0].positions)
         counters["commands"] += 1
 
     def camera() -> None:
-        msg = image_to_msg(
-            frames[counters["frames"] % len(frames)], node.get_clock().now().to_msg(), "camera"
-        )
+        msg = frames[counters["frames"] % len(frames)]  # a driver's buffer: only the stamp is new
+        msg.header.stamp = node.get_clock().now().to_msg()
         img_pub.publish(msg)
         counters["frames"] += 1
 
@@ -91,6 +114,10 @@ def _robot_and_camera(stop: threading.Event, rate_hz: float, counters: dict) -> 
         js_pub.publish(js)
 
     node.create_subscription(
+        Image, "/ver/features/camera", lambda m: ages["camera_to_features"].append(age(m)),
+        SENSOR_QOS,
+    )  # fmt: skip
+    node.create_subscription(
         JointTrajectory, "/fr3_arm_controller/joint_trajectory", on_cmd, COMMAND_QOS
     )
     node.create_subscription(JointTrajectory, "/ver/action_chunk", on_chunk, COMMAND_QOS)
@@ -105,22 +132,113 @@ def _robot_and_camera(stop: threading.Event, rate_hz: float, counters: dict) -> 
     rclpy.try_shutdown(context=ctx)
 
 
+def _config(work: Path, settings: dict, warmup: int) -> tuple[Path, dict[str, Path]]:
+    """The shipped parameter file plus this run's overrides (latency logs, threads, precision)."""
+    from ver_ros.graph import default_config_path
+
+    config = yaml.safe_load(default_config_path().read_text())
+    logs = {n: work / f"{n}.json" for n in NODES}
+    for name in NODES:
+        params = config.setdefault(name, {}).setdefault("ros__parameters", {})
+        params.update(latency_log=str(logs[name]), latency_warmup=warmup)
+    for name in ("encoder_node", "policy_node"):
+        params = config[name]["ros__parameters"]
+        params.update(threads=settings["threads"], precision=settings["precision"])
+    if not settings["host"]:
+        config["policy_node"]["ros__parameters"]["threads"] = 1  # a head beside the encoder
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, logs
+
+
+def _summary(values: list[float], warmup: int) -> dict:
+    ms = np.asarray(values[warmup:]) * 1e3
+    if not ms.size:
+        return {"n": 0}
+    return {
+        "n": int(ms.size),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "max_ms": float(ms.max()),
+    }
+
+
+def run_variant(name: str, args, ckpt: str) -> dict:
+    settings = VARIANTS[name]
+    work = Path(tempfile.mkdtemp(prefix=f"ver_bench_{name}_"))
+    config, logs = _config(work, settings, warmup=30)
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(random.randint(1, 200)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+    )
+    if settings["profile"]:
+        from ver_ros.transport import default_profile_path
+
+        profile = default_profile_path()
+    else:  # a profile of Fast DDS's defaults: ver-bringup keeps the user's choice
+        profile = work / "builtin_transports.xml"
+        profile.write_text(BUILTIN_PROFILE)
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)  # the graph and this camera process
+    os.environ.update(env)
+    cmd = [
+        sys.executable, "-m", "ver_ros.bringup", "--checkpoint", ckpt, "--use-realsense-ros",
+        "--backend", settings["backend"], "--config", str(config),
+        *(["--host-encoder"] if settings["host"] else []),
+    ]  # fmt: skip
+    log = open(work / "bringup.log", "w")  # noqa: SIM115
+    graph = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    stop = threading.Event()
+    counters = {"frames": 0, "commands": 0, "chunks": 0}
+    ages: dict[str, list[float]] = {"camera_to_features": [], "camera_to_chunk": []}
+    io = threading.Thread(
+        target=_camera_and_robot, args=(stop, args.rate, ages, counters), daemon=True
+    )
+    io.start()
+    deadline = time.monotonic() + 180
+    while counters["chunks"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    up = counters["chunks"] > 0
+    print(f"[{name}] graph {'up' if up else 'NOT up'}; measuring {args.seconds:g} s", flush=True)
+    f0, load_before = counters["frames"], os.getloadavg()[0]
+    time.sleep(args.seconds + 3.0)  # + the stats warm-up samples
+    frames = counters["frames"] - f0
+    load_after = os.getloadavg()[0]
+    graph.send_signal(signal.SIGINT)
+    try:
+        graph.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        graph.kill()
+    stop.set()
+    io.join(timeout=5)
+    stages: dict[str, dict] = {}
+    for node, path in logs.items():
+        if path.is_file():
+            for stage, row in json.loads(path.read_text()).items():
+                stages[stage] = {**row, "node": node}
+    for stage, values in ages.items():
+        stages[stage] = {**_summary(values, warmup=30), "node": "bench (camera)"}
+    return {
+        "variant": name,
+        "settings": settings,
+        "frames_published": frames,
+        "encoder_sets": stages.get("preprocess", {}).get("n"),
+        "loadavg_1min_before_after": [round(load_before, 2), round(load_after, 2)],
+        "logs": str(work),
+        "stages": stages,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=30.0, help="measured duration after warm-up")
-    ap.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    ap.add_argument("--seconds", type=float, default=30.0, help="measured time per variant")
+    ap.add_argument("--variant", nargs="+", default=["deployed"], choices=sorted(VARIANTS))
     ap.add_argument("--rate", type=float, default=30.0, help="camera rate (Hz)")
-    ap.add_argument(
-        "--checkpoint", default="", help="task checkpoint (default: an untrained ver_tiny)"
-    )
-    ap.add_argument(
-        "--encoder-threads", type=int, default=2, help="torch/ORT threads of the encoder"
-    )
-    ap.add_argument("--host-encoder", action="store_true", help="encoder inside the policy process")
+    ap.add_argument("--checkpoint", default="", help="task checkpoint (default: untrained)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latency.json")
+    ap.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="ver_bench_"))
     ckpt = args.checkpoint
     if not ckpt:
         import torch
@@ -128,112 +246,47 @@ def main() -> int:
         from ver_core.policy import TaskConfig, TaskPolicy
 
         torch.manual_seed(0)
+        work = Path(tempfile.mkdtemp(prefix="ver_bench_task_"))
         ckpt = str(TaskPolicy.build(TaskConfig()).save_pretrained(work / "task"))
-    env = dict(
-        os.environ,
-        ROS_DOMAIN_ID=str(random.randint(1, 200)),
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-    )
-    os.environ.update(env)
-    logs = {n: work / f"{n}.json" for n in ("encoder_node", "policy_node", "safety_node")}
-    common = ["-p", "latency_warmup:=30"]
-    nodes = {
-        "encoder_node": [
-            "-p",
-            f"checkpoint:={ckpt}",
-            "-p",
-            f"backend:={args.backend}",
-            "-p",
-            "max_age_s:=0.5",
-            "-p",
-            f"threads:={args.encoder_threads}",
-        ],
-        "policy_node": ["-p", f"checkpoint:={ckpt}", "-p", "max_age_s:=0.5", "-p", "threads:=1"],
-        "safety_node": ["-p", "control_rate_hz:=50.0"],
-    }
-    if args.host_encoder:  # one process fewer, one DDS hop fewer
-        del nodes["encoder_node"]
-        nodes["policy_node"] = ["-p", f"checkpoint:={ckpt}", "-p", "max_age_s:=0.5", "-p", "host_encoder:=true",
-                                "-p", f"backend:={args.backend}", "-p", f"threads:={args.encoder_threads}"]  # fmt: skip
-    procs = []
-    for name, params in nodes.items():
-        cmd = [
-            sys.executable,
-            "-m",
-            f"ver_ros.{name}",
-            "--ros-args",
-            *common,
-            *params,
-            "-p",
-            f"latency_log:={logs[name]}",
-        ]
-        log = open(work / f"{name}.log", "w")  # noqa: SIM115
-        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-    stop = threading.Event()
-    counters = {"frames": 0, "commands": 0, "chunks": 0}
-    io = threading.Thread(target=_robot_and_camera, args=(stop, args.rate, counters), daemon=True)
-    io.start()
-    deadline = time.monotonic() + 180
-    while counters["chunks"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if counters["chunks"] == 0:
-        print("no action chunk within 180 s: the graph did not come up", file=sys.stderr)
-    print(f"graph up; measuring {args.seconds:g} s at {args.rate:g} Hz", flush=True)
-    f0 = counters["frames"]
-    load_before = os.getloadavg()
-    time.sleep(args.seconds + 3.0)  # + the stats warm-up samples
-    frames = counters["frames"] - f0
-    for p in reversed(procs):
-        p.send_signal(signal.SIGINT)
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    stop.set()
-    io.join(timeout=5)
-
-    stages: dict[str, dict] = {}
-    for name, path in logs.items():
-        if path.is_file():
-            for stage, row in json.loads(path.read_text()).items():
-                stages[stage] = {**row, "node": name}
-    e2e = stages.get("end_to_end")
-    if e2e:
-        proc_p50 = sum(stages[s]["p50_ms"] for s in PROCESSING if s in stages)
-        stages["transport"] = {"p50_ms": e2e["p50_ms"] - proc_p50, "derived": True}
+    if args.one:  # a child run: Fast DDS reads its profile once per process
+        Path(args.one).write_text(json.dumps(run_variant(args.variant[0], args, ckpt)))
+        return 0
+    runs = []
+    for name in args.variant:
+        child = Path(tempfile.mkdtemp(prefix="ver_bench_run_")) / "run.json"
+        cmd = [sys.executable, __file__, "--one", str(child), "--variant", name,
+               "--seconds", str(args.seconds), "--rate", str(args.rate),
+               "--checkpoint", ckpt]  # fmt: skip
+        subprocess.run(cmd, check=False)
+        if child.is_file():
+            runs.append(json.loads(child.read_text()))
     result = {
-        "what": "camera stamp -> arm command publish, per stage, ms (p50/p99)",
-        "backend": args.backend,
-        "host_encoder": args.host_encoder,
-        "camera_rate_hz": args.rate,
-        "image": "640x480 rgb8",
-        "model": "ver_tiny (untrained weights; latency does not depend on them)",
+        "what": "camera stamp -> arm command publish through ver-bringup (process mode), per "
+        "stage, ms",
+        "camera": f"640x480 rgb8 at {args.rate:g} Hz",
+        "model": "ver_tiny, K=2, MLP head (untrained weights; latency does not depend on them)",
         "control_rate_hz": 50.0,
         "seconds": args.seconds,
-        "frames_published": frames,
-        "encoder_frames_processed": stages.get("decode", {}).get("n"),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "note": "shared 2-core development VM, no GPU",
-                    "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]]},
-        "notes": [
-            "end_to_end counts only frames whose chunk passed the safety gate (observation younger "
-            "than observation_timeout_s); frames the encoder dropped as stale are not in it",
-            "at 30 Hz the encoder cannot keep up on this CPU: it processes the newest frame and "
-            "drops the rest (see encoder_frames_processed vs frames_published)",
-        ],
-        "stages": stages,
-    }  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "note": "shared 2-core development VM, no GPU: other jobs ran beside (load average "
+            "beside each run)",
+        },
+        "processing_stages": list(PROCESSING),
+        "runs": runs,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    for stage, row in stages.items():
-        p99 = row.get("p99_ms")
-        print(
-            f"{stage:18s} p50 {row['p50_ms']:8.2f} ms"
-            + (f"  p99 {p99:8.2f} ms" if p99 is not None else "  (derived)")
-        )
-    print(f"wrote {args.out} (node logs in {work})")
-    return 0 if e2e else 1
+    for run in runs:
+        print(f"== {run['variant']} (load {run['loadavg_1min_before_after']})")
+        for stage, row in run["stages"].items():
+            if row.get("n"):
+                print(f"  {stage:20s} p50 {row['p50_ms']:8.2f}  p99 {row['p99_ms']:8.2f} ms")
+    print(f"wrote {args.out}")
+    ok = len(runs) == len(args.variant)
+    return 0 if ok and all(r["stages"].get("end_to_end", {}).get("n") for r in runs) else 1
 
 
 if __name__ == "__main__":
