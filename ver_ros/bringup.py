@@ -13,8 +13,8 @@ after a grace period). Composed mode runs the nodes in one process on a MultiThr
 except the safety node: it runs in a process of its own (supervised as above). Sharing one
 interpreter with perception, its 50 Hz timer came up to 0.7 s late on a busy machine, even on an
 executor thread of its own (bench/bench_gate.py: 81% of its rate, against 100% in a process of
-its own). ``--compose-safety`` puts it in the composed process anyway, on its own thread. Nodes of other
-packages (realsense-ros) cannot be started here: run them yourself.
+its own). ``--compose-safety`` puts it in the composed process anyway, on its own thread.
+Nodes of other packages (realsense-ros) cannot be started here: run them yourself.
 
 Both modes point ``FASTDDS_DEFAULT_PROFILES_FILE`` at the shipped transport profile
 (``config/fastdds_large_frames.xml``, ``ver_ros.transport``: shared memory sized for 1920x1080

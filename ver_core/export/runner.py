@@ -1,9 +1,10 @@
 """Build the encoder the nodes run, for a backend and a precision, with fallback.
 
 ``build_encoder(policy, backend, checkpoint_dir, precision=...)`` returns a ``BuiltEncoder``:
-(callable, backend actually used, log line or None, precision actually used). Exported artifacts are looked up in ``<checkpoint>/export/`` (written by
-``ver-export``); when missing, the ONNX file is exported on the fly into a temporary directory
-and the TensorRT module is compiled in memory.
+(callable, backend actually used, log line or None, precision actually used). Exported artifacts
+are looked up in ``<checkpoint>/export/`` (written by ``ver-export``); when missing, the ONNX
+file is exported on the fly into a temporary directory and the TensorRT module is compiled in
+memory (a TensorRT file from ``ver-export`` keeps the precision it was compiled with).
 """
 
 from __future__ import annotations
