@@ -65,9 +65,14 @@ class PrivilegedPolicy(ActionNormalization, nn.Module):
     def __init__(self, config: PrivilegedConfig, stats: NormStats) -> None:
         super().__init__()
         self.config = config
-        self.embed = nn.Sequential(nn.Linear(POSE_DIM, 128), nn.GELU(), nn.Linear(128, config.neck_dim))
+        self.embed = nn.Sequential(
+            nn.Linear(POSE_DIM, 128), nn.GELU(), nn.Linear(128, config.neck_dim)
+        )
         self.head = MLPHead(
-            config.neck_dim + config.state_dim, config.hidden_dim, config.chunk_len, config.action_dim
+            config.neck_dim + config.state_dim,
+            config.hidden_dim,
+            config.chunk_len,
+            config.action_dim,
         )
         self.stats = stats
         for name, t in stats.tensors().items():
@@ -125,8 +130,11 @@ class PosePerception:
     """Stands in for the encoder: the cube's pose read from the simulator when a frame is taken
     (``initial``: the pose at the episode's first frame)."""
 
-    def __init__(self, env, which: str) -> None:
+    def __init__(self, env, which: str, noise_m: float = 0.0, bias_m: float = 0.0) -> None:
         self.env, self.which = env, which
+        self.noise_m, self.bias_m = noise_m, bias_m  # per-frame noise / per-episode bias (m)
+        self.rng = np.random.default_rng(0)
+        self._bias = np.zeros(2)
         self.cameras = ["camera"]
         self._first = None
         self._seed = None
@@ -135,9 +143,14 @@ class PosePerception:
         if self.which == "initial" and self._first is not None and self.env.seed == self._seed:
             pose = self._first
         else:
+            if self.env.seed != self._seed:
+                self._bias = self.rng.normal(0.0, self.bias_m, 2)
             obs = self.env.observation()
             pose = pose_features(np.concatenate([obs.cube_pos, obs.cube_quat])[None])[0]
             self._first, self._seed = pose, self.env.seed
+        if self.noise_m or self.bias_m:
+            pose = pose.copy()
+            pose[:2] += self._bias + self.rng.normal(0.0, self.noise_m, 2)
         return pose[None, None, :].astype(np.float32), np.zeros((1, 0, 1, 1), np.int64)
 
 
@@ -155,7 +168,7 @@ def evaluate(policy, args) -> dict:
     results = []
     if args.mode == "deployed":
         settings = DeploySettings.from_yaml(args.config)
-        perception = PosePerception(env, args.pose)
+        perception = PosePerception(env, args.pose, args.pose_noise, args.pose_bias)
         predictor = ChunkPredictor(policy, settings.smoothing)
         ctrl = Controller(
             EncoderStage(perception, settings.budget),
@@ -192,12 +205,16 @@ def evaluate(policy, args) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--bag", type=Path, required=True)
     p.add_argument("--pose", choices=("current", "initial"), default="current")
     p.add_argument("--mode", choices=("deployed", "open-loop"), default="deployed")
     p.add_argument("--execute-steps", type=int, default=8)
     p.add_argument("--latency", type=float, default=0.08, help="deployed: s from frame to tokens")
+    p.add_argument("--pose-noise", type=float, default=0.0, help="m of noise on x, y per frame")
+    p.add_argument("--pose-bias", type=float, default=0.0, help="m of error on x, y per episode")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=100_000)
     p.add_argument("--max-steps", type=int, default=150)
@@ -211,9 +228,15 @@ def main(argv=None) -> int:
     topics = TopicConfig(object_pose="/sim/object_pose")
     data = load_demos(args.bag, topics, 16, 10.0, 32, cache_dir=args.cache_dir)
     if data.object_pose is None:
-        print("the demos hold no /sim/object_pose: record them with ver-record-demos", file=sys.stderr)
+        print(
+            "the demos hold no /sim/object_pose: record them with ver-record-demos", file=sys.stderr
+        )
         return 2
-    pose = data.object_pose if args.pose == "current" else episode_initial(data.object_pose, data.episode)
+    pose = (
+        data.object_pose
+        if args.pose == "current"
+        else episode_initial(data.object_pose, data.episode)
+    )
     t0 = time.time()
     policy = train(data, pose, args.train_steps)
     row = {
@@ -222,6 +245,8 @@ def main(argv=None) -> int:
         "mode": args.mode,
         "execute_steps": args.execute_steps if args.mode == "open-loop" else None,
         "latency_s": args.latency if args.mode == "deployed" else None,
+        "pose_noise_m": args.pose_noise,
+        "pose_bias_m": args.pose_bias,
         "demos": len(data.episode_names),
         "train_s": round(time.time() - t0, 1),
         **evaluate(policy, args),

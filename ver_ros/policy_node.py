@@ -31,6 +31,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ver_core.deploy import (
     DEFAULT_BUDGET,
+    GRIPPER_MODES,
     SMOOTHING_MODES,
     ActionChunk,
     LatencyStats,
@@ -115,6 +116,9 @@ class PolicyParams:
     smoothing: str = param("ensemble", "chunk boundary smoothing: ensemble, blend or latest")
     ensemble_decay: float = param(5.0, "temporal ensembling: weight decay with chunk age (1/s)")
     blend_time_s: float = param(0.2, "blend smoothing: cross-fade duration (s)")
+    gripper: str = param(
+        "binary", "gripper width: binary (open/closed), latest (newest chunk) or smooth"
+    )
     observation_budget_s: float = param(
         DEFAULT_BUDGET.observation_s, "staleness budget: never act on views older than this (s)"
     )
@@ -135,6 +139,8 @@ class PolicyParams:
     def __post_init__(self) -> None:
         if self.smoothing not in SMOOTHING_MODES:
             raise ValueError(f"smoothing must be one of {SMOOTHING_MODES}, got {self.smoothing!r}")
+        if self.gripper not in GRIPPER_MODES:
+            raise ValueError(f"gripper must be one of {GRIPPER_MODES}, got {self.gripper!r}")
         if not self.status_rate_hz > 0:
             raise ValueError(f"status_rate_hz must be > 0, got {self.status_rate_hz}")
         check_checkpoint_and_transport(self.checkpoint, self.image_transport)
@@ -168,7 +174,10 @@ class PolicyNode(Node):
                 f"joint_names needs {len(cfg.joint_names)} names, got {self.joint_names}"
             )
         smoothing = SmoothingConfig(
-            mode=p.smoothing, decay=p.ensemble_decay, blend_time_s=p.blend_time_s
+            mode=p.smoothing,
+            decay=p.ensemble_decay,
+            blend_time_s=p.blend_time_s,
+            gripper=p.gripper,
         )
         self.cameras = list(cfg.cameras)
         predictor = ChunkPredictor(policy, smoothing, self.stats, p.precision)

@@ -39,14 +39,14 @@ def test_chunk_validation():
 
 
 def test_latest_mode_passes_chunks_through():
-    sm = ChunkSmoother(SmoothingConfig(mode="latest"))
+    sm = ChunkSmoother(SmoothingConfig(mode="latest", gripper="smooth"))
     sm.add(ramp_chunk(0.0, 0.0, 0.0))
     new = ramp_chunk(0.1, 1.0, 0.0)
     np.testing.assert_array_equal(sm.add(new).actions, new.actions)
 
 
 def test_ensemble_reduces_boundary_jump():
-    sm = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=0.0))
+    sm = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=0.0, gripper="smooth"))
     old = ramp_chunk(0.0, 0.0, 0.0)  # constant 0 over [0, 0.9]
     sm.add(old)
     new = ramp_chunk(0.5, 1.0, 0.0)  # constant 1 over [0.5, 1.4]
@@ -58,7 +58,7 @@ def test_ensemble_reduces_boundary_jump():
 
 
 def test_ensemble_decay_favors_newer_chunk():
-    sm = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=10.0))
+    sm = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=10.0, gripper="smooth"))
     sm.add(ramp_chunk(0.0, 0.0, 0.0))
     out = sm.add(ramp_chunk(0.5, 1.0, 0.0))
     w_old = np.exp(-5.0)
@@ -66,7 +66,7 @@ def test_ensemble_decay_favors_newer_chunk():
 
 
 def test_blend_crossfades_from_previous():
-    sm = ChunkSmoother(SmoothingConfig(mode="blend", blend_time_s=0.2))
+    sm = ChunkSmoother(SmoothingConfig(mode="blend", blend_time_s=0.2, gripper="smooth"))
     sm.add(ramp_chunk(0.0, 0.0, 0.0))
     out = sm.add(ramp_chunk(0.5, 1.0, 0.0), now=0.5)
     # times 0.5, 0.6, 0.7 -> alpha 0, 0.5, 1
@@ -74,7 +74,7 @@ def test_blend_crossfades_from_previous():
 
 
 def test_smoother_passes_nonfinite_on_without_storing_it():
-    sm = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=0.0))
+    sm = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=0.0, gripper="smooth"))
     sm.add(ramp_chunk(0.0, 0.0, 0.0))
     bad = ActionChunk(0.1, uniform_offsets(10, 10.0), np.full((10, 2), np.nan))
     assert not sm.add(bad).is_finite()  # the gate downstream rejects it
@@ -84,7 +84,7 @@ def test_smoother_passes_nonfinite_on_without_storing_it():
 
 def test_smoothing_config_validation():
     with pytest.raises(ValueError, match="smoothing mode"):
-        SmoothingConfig(mode="average")
+        SmoothingConfig(mode="average", gripper="smooth")
 
 
 def test_freshness_gate_drops_old_out_of_order_and_future():
@@ -117,3 +117,34 @@ def test_latency_stats_warmup_skips_first_samples():
     for v in (1.0, 1.0, 0.001, 0.003):
         st.add("encode", v)
     assert st.summary()["encode"]["n"] == 2 and st.summary()["encode"]["max_ms"] == 3.0
+
+
+def gripper_chunk(stamp: float, widths) -> ActionChunk:
+    widths = np.asarray(widths, float)
+    off = uniform_offsets(len(widths), 10.0)
+    return ActionChunk(stamp, off, np.stack([np.full(len(widths), 0.3), widths], axis=1))
+
+
+def test_gripper_is_a_decision_not_an_average():
+    """Arm dimensions are smoothed; the width is the newest chunk's (latest) or snapped to
+    open/closed (binary), never the mean of an open and a closing chunk."""
+    open_, closing = [0.08] * 5, [0.08, 0.05, 0.03, 0.0, 0.0]
+    smooth = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=0.0, gripper="smooth"))
+    latest = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=0.0, gripper="latest"))
+    binary = ChunkSmoother(SmoothingConfig(mode="ensemble", decay=0.0, gripper="binary"))
+    for sm in (smooth, latest, binary):
+        sm.add(gripper_chunk(0.0, open_))
+    s, la, b = (sm.add(gripper_chunk(0.0, closing)) for sm in (smooth, latest, binary))
+    np.testing.assert_allclose(s.actions[:, 1], (np.array(open_) + closing) / 2)
+    np.testing.assert_allclose(la.actions[:, 1], closing)
+    np.testing.assert_allclose(b.actions[:, 1], [0.08, 0.08, 0.0, 0.0, 0.0])
+    for out in (s, la, b):  # the arm is smoothed the same way in every mode
+        np.testing.assert_allclose(out.actions[:, 0], 0.3)
+
+
+def test_gripper_mode_validation_and_default():
+    assert SmoothingConfig().gripper == "binary"
+    with pytest.raises(ValueError, match="gripper must be one of"):
+        SmoothingConfig(gripper="half")
+    with pytest.raises(ValueError, match="gripper_open"):
+        SmoothingConfig(gripper_open=0.0)

@@ -10,6 +10,13 @@ re-expresses a new chunk on its own time grid as:
   chunk has weight 1 and older ones fade with their age;
 - ``blend``: a linear cross-fade from the previous smoothed chunk to the new one over
   ``blend_time_s`` starting at the time the new chunk is published.
+
+The gripper (the last action dimension, a width) is a decision, not a motion, and averaging
+decisions is what closes a hand too early: the mean of "still open" and "closing" is a half-closed
+hand, which the policy then sees in its proprioception and reads as "grasping", closing further.
+``gripper`` says how the last dimension is treated: ``smooth`` (like the arm), ``latest`` (the
+newest chunk's values, never averaged) or ``binary`` (the newest chunk's values snapped to fully
+open / fully closed at half of ``gripper_open``).
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ import numpy as np
 
 from ver_core.deploy.chunk import ActionChunk
 
-__all__ = ["SMOOTHING_MODES", "ChunkSmoother", "SmoothingConfig"]
+__all__ = ["GRIPPER_MODES", "SMOOTHING_MODES", "ChunkSmoother", "SmoothingConfig"]
 
 SMOOTHING_MODES = ("latest", "ensemble", "blend")
+GRIPPER_MODES = ("smooth", "latest", "binary")
 
 
 @dataclass
@@ -32,8 +40,14 @@ class SmoothingConfig:
     decay: float = 5.0  # 1/s, ensemble weight decay with chunk age
     blend_time_s: float = 0.2
     max_chunks: int = 8
+    gripper: str = "binary"
+    gripper_open: float = 0.08  # m, the hand's full opening (binary: open = this, closed = 0)
 
     def __post_init__(self) -> None:
+        if self.gripper not in GRIPPER_MODES:
+            raise ValueError(f"gripper must be one of {GRIPPER_MODES}, got {self.gripper!r}")
+        if not self.gripper_open > 0:
+            raise ValueError(f"gripper_open must be > 0, got {self.gripper_open}")
         if self.mode not in SMOOTHING_MODES:
             raise ValueError(f"smoothing mode must be one of {SMOOTHING_MODES}, got {self.mode!r}")
         if self.decay < 0:
@@ -74,9 +88,23 @@ class ChunkSmoother:
             out = self._ensemble(chunk)
         else:
             out = self._blend(chunk, now)
+        out = self._gripper(chunk, out)
         self._raw.append(chunk)
         self._last_out = out
         return out
+
+    def _gripper(self, raw: ActionChunk, out: ActionChunk) -> ActionChunk:
+        """The last dimension per ``config.gripper`` (see the module docstring)."""
+        g = self.config.gripper
+        if g == "smooth":
+            return out
+        actions = out.actions.copy()
+        width = raw.actions[:, -1]
+        if g == "binary":
+            half = self.config.gripper_open / 2
+            width = np.where(width < half, 0.0, self.config.gripper_open)
+        actions[:, -1] = width
+        return ActionChunk(out.stamp, out.offsets, actions)
 
     def _ensemble(self, chunk: ActionChunk) -> ActionChunk:
         times = chunk.times  # (H,)

@@ -48,6 +48,7 @@ class DeploySettings:
             mode=policy_p.get("smoothing", SmoothingConfig.mode),
             decay=float(policy_p.get("ensemble_decay", SmoothingConfig.decay)),
             blend_time_s=float(policy_p.get("blend_time_s", SmoothingConfig.blend_time_s)),
+            gripper=str(policy_p.get("gripper", SmoothingConfig.gripper)),
         )
         budget = StalenessBudget(
             observation_s=float(

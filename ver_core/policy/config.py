@@ -62,6 +62,13 @@ class TaskConfig:
     # from the data; the checkpoint records the choice made.
     action_source: str = "auto"
     gripper_source: str = "auto"
+    # Keypose policy (ver_core.policy.keypose): the vision part estimates the arm pose at the next
+    # gripper event, and the head acts on (keypose, proprioception) only. keypose_noise: std (rad)
+    # of the noise on the demonstrated keypose the head trains on; keypose_weight: weight of the
+    # estimator's loss beside the action loss.
+    keypose: bool = False
+    keypose_noise: float = 0.03
+    keypose_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.image_topics, str):
@@ -98,6 +105,8 @@ class TaskConfig:
             raise ValueError(
                 f"diffusion_prediction must be sample or epsilon, got {self.diffusion_prediction!r}"
             )
+        if self.keypose_noise < 0 or self.keypose_weight < 0:
+            raise ValueError("keypose_noise and keypose_weight must be >= 0")
         for name in ("neck_dim", "hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -30,7 +30,7 @@ from ver_core.model import (
     parameter_report,
 )
 from ver_core.policy.config import TaskConfig
-from ver_core.policy.heads import build_head
+from ver_core.policy.heads import _mlp, build_head
 from ver_core.policy.neck import build_neck
 from ver_core.policy.normalization import ActionNormalization, NormStats
 from ver_core.router import ViewRouter
@@ -82,9 +82,10 @@ def build_task_head(config: TaskConfig) -> nn.Module:
         if config.head == "diffusion"
         else {}
     )
+    vision = len(config.joint_names) if config.keypose else config.num_views * config.neck_dim
     return build_head(
         config.head,
-        config.num_views * config.neck_dim + config.state_dim,
+        vision + config.state_dim,
         config.hidden_dim,
         config.chunk_len,
         config.action_dim,
@@ -106,6 +107,10 @@ class TaskPolicy(ActionNormalization, nn.Module):
             for _ in config.cameras
         )
         self.head = build_task_head(config)
+        if config.keypose:  # vision -> the way to the next gripper event's arm pose
+            self.keypose_head = _mlp(
+                config.num_views * config.neck_dim, config.hidden_dim, len(config.joint_names)
+            )
         self.stats = stats or NormStats.identity(config.state_dim, config.action_dim)
         for name, t in self.stats.tensors().items():
             self.register_buffer(name, t, persistent=False)
@@ -151,12 +156,10 @@ class TaskPolicy(ActionNormalization, nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Routers (+ new experts) + necks + head; the library stays frozen."""
-        return [
-            p
-            for m in (self.router, self.necks, self.head)
-            for p in m.parameters()
-            if p.requires_grad
-        ]
+        modules = [self.router, self.necks, self.head]
+        if self.config.keypose:
+            modules.append(self.keypose_head)
+        return [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def parameter_summary(self) -> dict[str, float]:
         library = sum(p.numel() for p in self.model.parameters())
@@ -172,7 +175,10 @@ class TaskPolicy(ActionNormalization, nn.Module):
             "robot_router": routers,
             "new_experts": self.router.parameter_count() - routers,
             "neck": sum(p.numel() for p in self.necks.parameters()),
-            "head": sum(p.numel() for p in self.head.parameters()),
+            "head": sum(p.numel() for p in self.head.parameters())
+            + (
+                sum(p.numel() for p in self.keypose_head.parameters()) if self.config.keypose else 0
+            ),
             "router_percent_of_model": 100.0 * routers / max(total, 1),
         }
 
@@ -232,31 +238,88 @@ class TaskPolicy(ActionNormalization, nn.Module):
         ``step`` when training)."""
         return self.router(self.model, as_views(bvt_tokens), step)
 
-    def condition(self, tokens: Tensor, state: Tensor) -> Tensor:
-        """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> head input (B, V * F + S)."""
+    def _views(self, tokens: Tensor) -> Tensor:
+        """Routed tokens (B, V, 1+P, D) -> the necks' features, concatenated (B, V * F)."""
         tokens = as_views(tokens)
         if tokens.shape[1] != self.config.num_views:
             raise ValueError(
                 f"policy has {self.config.num_views} camera views {self.config.cameras}, "
                 f"got tokens of {tokens.shape[1]}"
             )
+        return torch.cat([neck(tokens[:, v]) for v, neck in enumerate(self.necks)], dim=-1)
+
+    def _state_n(self, state: Tensor, dtype) -> Tensor:
         if state.ndim != 2 or state.shape[1] != self.config.state_dim:
             raise ValueError(
                 f"state must be (B, {self.config.state_dim}), got {tuple(state.shape)}"
             )
-        state_n = (state.to(tokens.dtype) - self.state_mean) / self.state_std
-        views = [neck(tokens[:, v]) for v, neck in enumerate(self.necks)]  # V x (B, F)
-        return torch.cat([*views, state_n], dim=-1)
+        return (state.to(dtype) - self.state_mean) / self.state_std
+
+    def keypose_n(self, keypose: Tensor) -> Tensor:
+        """Joint-space keyposes (B, 7) rad -> normalized like the state's joints."""
+        j = len(self.config.joint_names)
+        return (keypose - self.state_mean[:j]) / self.state_std[:j]
+
+    def _keypose_offset_n(self, feats: Tensor, state_n: Tensor) -> Tensor:
+        """The estimator: the necks' features -> (keypose - measured joints), in units of the
+        joints' std (B, 7). Relative, because a camera on the hand sees where the object is
+        relative to the hand, wherever the arm is; from the images alone, because with the
+        state as input it learns the demonstrations' shortcut (late in a demo the arm is always
+        near the keypose: "offset ~ 0") and stops correcting an arm that is off."""
+        return self.keypose_head(feats)
+
+    def estimate_keypose(self, tokens: Tensor, state: Tensor) -> Tensor:
+        """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> estimated keypose (B, 7) in rad."""
+        feats = self._views(tokens)
+        j = len(self.config.joint_names)
+        offset = self._keypose_offset_n(feats, self._state_n(state, feats.dtype))
+        return state[:, :j].to(feats.dtype) + offset * self.state_std[:j]
+
+    def condition(self, tokens: Tensor, state: Tensor) -> Tensor:
+        """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> head input: the necks' features
+        (B, V * F), or for a keypose policy the estimated keypose (B, 7), then the state."""
+        feats = self._views(tokens)
+        state_n = self._state_n(state, feats.dtype)
+        if not self.config.keypose:
+            return torch.cat([feats, state_n], dim=-1)
+        j = len(self.config.joint_names)
+        keypose_n = state_n[:, :j] + self._keypose_offset_n(feats, state_n)
+        return torch.cat([keypose_n, state_n], dim=-1)
 
     def loss(
-        self, bvt_tokens: Tensor, state: Tensor, actions: Tensor, step: int | None = None
+        self,
+        bvt_tokens: Tensor,
+        state: Tensor,
+        actions: Tensor,
+        step: int | None = None,
+        keypose: Tensor | None = None,
     ) -> Tensor:
-        """Training loss: BVT tokens (B, V, N, D), raw state (B, S), raw action chunks (B, H, A)."""
-        return self.loss_from_tokens(self.route(bvt_tokens, step).tokens, state, actions)
+        """Training loss: BVT tokens (B, V, N, D), raw state (B, S), raw action chunks (B, H, A)
+        (+ demonstrated keyposes (B, 7) for a keypose policy)."""
+        return self.loss_from_tokens(self.route(bvt_tokens, step).tokens, state, actions, keypose)
 
-    def loss_from_tokens(self, tokens: Tensor, state: Tensor, actions: Tensor) -> Tensor:
-        """Necks + head loss from routed tokens (B, V, 1+P, D) (the router fixed or bypassed)."""
-        return self.head.loss(self.condition(tokens, state), self.normalize_actions(actions, state))
+    def loss_from_tokens(
+        self, tokens: Tensor, state: Tensor, actions: Tensor, keypose: Tensor | None = None
+    ) -> Tensor:
+        """Necks + head loss from routed tokens (B, V, 1+P, D) (the router fixed or bypassed).
+
+        A keypose policy's head acts on the demonstrated keypose plus noise (``keypose_noise``
+        rad), and its estimator learns the keypose (L1, ``keypose_weight``)."""
+        target = self.normalize_actions(actions, state)
+        if not self.config.keypose:
+            return self.head.loss(self.condition(tokens, state), target)
+        if keypose is None:
+            raise ValueError("a keypose policy trains with keypose labels")
+        feats = self._views(tokens)
+        state_n = self._state_n(state, feats.dtype)
+        j = len(self.config.joint_names)
+        label = self.keypose_n(keypose.to(feats.dtype))  # (B, 7)
+        noisy = keypose + torch.randn_like(keypose) * self.config.keypose_noise
+        cond = torch.cat([self.keypose_n(noisy.to(feats.dtype)), state_n], dim=-1)
+        estimate = state_n[:, :j] + self._keypose_offset_n(feats, state_n)
+        return self.head.loss(cond, target) + self.config.keypose_weight * (
+            (estimate - label).abs().mean()
+        )
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> RoutedFeatures:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ver_core.data import DemoData
 from ver_core.policy import NormStats, TaskPolicy
+from ver_core.policy.keypose import keypose_labels
 from ver_core.train.augment import AugmentConfig, augmented_views
 from ver_core.train.features import cached_bvt_tokens
 
@@ -150,6 +151,12 @@ class RouterTrainer:
                 data.states[tr], data.actions[tr], cfg.action_mode, cfg.gripper_max_width
             )
         )
+        self.keyposes: np.ndarray | None = None  # (N, 7) demonstrated keyposes (keypose policy)
+        if cfg.keypose:
+            keyposes, valid = keypose_labels(data.actions, data.episode, cfg.gripper_max_width)
+            if not valid[self.train_idx].any():
+                raise ValueError("a keypose policy needs demos that open or close the hand")
+            self.keyposes = keyposes
         self.opt = torch.optim.AdamW(
             policy.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -255,11 +262,12 @@ class RouterTrainer:
         """Training loss of samples ``idx``: through the router, or from routed tokens (head phase)."""
         rows, state = self._rows(idx, step), self._state(idx, step)
         actions = torch.from_numpy(self.data.actions[idx])
+        keypose = None if self.keyposes is None else torch.from_numpy(self.keyposes[idx])
         if not self.head_phase:
             bvt = torch.from_numpy(self.bank[rows].astype(np.float32))
-            return self.policy.loss(bvt, state, actions, step=step)
+            return self.policy.loss(bvt, state, actions, step=step, keypose=keypose)
         routed = torch.from_numpy(self.routed_tokens()[rows])
-        return self.policy.loss_from_tokens(routed, state, actions)
+        return self.policy.loss_from_tokens(routed, state, actions, keypose)
 
     @torch.no_grad()
     def validate(self) -> float | None:

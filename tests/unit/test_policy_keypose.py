@@ -1,0 +1,94 @@
+"""Keypose labels and the keypose policy (vision -> next grasp pose; head on keypose + state)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ver_core.data import TopicConfig, load_demos
+from ver_core.data.synthetic import write_synthetic_episode
+from ver_core.policy import TaskConfig, TaskPolicy
+from ver_core.policy.keypose import keypose_labels
+from ver_core.router import RouterConfig
+from ver_core.train import RouterTrainer, TrainConfig
+
+TINY = {"depth": 3, "moe_blocks": 2, "img_size": 32}
+
+
+def chunks(widths, joints):
+    """(N, H=2, 8) chunks whose first action is joints[i] with width widths[i]."""
+    a = np.zeros((len(widths), 2, 8), np.float32)
+    a[:, :, :7] = np.asarray(joints, np.float32)[:, None, None]
+    a[:, :, 7] = np.asarray(widths, np.float32)[:, None]
+    return a
+
+
+def test_labels_are_the_pose_at_the_next_gripper_event():
+    # episode 0: open, open, close (event at 2), closed, open again (event at 4)
+    # episode 1: never closes -> no keypose
+    widths = [0.08, 0.08, 0.0, 0.0, 0.08, 0.08, 0.08]
+    joints = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    episode = np.array([0, 0, 0, 0, 0, 1, 1])
+    kp, valid = keypose_labels(chunks(widths, joints), episode)
+    assert kp.shape == (7, 7) and kp.dtype == np.float32
+    np.testing.assert_allclose(kp[:5, 0], [0.2, 0.2, 0.2, 0.4, 0.4])
+    np.testing.assert_array_equal(valid, [True] * 5 + [False] * 2)
+    with pytest.raises(ValueError, match="need actions"):
+        keypose_labels(np.zeros((3, 8)), episode[:3])
+
+
+def test_keypose_policy_trains_saves_and_reloads(tmp_path):
+    for i in range(3):
+        write_synthetic_episode(tmp_path / "bags" / f"episode_{i:03d}", seed=i, seconds=4.5)  # > one gripper period
+    demos = load_demos(
+        tmp_path / "bags", TopicConfig(), chunk_len=4, control_rate_hz=10.0, image_size=32
+    )
+    _, valid = keypose_labels(demos.actions, demos.episode)
+    assert valid.all()
+    torch.manual_seed(0)
+    cfg = TaskConfig(
+        model_overrides=TINY,
+        neck_dim=32,
+        hidden_dim=64,
+        chunk_len=4,
+        keypose=True,
+        router=RouterConfig(anneal_steps=4),
+    )
+    policy = TaskPolicy.build(cfg)
+    names = {n for n, _ in policy.named_parameters() if n.startswith("keypose_head")}
+    assert names and all(
+        any(p is q for q in policy.trainable_parameters())
+        for n, p in policy.named_parameters()
+        if n in names
+    )
+    train = TrainConfig(
+        steps=6,
+        head_steps=30,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=2,
+        val_every=6,
+        checkpoint_every=100,
+        progress=False,
+        plots=False,
+    )
+    trainer = RouterTrainer(policy, demos, tmp_path / "out", train)
+    trainer.fit()
+    first, last = trainer.history["train"][0][1], trainer.history["train"][-1][1]
+    assert np.isfinite(last) and last < first
+    with pytest.raises(ValueError, match="keypose labels"):
+        tokens = torch.zeros(1, 1, 1 + 4, policy.model.config.embed_dim)
+        policy.loss_from_tokens(tokens, torch.zeros(1, cfg.state_dim), torch.zeros(1, 4, 8))
+    reloaded = TaskPolicy.from_pretrained(tmp_path / "out")
+    assert reloaded.config.keypose
+    images = torch.rand(2, 3, 32, 32)
+    state = torch.as_tensor(demos.states[:2])
+    policy.eval()
+    tokens = policy.encode(images).tokens
+    torch.testing.assert_close(
+        policy.predict_chunk(tokens, state), reloaded.predict_chunk(tokens, state)
+    )
+    # the head acts on the estimated keypose: the estimate is 7 joints, finite
+    assert torch.isfinite(policy.estimate_keypose(tokens, state)).all()
+    assert policy.estimate_keypose(tokens, state).shape == (2, 7)
