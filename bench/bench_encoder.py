@@ -9,11 +9,13 @@ machine hits both alike; the 1-minute load average is recorded beside every figu
   Runtime (both exported by ``ver_core.export.onnx_runtime.export_onnx``; the routed one in its
   default ``grouped`` dispatch and, for reference, its all-static ``dense`` dispatch). The goal:
   routed within 1.15x of dense in the same backend.
+- ``views``: one camera view vs two per control tick (batch 2 in one forward pass, as the encoder
+  node runs a two-camera checkpoint; and two batch-1 passes) in torch fp32 and ONNX Runtime.
 - ``heads``: encoder + MLP head (``RoutedEncoder`` then ``predict_chunk``), the diffusion head's
   DDIM chunk alone (``predict_chunk`` from tokens; 10 DDIM steps, the checkpoint default) and
   encoder + diffusion head, in fp32 and bf16.
 
-    .venv/bin/python bench/bench_encoder.py [--threads 1] [--iters 60]
+    .venv/bin/python bench/bench_encoder.py [--threads 1] [--iters 60] [--only views ...]
 """
 
 from __future__ import annotations
@@ -124,6 +126,47 @@ def _head_row(routed, diffusion, precision: str, iters: int) -> dict:
     )
 
 
+def camera_views(routed, iters: int, threads: int) -> dict:
+    """One vs two camera views per control tick: batch 1, batch 2 in one forward pass (what the
+    encoder node does with a two-camera checkpoint), and two batch-1 passes one after the other."""
+    from ver_core.export import RoutedEncoder
+    from ver_core.export.onnx_runtime import OnnxEncoder, export_onnx
+
+    g = torch.Generator().manual_seed(0)
+    one, two = torch.randn(1, 3, 224, 224, generator=g), torch.randn(2, 3, 224, 224, generator=g)
+    out: dict = {}
+    enc = RoutedEncoder(routed, static_graph=False)
+    row = interleaved(
+        {
+            "one_view": lambda: enc(one),
+            "two_views_one_pass": lambda: enc(two),
+            "two_views_two_passes": lambda: (enc(two[:1]), enc(two[1:])),
+        },
+        iters,
+    )
+    row["ratio_two_views_over_one"] = round(
+        row["two_views_one_pass"]["p50_ms"] / row["one_view"]["p50_ms"], 3
+    )
+    out["torch_fp32"] = row
+    work = Path(tempfile.mkdtemp(prefix="ver_bench_views_"))
+    s1 = OnnxEncoder(
+        export_onnx(RoutedEncoder(routed), work / "v1.onnx", views=1),
+        ["CPUExecutionProvider"],
+        threads=threads,
+    )
+    s2 = OnnxEncoder(
+        export_onnx(RoutedEncoder(routed), work / "v2.onnx", views=2),
+        ["CPUExecutionProvider"],
+        threads=threads,
+    )
+    row = interleaved({"one_view": lambda: s1(one), "two_views_one_pass": lambda: s2(two)}, iters)
+    row["ratio_two_views_over_one"] = round(
+        row["two_views_one_pass"]["p50_ms"] / row["one_view"]["p50_ms"], 3
+    )
+    out["onnxruntime_fp32"] = row
+    return out
+
+
 def heads(routed, diffusion, iters: int) -> dict:
     out = {p: _head_row(routed, diffusion, p, iters) for p in ("fp32", "bf16")}
     out["ddim_steps"] = diffusion.config.diffusion_infer_steps
@@ -136,6 +179,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
     ap.add_argument("--iters", type=int, default=60, help="timed calls per contender")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "encoder.json")
+    ap.add_argument(
+        "--only",
+        choices=("encoders", "heads", "views"),
+        nargs="+",
+        default=("encoders", "heads", "views"),
+        help="sections to run; the others keep their figures from --out when it exists",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from ver_core.export import bf16_status
@@ -154,9 +204,18 @@ def main() -> int:
             "torch": torch.__version__,
             "note": "shared 2-core development VM, no GPU",
         },
-        "encoders": encoders(routed, dense, args.iters, args.threads),
-        "heads": heads(routed, diffusion, args.iters),
     }
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    sections = {
+        "encoders": lambda: encoders(routed, dense, args.iters, args.threads),
+        "heads": lambda: heads(routed, diffusion, args.iters),
+        "views": lambda: camera_views(routed, args.iters, args.threads),
+    }
+    for name, run in sections.items():
+        if name in args.only:
+            result[name] = run()
+        elif name in old:
+            result[name] = old[name]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -6,7 +6,8 @@ chunks, the same normalization, the same demos) sees the cube's pose (from the s
 make the policy succeed: the data, the action timing or the controller are at fault.
 
     python bench/privileged_policy.py --bag runs/demo/demos --episodes 50 [--pose initial]
-        [--mode deployed|open-loop --execute-steps N] [--out bench/results/privileged.json]
+        [--gripper binary|latest|smooth] [--mode deployed|open-loop --execute-steps N]
+        [--out bench/results/privileged.json]
 
 ``--pose current``: the pose at the frame's time; ``initial``: the episode's first pose only.
 ``--mode deployed``: evaluated through the deployed controller (``ver_core.eval.closed_loop``:
@@ -17,6 +18,7 @@ encoder -> policy -> smoothing -> safety gate on the simulator's clockwork, late
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -168,6 +170,8 @@ def evaluate(policy, args) -> dict:
     results = []
     if args.mode == "deployed":
         settings = DeploySettings.from_yaml(args.config)
+        if args.gripper:
+            settings.smoothing = dataclasses.replace(settings.smoothing, gripper=args.gripper)
         perception = PosePerception(env, args.pose, args.pose_noise, args.pose_bias)
         predictor = ChunkPredictor(policy, settings.smoothing)
         ctrl = Controller(
@@ -215,6 +219,12 @@ def main(argv=None) -> int:
     p.add_argument("--latency", type=float, default=0.08, help="deployed: s from frame to tokens")
     p.add_argument("--pose-noise", type=float, default=0.0, help="m of noise on x, y per frame")
     p.add_argument("--pose-bias", type=float, default=0.0, help="m of error on x, y per episode")
+    p.add_argument(
+        "--gripper",
+        choices=("binary", "latest", "smooth"),
+        default=None,
+        help="deployed: the smoother's gripper mode (default: the config's)",
+    )
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=100_000)
     p.add_argument("--max-steps", type=int, default=150)
@@ -247,6 +257,7 @@ def main(argv=None) -> int:
         "latency_s": args.latency if args.mode == "deployed" else None,
         "pose_noise_m": args.pose_noise,
         "pose_bias_m": args.pose_bias,
+        "gripper": args.gripper if args.mode == "deployed" else None,
         "demos": len(data.episode_names),
         "train_s": round(time.time() - t0, 1),
         **evaluate(policy, args),

@@ -70,6 +70,9 @@ def graph_parameters(
         if name != "safety_node" and threads > 0:
             p["threads"] = threads
     params["safety_node"]["ros__parameters"]["publish_while_holding"] = False
+    if config.observation_budget_s is not None:  # the one budget of every node (the /** section)
+        common = params.setdefault("/**", {}).setdefault("ros__parameters", {})
+        common["observation_budget_s"] = config.observation_budget_s
     return params
 
 

@@ -62,5 +62,11 @@ def test_eval_graph_parameters(tmp_path):
     for node in ("encoder_node", "policy_node", "safety_node"):
         assert Path(params[node]["ros__parameters"]["latency_log"]).parent == tmp_path
     yaml.safe_dump(params)  # loadable by ROS as a parameter file
+    shipped = params["/**"]["ros__parameters"]["observation_budget_s"]
+    assert shipped <= 0.25  # no override: the deployment config's budget
+    slow = graph_parameters(default_config_path(), EvalConfig(observation_budget_s=0.4), tmp_path)
+    assert slow["/**"]["ros__parameters"]["observation_budget_s"] == 0.4
+    with pytest.raises(ValueError, match="observation_budget_s"):
+        EvalConfig(observation_budget_s=0.0)
     with pytest.raises(ValueError, match="real-time factor"):
         graph_parameters(default_config_path(), EvalConfig(), tmp_path, rtf=2.0)

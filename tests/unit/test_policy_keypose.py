@@ -39,8 +39,8 @@ def test_labels_are_the_pose_at_the_next_gripper_event():
 
 
 def test_keypose_policy_trains_saves_and_reloads(tmp_path):
-    for i in range(3):
-        write_synthetic_episode(tmp_path / "bags" / f"episode_{i:03d}", seed=i, seconds=4.5)  # > one gripper period
+    for i in range(3):  # 4.5 s: more than one period of the synthetic gripper
+        write_synthetic_episode(tmp_path / "bags" / f"episode_{i:03d}", seed=i, seconds=4.5)
     demos = load_demos(
         tmp_path / "bags", TopicConfig(), chunk_len=4, control_rate_hz=10.0, image_size=32
     )

@@ -161,9 +161,10 @@ def _deployed(policy, args, config: EvalConfig, out: Path, meta: dict, progress)
     from ver_ros.graph import default_config_path
 
     config_path = default_config_path()
-    controller = build_controller(
-        policy, DeploySettings.from_yaml(config_path), checkpoint_dir=args.checkpoint
-    )
+    settings = DeploySettings.from_yaml(config_path)
+    if config.observation_budget_s is not None:
+        settings = settings.with_observation_budget(config.observation_budget_s)
+    controller = build_controller(policy, settings, checkpoint_dir=args.checkpoint)
     fixed = config.latency_s if config.latency_s >= 0 else None
     timing = LoopTiming(control_hz=policy.config.control_rate_hz, encoder_s=fixed)
     meta["deploy_config"] = str(config_path)

@@ -32,6 +32,14 @@ class DeploySettings:
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     budget: StalenessBudget = field(default_factory=StalenessBudget)
 
+    def with_observation_budget(self, seconds: float) -> DeploySettings:
+        """The same settings with another camera-frame staleness budget (gate and policy)."""
+        return dataclasses.replace(
+            self,
+            safety=dataclasses.replace(self.safety, observation_budget_s=seconds),
+            budget=dataclasses.replace(self.budget, observation_s=seconds),
+        )
+
     @property
     def limits(self) -> JointLimits:
         return limits_for(self.robot_type)

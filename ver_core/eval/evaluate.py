@@ -45,6 +45,9 @@ class EvalConfig:
     latency_s: deployed loop: compute seconds per perception call (the policy head's are
     measured); < 0 = measure both on this machine.
     obs_delay_steps: open-loop only: the policy sees observations this many control steps old.
+    observation_budget_s: deployed loop and through ROS: the staleness budget of the graph
+    evaluated (None: the deployment config's, 0.25 s). A slower machine than the robot's (the
+    2-core development VM rendering two cameras beside the graph) needs more to not hold.
     """
 
     episodes: int = 20
@@ -57,8 +60,13 @@ class EvalConfig:
     loop: str = "deployed"
     latency_s: float = -1.0
     obs_delay_steps: int = 0
+    observation_budget_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.observation_budget_s is not None and not 0 < self.observation_budget_s <= 10:
+            raise ValueError(
+                f"observation_budget_s must be in (0, 10] s, got {self.observation_budget_s}"
+            )
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.seed < 0:
