@@ -131,15 +131,18 @@ def camera_views(routed, iters: int, threads: int) -> dict:
     encoder node does with a two-camera checkpoint), and two batch-1 passes one after the other."""
     from ver_core.export import RoutedEncoder
     from ver_core.export.onnx_runtime import OnnxEncoder, export_onnx
+    from ver_core.policy import TaskConfig, TaskPolicy
 
+    cameras = ["/camera/camera/color/image_raw", "/wrist_camera/camera/color/image_raw"]
+    pair = TaskPolicy(TaskConfig(image_topics=cameras), routed.model).eval()  # same library
     g = torch.Generator().manual_seed(0)
     one, two = torch.randn(1, 3, 224, 224, generator=g), torch.randn(2, 3, 224, 224, generator=g)
     out: dict = {}
-    enc = RoutedEncoder(routed, static_graph=False)
+    enc, enc2 = RoutedEncoder(routed, static_graph=False), RoutedEncoder(pair, static_graph=False)
     row = interleaved(
         {
             "one_view": lambda: enc(one),
-            "two_views_one_pass": lambda: enc(two),
+            "two_views_one_pass": lambda: enc2(two),
             "two_views_two_passes": lambda: (enc(two[:1]), enc(two[1:])),
         },
         iters,
@@ -155,7 +158,7 @@ def camera_views(routed, iters: int, threads: int) -> dict:
         threads=threads,
     )
     s2 = OnnxEncoder(
-        export_onnx(RoutedEncoder(routed), work / "v2.onnx", views=2),
+        export_onnx(RoutedEncoder(pair), work / "v2.onnx", views=2),
         ["CPUExecutionProvider"],
         threads=threads,
     )

@@ -64,10 +64,11 @@ class TaskConfig:
     gripper_source: str = "auto"
     # Keypose policy (ver_core.policy.keypose): the vision part estimates the arm pose at the next
     # gripper event, and the head acts on (keypose, proprioception) only. keypose_noise: std (rad)
-    # of the noise on the demonstrated keypose the head trains on; keypose_weight: weight of the
-    # estimator's loss beside the action loss.
+    # of the noise on the demonstrated keypose the head trains on (0.03 rad per joint, several cm
+    # at the hand, taught the head to average over keyposes: 1/20 vs 6/20 at 0.005, RESULTS.md);
+    # keypose_weight: weight of the estimator's loss beside the action loss.
     keypose: bool = False
-    keypose_noise: float = 0.03
+    keypose_noise: float = 0.005
     keypose_weight: float = 1.0
 
     def __post_init__(self) -> None:
