@@ -19,7 +19,7 @@
 # (held-out episodes, default 50), VER_DEMO_HEAD
 # (mlp|diffusion, default mlp), VER_DEMO_RTF (simulator speed during the evaluation as a fraction of
 # real time, default 1.0), VER_DEMO_MAX_STEPS (control steps before an evaluation episode fails,
-# default 120), VER_DEMO_BUDGET_S (staleness budget of the evaluated graph, default 0.4), VER_DEMO_OUT (output dir, default runs/demo), VER_LIBRARY (library
+# default 100), VER_DEMO_BUDGET_S (staleness budget of the evaluated graph, default 0.4), VER_DEMO_OUT (output dir, default runs/demo), VER_LIBRARY (library
 # checkpoint, default assets/ver_tiny_sim_library), VER_DEMO_TRAIN_ARGS (extra ver-train-router
 # flags, e.g. "--lr 1e-3"), VER_DEMO_IN_PROCESS=1 (evaluate without ROS).
 set -euo pipefail
@@ -35,7 +35,7 @@ batch="${VER_DEMO_BATCH:-32}"
 eval_episodes="${VER_DEMO_EVAL_EPISODES:-50}"
 head="${VER_DEMO_HEAD:-mlp}"
 rtf="${VER_DEMO_RTF:-1.0}"
-max_steps="${VER_DEMO_MAX_STEPS:-120}"
+max_steps="${VER_DEMO_MAX_STEPS:-100}"
 budget="${VER_DEMO_BUDGET_S:-0.4}"
 out="${VER_DEMO_OUT:-runs/demo}"
 library="${VER_LIBRARY:-assets/ver_tiny_sim_library}"

@@ -78,9 +78,10 @@ class TestNode:
         rclpy.try_shutdown(context=self.ctx)
 
 
-def random_task_checkpoint(path, dense: bool = False):
+def random_task_checkpoint(path, dense: bool = False, image_topics: list[str] | None = None):
     """An untrained (random) task checkpoint: the graph's plumbing, not its skill, is tested.
-    ``dense``: over a dense student (moe_blocks=0, routing 'dense'), the ablation's backbone."""
+    ``dense``: over a dense student (moe_blocks=0, routing 'dense'), the ablation's backbone.
+    ``image_topics``: its cameras (default: the scene camera)."""
     import torch
 
     from ver_core.policy import TaskConfig, TaskPolicy
@@ -90,5 +91,7 @@ def random_task_checkpoint(path, dense: bool = False):
     extra = {}
     if dense:
         extra = {"model_overrides": {"moe_blocks": 0}, "router": RouterConfig(routing="dense")}
+    if image_topics:
+        extra["image_topics"] = list(image_topics)
     TaskPolicy.build(TaskConfig(chunk_len=16, control_rate_hz=10.0, **extra)).save_pretrained(path)
     return path

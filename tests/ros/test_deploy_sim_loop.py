@@ -28,6 +28,13 @@ def checkpoints(tmp_path_factory):
     return {
         "library": random_task_checkpoint(tmp_path_factory.mktemp("task")),
         "dense": random_task_checkpoint(tmp_path_factory.mktemp("dense"), dense=True),
+        "two_cameras": random_task_checkpoint(
+            tmp_path_factory.mktemp("two"),
+            image_topics=[
+                "/camera/camera/color/image_raw",
+                "/wrist_camera/camera/color/image_raw",
+            ],
+        ),
     }
 
 
@@ -36,7 +43,14 @@ def small_config(tmp_path):
     """The shipped config plus a small, slower sim camera (2 shared CPU cores here)."""
     data = yaml.safe_load(default_config_path().read_text())
     data["sim_node"] = {
-        "ros__parameters": {"width": 160, "height": 120, "image_rate_hz": 10.0, "seed": 3}
+        "ros__parameters": {
+            "width": 160,
+            "height": 120,
+            "wrist_width": 160,
+            "wrist_height": 120,
+            "image_rate_hz": 10.0,
+            "seed": 3,
+        }
     }
     data["/**"]["ros__parameters"].update(observation_budget_s=1.5)
     data["encoder_node"]["ros__parameters"].update(threads=1)
@@ -65,11 +79,14 @@ class Watcher(TestNode):
 
 @pytest.mark.parametrize(
     ("composed", "model"),
-    [(False, "library"), (True, "library"), (False, "dense")],
-    ids=["processes", "composed", "dense_student"],
+    [(False, "library"), (True, "library"), (False, "dense"), (False, "two_cameras")],
+    ids=["processes", "composed", "dense_student", "two_cameras"],
 )
 def test_sim_closed_loop_through_bringup(ros_env, checkpoints, small_config, composed, model):
-    """``dense_student``: the ablation's backbone (no MoE layers) deploys through the same graph."""
+    """``dense_student``: the ablation's backbone (no MoE layers) deploys through the same graph.
+    ``two_cameras``: the simulator renders scene and wrist camera, the encoder encodes both in one
+    pass and publishes each on its own topic, and the policy acts only on complete view sets (the
+    gate says ``ok`` only when the policy has acted: a missing view is a named hold)."""
     checkpoint = checkpoints[model]
     cmd = [sys.executable, "-m", "ver_ros.bringup", "--checkpoint", str(checkpoint), "--sim",
            "--backend", "onnxruntime", "--config", str(small_config)]  # fmt: skip
@@ -79,10 +96,25 @@ def test_sim_closed_loop_through_bringup(ros_env, checkpoints, small_config, com
         cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     w = Watcher()
+    features: dict[str, int] = {"camera": 0, "wrist_camera": 0}
+    if model == "two_cameras":
+        from sensor_msgs.msg import Image
+
+        def count(cam):
+            def cb(_msg):
+                with w.lock:
+                    features[cam] += 1
+
+            return cb
+
+        for cam in features:
+            w.node.create_subscription(Image, f"/ver/features/{cam}", count(cam), SENSOR_QOS)
     try:
         w.wait_for(lambda: len(w.q) > 0, 90.0, "sim joint states")
         q_start = w.since(w.q, 0.0)[0]
         w.wait_for(lambda: "ok" in w.status, 150.0, "the gate passing policy commands")
+        if model == "two_cameras":
+            w.wait_for(lambda: min(features.values()) > 0, 60.0, "features of both cameras")
         t0 = time.monotonic()
         # a condition, not a count after a fixed sleep: a loaded machine ticks slower
         w.wait_for(lambda: len(w.since(w.commands, t0)) >= 20, 60.0, "20 gated commands")

@@ -18,11 +18,16 @@ from rosbags.typesys import Stores, get_typestore
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 TS = get_typestore(Stores.ROS2_KILTED)
 IMG = "/camera/camera/color/image_raw"
+WRIST = "/wrist_camera/camera/color/image_raw"
 SIM_ARGS = [
     "-p",
     "width:=96",
     "-p",
     "height:=96",
+    "-p",
+    "wrist_width:=80",  # another size than the scene camera's: training resizes per camera
+    "-p",
+    "wrist_height:=64",
     "-p",
     "realtime:=false",
     "-p",
@@ -161,6 +166,12 @@ def test_expert_episode_recorded_and_read_back(graph, tmp_path):
     first = got[IMG][0][1]
     assert (first.height, first.width, first.encoding) == (96, 96, "rgb8")
 
+    # the wrist camera is recorded beside the scene camera, each frame pair of one instant
+    assert counts[WRIST] >= 20
+    wrist = got[WRIST][0][1]
+    assert (wrist.height, wrist.width, wrist.encoding) == (64, 80, "rgb8")
+    assert set(img_stamps) & {_stamp(m) for _, m in got[WRIST]}
+
     # independent MCAP reader agrees message by message
     indep: dict[str, list] = {}
     for f in sorted(bag.glob("*.mcap")):
@@ -168,6 +179,30 @@ def test_expert_episode_recorded_and_read_back(graph, tmp_path):
             indep.setdefault(m.channel.topic, []).append(m.log_time_ns)
     assert {t: len(v) for t, v in indep.items()} == counts
     assert sorted(indep[IMG]) == [t for t, _ in got[IMG]]
+
+    # the two-camera episode trains: both views aligned and resized to the model's input
+    from ver_core.data import TopicConfig, load_demos
+    from ver_core.policy import TaskConfig, TaskPolicy
+    from ver_core.router import RouterConfig
+    from ver_core.train import RouterTrainer, TrainConfig
+
+    data = load_demos(out, TopicConfig(images=[IMG, WRIST]), 4, 10.0, 32)
+    assert data.images.shape[1:] == (2, 32, 32, 3) and len(data) >= 10
+    assert data.cameras == ["camera", "wrist_camera"]
+    cfg = TaskConfig(
+        image_topics=[IMG, WRIST],
+        model_overrides={"depth": 3, "moe_blocks": 2, "img_size": 32},
+        neck_dim=16,
+        hidden_dim=32,
+        chunk_len=4,
+        router=RouterConfig(anneal_steps=2),
+    )
+    train = TrainConfig(steps=3, batch_size=4, val_every=3, progress=False, plots=False)
+    RouterTrainer(TaskPolicy.build(cfg), data, tmp_path / "policy", train).fit()
+    assert TaskPolicy.from_pretrained(tmp_path / "policy").config.cameras == [
+        "camera",
+        "wrist_camera",
+    ]
 
 
 def test_bad_commands_refused_and_recorder_crash_safety(graph, tmp_path):

@@ -139,3 +139,49 @@ def test_expert_solves_with_smooth_actions(env, seed):
             success = True
             break
     assert success, f"seed {seed}: expert ended in phase {expert.phase_name}"
+
+
+def test_wrist_camera_rides_on_the_hand():
+    """The in-hand camera: its image changes when only the arm moves (the scene camera's view of
+    the table does not), and the cube grows in it as the expert brings the hand to the cube."""
+    e = FrankaPickEnv(SimConfig(width=96, height=96, wrist_width=96, wrist_height=72))
+    try:
+        obs = e.reset(5)
+        cube = SEG_CLASSES["cube"]
+        wrist0, scene0 = e.render("wrist_camera"), e.render("camera")
+        assert wrist0.shape == (72, 96, 3) and wrist0.std() > 5
+        # move only the arm (shoulder +0.4 rad, elbow +0.3 rad), cube untouched: most of the
+        # wrist view changes, while the scene camera sees only the arm move
+        q = obs.arm_q.copy()
+        q[0] += 0.4
+        q[3] += 0.3
+        for _ in range(20):
+            obs = e.step(q, obs.gripper_width)
+
+        def changed(a, b):  # fraction of pixels that changed by more than 20 levels
+            return (np.abs(a.astype(int) - b.astype(int)).max(-1) > 20).mean()
+
+        wrist_change = changed(e.render("wrist_camera"), wrist0)
+        scene_change = changed(e.render("camera"), scene0)
+        assert wrist_change > 0.25 and wrist_change > 2 * scene_change, (
+            wrist_change,
+            scene_change,
+        )
+        # approach with the scripted expert: the cube's pixel area in the wrist view grows
+        obs = e.reset(5)
+        expert = ScriptedExpert(model=e.model)
+        expert.reset(obs.arm_q)
+        area_far = (e.render_segmentation("wrist_camera") == cube).sum()
+        dist_far = np.linalg.norm(obs.tcp_pos - obs.cube_pos)
+        for _ in range(150):
+            q, w = expert.act(obs.arm_q, obs.gripper_width, obs.cube_pos, obs.cube_quat)
+            obs = e.step(q, w)
+            if np.linalg.norm(obs.tcp_pos - obs.cube_pos) < 0.12:
+                break
+        area_near = (e.render_segmentation("wrist_camera") == cube).sum()
+        assert np.linalg.norm(obs.tcp_pos - obs.cube_pos) < 0.5 * dist_far
+        assert area_near > 2 * max(area_far, 1), (area_far, area_near)
+        # the scene camera renders the same scene at its own size, unchanged by the wrist camera
+        assert e.render("camera").shape == (96, 96, 3)
+    finally:
+        e.close()
