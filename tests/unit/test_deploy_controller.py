@@ -173,3 +173,23 @@ def test_closed_loop_runs_the_deployed_controller_on_the_sim_clock(two_camera_po
     assert len(ep.distances) == 13 and np.all(np.isfinite(ep.distances))
     assert ctrl.gate.status in ("ok", "ramping")
     env.close()
+
+
+def test_open_loop_evaluation_renders_every_camera_of_the_policy(two_camera_policy):
+    """The open-loop diagnostic (ver-eval --open-loop, the e2e reach check) feeds a two-camera
+    policy both views of one instant, and the media strip shows them side by side."""
+    from ver_core.eval import ChunkController, EvalConfig, evaluate, policy_predictor
+
+    predictor = policy_predictor(two_camera_policy)
+    assert predictor.cameras == ("camera", "wrist_camera")
+    controller = ChunkController(predictor, execute_steps=3)
+    config = EvalConfig(episodes=1, max_steps=4, width=64, height=48, media=False)
+    report = evaluate(controller, config, progress=None)
+    assert report["episodes"] == 1 and controller.chunks == 2
+    from ver_core.eval.rollout import run_episode
+    from ver_core.sim import FrankaPickEnv, SimConfig
+
+    env = FrankaPickEnv(SimConfig(width=64, height=48, wrist_width=64, wrist_height=48))
+    ep = run_episode(env, controller, seed=1, max_steps=2, capture_frames=True)
+    assert ep.frames[0].shape == (48, 128, 3)  # scene | wrist
+    env.close()

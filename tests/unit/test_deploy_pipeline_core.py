@@ -39,7 +39,8 @@ def test_perception_torch_backend_times_encode_and_route(policy):
 
 
 def test_chunk_predictor_schedules_against_observation_time(policy):
-    pred = ChunkPredictor(policy, SmoothingConfig(mode="ensemble", decay=0.0))
+    # gripper "smooth": this checks the ensemble arithmetic on every dimension
+    pred = ChunkPredictor(policy, SmoothingConfig(mode="ensemble", decay=0.0, gripper="smooth"))
     tokens = np.zeros((197, 192), np.float32)
     state = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.04])
     first = pred(tokens, state, stamp=100.0, now=100.05)

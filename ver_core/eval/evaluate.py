@@ -90,16 +90,20 @@ class PolicyPredictor:
 
     def __init__(self, policy) -> None:
         self.policy = policy
+        self.cameras = tuple(policy.config.cameras)  # the sim renders these, in this order
         self.usage: list[np.ndarray] = []
 
     def __call__(self, image: np.ndarray, state: np.ndarray, latency: LatencyStats) -> np.ndarray:
+        """image: (H, W, 3), or (V, H, W, 3) for a policy with V cameras."""
         import torch
 
         from ver_core.model import preprocess_images
 
+        size = self.policy.model.config.img_size
         with torch.inference_mode():
             with latency.time("encode"):
-                routed = self.policy.encode(preprocess_images(image))
+                views = preprocess_images(image if image.ndim == 4 else image[None], size)
+                routed = self.policy.encode(views.unsqueeze(0))  # (1, V, 3, S, S)
             with latency.time("head"):
                 s = torch.as_tensor(state, dtype=torch.float32).unsqueeze(0)  # (1, 8)
                 actions = self.policy.predict_chunk(routed.tokens, s)  # (1, H, 8)
@@ -138,7 +142,14 @@ def evaluate(
     if env is None:
         from ver_core.sim import FrankaPickEnv, SimConfig
 
-        env = FrankaPickEnv(SimConfig(width=config.width, height=config.height))
+        env = FrankaPickEnv(
+            SimConfig(
+                width=config.width,
+                height=config.height,
+                wrist_width=config.width,
+                wrist_height=config.height,
+            )
+        )
     episodes: list[EpisodeResult] = []
     start = time.perf_counter()
     for i in range(config.episodes):

@@ -53,7 +53,8 @@ def state_of(obs) -> np.ndarray:
 class ChunkController:
     """Receding-horizon execution of predicted action chunks.
 
-    predictor(image uint8 (H,W,3), state (8,), latency) -> actions (H, 8); it records its own
+    predictor(image uint8 (H,W,3), or (V,H,W,3) for the predictor's ``cameras``, state (8,),
+    latency) -> actions (H, 8); it records its own
     stage timings (e.g. ``encode``, ``head``) into ``latency``.
 
     ``obs_delay_steps`` = d models a deployed graph's perception latency (camera -> encoder ->
@@ -77,6 +78,11 @@ class ChunkController:
         self._queue: list[np.ndarray] = []
         self._history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=obs_delay_steps + 1)
         self.chunks = 0
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """The sim cameras the predictor needs, in its order (default: the scene camera)."""
+        return tuple(getattr(self.predictor, "cameras", ("camera",)))
 
     def reset(self, seed: int) -> None:
         self._queue = []
@@ -202,6 +208,7 @@ def run_episode(
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     t0 = time.perf_counter()
+    cameras = tuple(getattr(controller, "cameras", ("camera",)))
     obs = env.reset(seed)
     controller.reset(seed)
     lat = controller.latency
@@ -214,9 +221,13 @@ def run_episode(
     for step in range(1, max_steps + 1):
         steps = step
         with lat.time("render"):
-            image = env.render()
+            if cameras == ("camera",):
+                image = env.render()
+            else:  # (V, H, W, 3): every camera of the policy, rendered at the same instant
+                views = env.render_views(cameras)
+                image = np.stack([views[c] for c in cameras])
         if capture_frames:
-            frames.append(image)
+            frames.append(image if image.ndim == 3 else np.concatenate(list(image), axis=1))
         action = controller.act(image, state_of(obs))
         if action.shape != (8,) or not np.all(np.isfinite(action)):
             raise ValueError(f"controller produced an invalid action {action!r}")
@@ -229,7 +240,11 @@ def run_episode(
             if stop_on_success:
                 break
     if capture_frames:
-        frames.append(env.render())
+        if cameras == ("camera",):
+            frames.append(env.render())
+        else:
+            views = env.render_views(cameras)
+            frames.append(np.concatenate([views[c] for c in cameras], axis=1))
     return EpisodeResult(
         seed=seed,
         success=success,
