@@ -248,9 +248,12 @@ def test_bringup_restarts_a_killed_encoder_while_the_gate_holds(ros_env, checkpo
         resumed = time.monotonic()
         io.wait_for(lambda: io.changing(resumed), 30.0, "commands changing again")
         assert bringup.poll() is None, "ver-bringup stopped the graph"
-        start, end = io.hold_span(killed)  # while the gate held, the command never moved
+        # while the gate held, the command never moved; the span is trimmed by SLACK_S at both
+        # ends: status and commands are separate topics, so the first ramping command can be
+        # received before the status that ends the hold (a fresh-clone run saw 1.3 mrad there)
+        start, end = io.hold_span(killed)
         with io.lock:
-            held = np.array([q for t, q in io.commands if start + SLACK_S <= t <= end])
+            held = np.array([q for t, q in io.commands if start + SLACK_S <= t <= end - SLACK_S])
         assert len(held) > 10 and np.ptp(held, axis=0).max() == 0.0
     finally:
         io.close()
