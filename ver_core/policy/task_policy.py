@@ -260,7 +260,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         j = len(self.config.joint_names)
         return (keypose - self.state_mean[:j]) / self.state_std[:j]
 
-    def _keypose_offset_n(self, feats: Tensor, state_n: Tensor) -> Tensor:
+    def _keypose_offset_n(self, feats: Tensor) -> Tensor:
         """The estimator: the necks' features -> (keypose - measured joints), in units of the
         joints' std (B, 7). Relative, because a camera on the hand sees where the object is
         relative to the hand, wherever the arm is; from the images alone, because with the
@@ -272,7 +272,8 @@ class TaskPolicy(ActionNormalization, nn.Module):
         """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> estimated keypose (B, 7) in rad."""
         feats = self._views(tokens)
         j = len(self.config.joint_names)
-        offset = self._keypose_offset_n(feats, self._state_n(state, feats.dtype))
+        self._state_n(state, feats.dtype)  # the state's shape check, with its clear error
+        offset = self._keypose_offset_n(feats)
         return state[:, :j].to(feats.dtype) + offset * self.state_std[:j]
 
     def condition(self, tokens: Tensor, state: Tensor) -> Tensor:
@@ -283,7 +284,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         if not self.config.keypose:
             return torch.cat([feats, state_n], dim=-1)
         j = len(self.config.joint_names)
-        keypose_n = state_n[:, :j] + self._keypose_offset_n(feats, state_n)
+        keypose_n = state_n[:, :j] + self._keypose_offset_n(feats)
         return torch.cat([keypose_n, state_n], dim=-1)
 
     def loss(
@@ -316,7 +317,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         label = self.keypose_n(keypose.to(feats.dtype))  # (B, 7)
         noisy = keypose + torch.randn_like(keypose) * self.config.keypose_noise
         cond = torch.cat([self.keypose_n(noisy.to(feats.dtype)), state_n], dim=-1)
-        estimate = state_n[:, :j] + self._keypose_offset_n(feats, state_n)
+        estimate = state_n[:, :j] + self._keypose_offset_n(feats)
         return self.head.loss(cond, target) + self.config.keypose_weight * (
             (estimate - label).abs().mean()
         )
