@@ -49,11 +49,41 @@ __all__ = ["main", "node_command", "spin_node"]
 SAFETY_MODULE = "ver_ros.safety_node"
 
 
+SUPERVISOR_ENV = "VER_BRINGUP_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stop_with_supervisor() -> None:
+    """In a node process started by ver-bringup: get SIGINT (a clean Ctrl-C shutdown) when
+    ver-bringup dies, even by SIGKILL, instead of running on as an orphan; exit at once if it is
+    already gone. A no-op outside ver-bringup or where prctl is missing (not Linux)."""
+    parent = os.environ.get(SUPERVISOR_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # died before prctl took effect
+        print("[ver-bringup] supervisor gone before this node started; exiting", file=sys.stderr)
+        sys.exit(1)
+
+
+def _spawn(spec: NodeSpec) -> subprocess.Popen:
+    return subprocess.Popen(
+        node_command(spec), env={**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+    )
+
+
 def spin_node(cls, args: list[str]) -> None:
     """Entry point of one node process: init, build (clear exit on bad parameters), spin."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
+    stop_with_supervisor()
     rclpy.init(args=args)
     try:
         node = cls()
@@ -125,7 +155,7 @@ class _Supervisor:
 
     def start(self) -> None:
         for spec in self.specs:
-            self.procs.append(subprocess.Popen(node_command(spec)))
+            self.procs.append(_spawn(spec))
             self.started[spec.name] = time.monotonic()
             print(f"[ver-bringup] started {spec.name} (pid {self.procs[-1].pid})", flush=True)
 
@@ -154,7 +184,7 @@ class _Supervisor:
             time.sleep(respawn["delay_s"])
             self.restarts[spec.name] = tries + 1
             self.started[spec.name] = time.monotonic()
-            self.procs[i] = subprocess.Popen(node_command(spec))
+            self.procs[i] = _spawn(spec)
             print(f"[ver-bringup] restarted {spec.name} (pid {self.procs[i].pid})", flush=True)
         return None
 

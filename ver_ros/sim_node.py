@@ -301,6 +301,9 @@ class SimNode(Node):
 
 
 def main(args=None) -> None:
+    from ver_ros.bringup import stop_with_supervisor
+
+    stop_with_supervisor()
     rclpy.init(args=args)
     node = SimNode()
     executor = SingleThreadedExecutor()

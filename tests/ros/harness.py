@@ -3,6 +3,9 @@ records the gated arm commands and the safety status, and a random task checkpoi
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 import time
 
@@ -95,3 +98,47 @@ def random_task_checkpoint(path, dense: bool = False, image_topics: list[str] | 
         extra["image_topics"] = list(image_topics)
     TaskPolicy.build(TaskConfig(chunk_len=16, control_rate_hz=10.0, **extra)).save_pretrained(path)
     return path
+
+
+def start_process(cmd: list[str], env: dict) -> subprocess.Popen:
+    """A node or ``ver-bringup`` process with its output captured (text), in a process group of
+    its own, so that ``stop_processes`` can reach the children it starts."""
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def stop_processes(
+    procs: list[subprocess.Popen], timeout: float = 20.0, sig: int = signal.SIGINT
+) -> list[str]:
+    """Ctrl-C each process (``sig``), wait up to ``timeout`` s for it to exit, then SIGKILL its
+    whole process group, and return each one's output.
+
+    The group kill matters: a process killed alone leaves its children (ver-bringup's node
+    processes) running with the output pipe open, and reading the output would then wait for
+    them forever (a fresh-clone run hit pytest's 900 s timeout that way)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(sig)
+    outs = []
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(
+                f"[test] pid {p.pid} did not exit {timeout:g} s after signal {sig}: killing its group"
+            )
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            out, _ = p.communicate(timeout=30)
+        print((out or "")[-3000:])
+        outs.append(out or "")
+    return outs

@@ -10,7 +10,6 @@ none counts messages after a fixed sleep.
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,14 @@ import time
 import numpy as np
 import pytest
 import yaml
-from harness import HOME, JOINTS, TestNode, random_task_checkpoint
+from harness import (
+    HOME,
+    JOINTS,
+    TestNode,
+    random_task_checkpoint,
+    start_process,
+    stop_processes,
+)
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
@@ -131,25 +137,11 @@ def _node(module: str, env: dict, *params: str) -> subprocess.Popen:
     args = [sys.executable, "-m", module, "--ros-args"]
     for p in params:
         args += ["-p", p]
-    return subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    return start_process(args, env)
 
 
 def _stop(procs: list[subprocess.Popen]) -> list[str]:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    outs = []
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-        print((out or "")[-3000:])
-        outs.append(out or "")
-    return outs
+    return stop_processes(procs, timeout=20)
 
 
 def test_bad_frames_do_not_kill_the_encoder(ros_env, checkpoint):
@@ -217,9 +209,7 @@ def test_bringup_restarts_a_killed_encoder_while_the_gate_holds(ros_env, checkpo
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "ver_ros.bringup", "--checkpoint", str(checkpoint),
            "--use-realsense-ros", "--config", str(tmp_path / "config.yaml")]  # fmt: skip
-    bringup = subprocess.Popen(
-        cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    bringup = start_process(cmd, ros_env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(bringup.stdout.readline, "")))
     reader.start()

@@ -14,7 +14,14 @@ import time
 
 import numpy as np
 import pytest
-from harness import HOME, JOINTS, TestNode, random_task_checkpoint
+from harness import (
+    HOME,
+    JOINTS,
+    TestNode,
+    random_task_checkpoint,
+    start_process,
+    stop_processes,
+)
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
@@ -96,25 +103,11 @@ def _start(module: str, env: dict, *params: str) -> subprocess.Popen:
     args = [sys.executable, "-m", module, "--ros-args"]
     for p in params:
         args += ["-p", p]
-    return subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    return start_process(args, env)
 
 
 def _stop(procs: list[subprocess.Popen]) -> list[str]:
-    outs = []
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-        print(out[-3000:])
-        outs.append(out)
-    return outs
+    return stop_processes(procs, timeout=10)
 
 
 @pytest.mark.parametrize("host_encoder", [False, True], ids=["encoder_node", "host_encoder_jpeg"])

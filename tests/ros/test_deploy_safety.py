@@ -10,13 +10,13 @@ messages after a fixed sleep.
 
 from __future__ import annotations
 
-import subprocess
+import signal
 import sys
 import time
 
 import numpy as np
 import pytest
-from harness import HOME, JOINTS, TestNode
+from harness import HOME, JOINTS, TestNode, start_process, stop_processes
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
@@ -92,17 +92,9 @@ def safety_proc(ros_env):
         "-p", f"control_rate_hz:={RATE}", "-p", "ramp_time_s:=0.3", "-p", f"position_margin:={MARGIN}",
         "-p", "observation_budget_s:=0.6",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = start_process(cmd, ros_env)
     yield proc
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    print(out)
+    stop_processes([proc], timeout=10, sig=signal.SIGTERM)
 
 
 def test_safety_node_gates_every_command(safety_proc):
@@ -240,9 +232,7 @@ def test_forward_controller_mode_with_panda_limits(ros_env):
         sys.executable, "-m", "ver_ros.safety_node", "--ros-args", "-p", "controller_type:=forward",
         "-p", "robot_type:=panda", "-p", "ramp_time_s:=0.0", "-p", "observation_budget_s:=5.0",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = start_process(cmd, ros_env)
     io = FakeRobotAndPolicy()
     forward: list[np.ndarray] = []
     gripper: list[float] = []
@@ -269,5 +259,4 @@ def test_forward_controller_mode_with_panda_limits(ros_env):
         assert not io.commands  # nothing on the trajectory topic in forward mode
     finally:
         io.close()
-        proc.terminate()
-        proc.communicate(timeout=10)
+        stop_processes([proc], timeout=10, sig=signal.SIGTERM)

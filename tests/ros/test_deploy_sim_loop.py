@@ -4,15 +4,13 @@ e-stop freezes the arm command while the simulated robot keeps publishing."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
 import yaml
-from harness import JOINTS, TestNode, random_task_checkpoint
+from harness import JOINTS, TestNode, random_task_checkpoint, start_process, stop_processes
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 
@@ -92,9 +90,7 @@ def test_sim_closed_loop_through_bringup(ros_env, checkpoints, small_config, com
            "--backend", "onnxruntime", "--config", str(small_config)]  # fmt: skip
     if composed:
         cmd.append("--composed")
-    proc = subprocess.Popen(
-        cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = start_process(cmd, ros_env)
     w = Watcher()
     features: dict[str, int] = {"camera": 0, "wrist_camera": 0}
     if model == "two_cameras":
@@ -133,11 +129,5 @@ def test_sim_closed_loop_through_bringup(ros_env, checkpoints, small_config, com
         assert np.ptp(frozen, axis=0).max() == 0.0
     finally:
         w.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        print(out[-4000:])
+        stop_processes([proc], timeout=30)
     assert proc.returncode is not None

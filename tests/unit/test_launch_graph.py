@@ -9,6 +9,7 @@ does not run ROS launch.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
@@ -210,3 +211,69 @@ def test_bringup_dry_run(capsys):
     assert "not starting realsense2_camera" in out
     assert "-m ver_ros.encoder_node" in out and "-m ver_ros.safety_node" in out
     assert main(["--checkpoint", "/c", "--robot-type", "kuka", "--dry-run"]) == 2
+
+
+_ORPHAN = """
+import os, subprocess, sys, time
+# the "supervisor": starts a node-like child that calls stop_with_supervisor(), prints its pid
+child = subprocess.Popen([sys.executable, "-c", (
+    "import time; from ver_ros.bringup import stop_with_supervisor; stop_with_supervisor();"
+    "print('ready', flush=True); time.sleep(120)")],
+    env={**os.environ, "VER_BRINGUP_PID": str(os.getpid())}, stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "ready"
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_node_processes_stop_when_bringup_is_killed():
+    """ver-bringup killed with SIGKILL (no chance to stop its nodes) must not leave node
+    processes running as orphans: each gets SIGINT from the kernel and exits."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    sup = subprocess.Popen([sys.executable, "-c", _ORPHAN], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(sup.stdout.readline())
+        os.kill(sup.pid, signal.SIGKILL)
+        sup.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)  # still there (or a zombie not yet reaped by init)
+            except ProcessLookupError:
+                break
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    break
+            time.sleep(0.1)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the node process outlived a SIGKILLed ver-bringup by 30 s")
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+
+
+def test_stop_with_supervisor_is_a_no_op_outside_bringup_and_exits_when_too_late():
+    """In a subprocess (prctl would change this test process): without VER_BRINGUP_PID it
+    returns; with the pid of a process that is not its parent (the supervisor died before the
+    node started), it exits."""
+    import subprocess
+
+    code = "from ver_ros.bringup import stop_with_supervisor; stop_with_supervisor(); print('ran')"
+    env = {k: v for k, v in os.environ.items() if k != "VER_BRINGUP_PID"}
+    alone = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert alone.returncode == 0 and "ran" in alone.stdout
+    if sys.platform.startswith("linux"):
+        late = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, "VER_BRINGUP_PID": "1"},  # not our parent (the test is)
+            capture_output=True,
+            text=True,
+        )
+        assert late.returncode == 1 and "ran" not in late.stdout, late
+        assert "supervisor gone" in late.stderr
