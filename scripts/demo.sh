@@ -12,7 +12,7 @@
 # demos show recoveries), a keypose policy (vision estimates the arm pose of the grasp; the head
 # acts on it and the joints), the gripper width snapped open/closed in the controller.
 #
-# Knobs (environment): VER_DEMO_EPISODES (demos, default 50), VER_DEMO_NOISE (DART noise std in rad,
+# Knobs (environment): VER_DEMO_EPISODES (demos, default 100: the keypose estimator generalizes with scenes, docs/RESULTS.md session 6), VER_DEMO_NOISE (DART noise std in rad,
 # default 0.03), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 3000),
 # VER_DEMO_BATCH (training batch, default 32), VER_DEMO_EVAL_EPISODES
@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export PYTHONUNBUFFERED=1
 BIN=.venv/bin
-episodes="${VER_DEMO_EPISODES:-50}"
+episodes="${VER_DEMO_EPISODES:-100}"
 noise="${VER_DEMO_NOISE:-0.03}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-3000}"

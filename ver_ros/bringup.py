@@ -285,7 +285,9 @@ def _run_composed(specs: list[NodeSpec], compose_safety: bool = False) -> int:
         for t in loops:
             t.join(timeout=2.0)
         for ex in (executor, safety_executor):
-            if ex is not None:
+            if isinstance(ex, MultiThreadedExecutor):  # never wait on a stuck callback's thread
+                ex.shutdown(timeout_sec=2.0, wait_for_threads=False)
+            elif ex is not None:
                 ex.shutdown(timeout_sec=2.0)
         for _, n in nodes:
             write_latency_log(n)
@@ -345,8 +347,32 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.update(transport)  # before rclpy.init here, inherited by the node processes
     if args.composed:
-        return _run_composed(specs, compose_safety=args.compose_safety)
+        return _exit_bounded(_run_composed(specs, compose_safety=args.compose_safety))
     return _run_processes(specs)
+
+
+def _exit_bounded(rc: int, grace_s: float = 3.0) -> int:
+    """Composed mode after Ctrl-C: the node processes are stopped; an executor worker still in a
+    callback (a slow inference on a loaded machine) must not keep the process alive, as Python's
+    exit would join it without limit. Wait ``grace_s``, then leave at once."""
+    import threading
+
+    deadline = time.monotonic() + grace_s
+    for t in threading.enumerate():
+        if t is not threading.main_thread() and not t.daemon:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        print(
+            f"[ver-bringup] a callback still running {grace_s:g} s after stop: exiting", flush=True
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 def _transport_env() -> dict[str, str]:

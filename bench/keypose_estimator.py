@@ -1,0 +1,152 @@
+"""How far off is a keypose policy's estimator, on demonstrations of scenes it never saw?
+
+A keypose policy (``ver-train-router --keypose``) estimates, from the routed tokens of every
+camera, the arm pose at the next gripper event; its head then acts on (estimate, joints). With
+the true keypose the head picks the cube (bench/results/keypose_estimator.json, "true keypose"
+rows), so the estimator is the part to measure. This runs a checkpoint's estimator over every
+frame of held-out demonstrations (``--bag``: episodes of other seeds than the training ones) and
+compares the estimate with the demonstrated keypose where it matters, at the hand: the distance
+between the tool-centre points of the two arm poses (forward kinematics of the sim's Panda), in
+cm, overall and by phase (the fraction of the way from the episode's start to its grasp:
+``far`` < 1/3, ``mid`` 1/3..0.8, ``near`` 0.8..1). A grasp tolerates about 1.5 cm
+(bench/results/privileged_noise.json).
+
+    python bench/keypose_estimator.py --checkpoint runs/demo/policy --bag runs/heldout/demos \
+        [--label 'make demo, 50 demos'] [--out bench/results/keypose_estimator.json]
+
+Rows accumulate in ``--out`` (one per checkpoint and bag), so checkpoints trained on different
+numbers of demos compare on the same held-out scenes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np
+import torch
+
+from ver_core.data import TopicConfig, load_demos
+from ver_core.eval.kinematics import TcpKinematics
+from ver_core.model.preprocess import preprocess_images
+from ver_core.policy import TaskPolicy
+from ver_core.policy.keypose import keypose_labels
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = {"far": (0.0, 1 / 3), "mid": (1 / 3, 0.8), "near": (0.8, 1.0 + 1e-9)}
+
+
+def grasp_phase(actions: np.ndarray, episode: np.ndarray, gripper_open: float) -> np.ndarray:
+    """Per sample, the fraction of the way from its episode's first sample to the first gripper
+    event (1 there, > 1 after it)."""
+    closed = actions[:, 0, -1] < gripper_open / 2
+    out = np.zeros(len(actions))
+    for e in np.unique(episode):
+        idx = np.flatnonzero(episode == e)
+        events = idx[1:][closed[idx[1:]] != closed[idx[:-1]]]
+        end = events[0] if len(events) else idx[-1]
+        out[idx] = (idx - idx[0]) / max(end - idx[0], 1)
+    return out
+
+
+def summarize(err_cm: np.ndarray, phase: np.ndarray) -> dict:
+    row = {
+        "frames": int(len(err_cm)),
+        "mean_cm": round(float(err_cm.mean()), 3),
+        "median_cm": round(float(np.median(err_cm)), 3),
+        "within_1.5cm": round(float((err_cm < 1.5).mean()), 3),
+    }
+    for name, (lo, hi) in PHASES.items():
+        sel = (phase >= lo) & (phase < hi)
+        row[f"{name}_cm"] = round(float(err_cm[sel].mean()), 3) if sel.any() else None
+    return row
+
+
+@torch.no_grad()
+def estimator_errors(policy: TaskPolicy, data, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """TCP distance (cm) between estimated and demonstrated keypose for every frame with a
+    keypose, and each frame's grasp phase."""
+    cfg = policy.config
+    keypose, valid = keypose_labels(data.actions, data.episode, cfg.gripper_max_width)
+    phase = grasp_phase(data.actions, data.episode, cfg.gripper_max_width)
+    idx = np.flatnonzero(valid & (phase <= 1.0))
+    if len(idx) == 0:
+        raise ValueError("no frame before a gripper event in these demos: nothing to compare")
+    policy.eval()
+    kin = TcpKinematics()
+    err = np.empty(len(idx))
+    for s in range(0, len(idx), batch):
+        rows = idx[s : s + batch]
+        views = data.images[rows]  # (b, V, s, s, 3) uint8: deployment's preprocessing
+        x = preprocess_images(views.reshape(-1, *views.shape[2:]), policy.model.config.img_size)
+        tokens = policy.encode(x.unflatten(0, views.shape[:2])).tokens
+        state = torch.from_numpy(data.states[rows]).float()
+        est = policy.estimate_keypose(tokens, state).numpy()
+        for k, r in enumerate(rows):
+            err[s + k] = np.linalg.norm(kin.tcp(est[k]) - kin.tcp(keypose[r])) * 100
+    return err, phase[idx]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a keypose task checkpoint")
+    p.add_argument("--bag", required=True, help="held-out demonstrations (other seeds)")
+    p.add_argument("--label", default=None, help="row name (default: the checkpoint path)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache-dir", default=None, help="demo cache (default: <bag>/../cache)")
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / "keypose_estimator.json"
+    )
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    policy = TaskPolicy.from_pretrained(a.checkpoint)
+    cfg = policy.config
+    if not cfg.keypose:
+        raise SystemExit(f"{a.checkpoint} is not a keypose policy (trained without --keypose)")
+    topics = TopicConfig(
+        images=cfg.image_topics,
+        state=cfg.state_topic,
+        action=cfg.action_topic,
+        gripper=cfg.gripper_topic,
+        joint_names=cfg.joint_names,
+        finger_joint_names=cfg.finger_joint_names,
+        gripper_open_width=cfg.gripper_max_width,
+    )
+    cache = a.cache_dir or str(Path(a.bag).resolve().parent / "cache")
+    t0 = time.perf_counter()
+    data = load_demos(
+        a.bag, topics, cfg.chunk_len, cfg.control_rate_hz, policy.model.config.img_size,
+        cache_dir=cache, action_source=cfg.action_source, gripper_source=cfg.gripper_source,
+    )  # fmt: skip
+    err, phase = estimator_errors(policy, data)
+    row = {
+        "label": a.label or a.checkpoint,
+        "checkpoint": a.checkpoint,
+        "bag": a.bag,
+        "episodes": len(data.episode_names),
+        **summarize(err, phase),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(row))
+    out = json.loads(a.out.read_text()) if a.out.is_file() else {}
+    out.setdefault(
+        "what",
+        "TCP distance (cm) between a keypose policy's estimated and the demonstrated keypose on "
+        "every frame before the grasp of held-out demonstrations (bench/keypose_estimator.py)",
+    )
+    out["machine"] = platform.processor() or platform.machine()
+    rows = [r for r in out.get("rows", []) if (r["checkpoint"], r["bag"]) != (a.checkpoint, a.bag)]
+    out["rows"] = rows + [row]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
