@@ -171,15 +171,7 @@ def main() -> None:
     cfg = policy.config
     if not cfg.keypose:
         raise SystemExit(f"{a.checkpoint} is not a keypose policy (trained without --keypose)")
-    topics = TopicConfig(
-        images=cfg.image_topics,
-        state=cfg.state_topic,
-        action=cfg.action_topic,
-        gripper=cfg.gripper_topic,
-        joint_names=cfg.joint_names,
-        finger_joint_names=cfg.finger_joint_names,
-        gripper_open_width=cfg.gripper_max_width,
-    )
+    topics = TopicConfig.of_task(cfg)
     cache = a.cache_dir or str(Path(a.bag).resolve().parent / "cache")
     t0 = time.perf_counter()
     data = load_demos(

@@ -42,16 +42,7 @@ torch.manual_seed(0)
 ck = "runs/k3/policy"
 P = TaskPolicy.from_pretrained(ck)
 c = P.config
-topics = TopicConfig(
-    images=c.image_topics,
-    state=c.state_topic,
-    action=c.action_topic,
-    gripper=c.gripper_topic,
-    joint_names=c.joint_names,
-    finger_joint_names=c.finger_joint_names,
-    gripper_state=None,
-    gripper_open_width=c.gripper_max_width,
-)
+topics = TopicConfig.of_task(c)
 data = load_demos(
     "runs/d34/demos",
     topics,

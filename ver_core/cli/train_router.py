@@ -153,16 +153,7 @@ def _load_data(cmd: TrainRouterCommand, config: TaskConfig, image_size: int, cac
             action_source=config.action_source,
             cache_dir=cache,
         )
-    topics = TopicConfig(
-        images=config.image_topics,
-        state=config.state_topic,
-        action=config.action_topic,
-        gripper=config.gripper_topic,
-        joint_names=config.joint_names,
-        finger_joint_names=config.finger_joint_names,
-        gripper_state=cmd.gripper_state_topic,
-        gripper_open_width=config.gripper_max_width,
-    )
+    topics = TopicConfig.of_task(config, cmd.gripper_state_topic)
     return load_demos(
         cmd.bag,
         topics,

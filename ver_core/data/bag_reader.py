@@ -62,6 +62,21 @@ class TopicConfig:
     gripper_state: str = ""
     gripper_open_width: float = 0.08
 
+    @classmethod
+    def of_task(cls, task, gripper_state: str = "") -> TopicConfig:
+        """The topics a task policy trains on (a ``ver_core.policy.TaskConfig``: its cameras,
+        state, action and gripper topics, joint and finger names, the hand's opening)."""
+        return cls(
+            images=task.image_topics,
+            state=task.state_topic,
+            action=task.action_topic,
+            gripper=task.gripper_topic,
+            joint_names=task.joint_names,
+            finger_joint_names=task.finger_joint_names,
+            gripper_state=gripper_state or "",
+            gripper_open_width=task.gripper_max_width,
+        )
+
     def __post_init__(self) -> None:
         if isinstance(self.images, str):
             self.images = [self.images]
