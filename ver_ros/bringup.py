@@ -358,18 +358,13 @@ def _exit_bounded(rc: int, grace_s: float = 3.0) -> int:
     import threading
 
     deadline = time.monotonic() + grace_s
-    for t in threading.enumerate():
-        if t is not threading.main_thread() and not t.daemon:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
-    if any(
-        t.is_alive() and not t.daemon
-        for t in threading.enumerate()
-        if t is not threading.main_thread()
-    ):
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for t in others:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in others):
         print(
             f"[ver-bringup] a callback still running {grace_s:g} s after stop: exiting", flush=True
         )
-        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)
     return rc
