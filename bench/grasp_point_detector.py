@@ -33,6 +33,7 @@ import mujoco
 import numpy as np
 import torch
 import torch.nn.functional as F
+from keypose_estimator import grasp_phase  # bench/ is on the path of a script run from it
 from torch import nn
 
 from ver_core.data import TopicConfig, load_demos
@@ -77,13 +78,7 @@ names = [data.episode_names[e].split("/")[-1] for e in data.episode]
 is_d3 = np.array([n.startswith("d3") for n in names])
 d4 = np.array([-1 if n.startswith("d3") else int(n.split("_")[-1]) for n in names])
 test = np.flatnonzero(valid & (d4 >= 50))
-closed = data.actions[:, 0, -1] < cfg.gripper_max_width / 2
-phase = np.zeros(len(data))  # 0 at the episode start, 1 at its close event
-for e in np.unique(data.episode):
-    idx = np.flatnonzero(data.episode == e)
-    events = idx[1:][closed[idx[1:]] != closed[idx[:-1]]]
-    end = events[0] if len(events) else idx[-1]
-    phase[idx] = np.clip((idx - idx[0]) / max(end - idx[0], 1), 0, 1.5)
+phase = grasp_phase(data.actions, data.episode, cfg.gripper_max_width)  # 1 at the close event
 
 # ---------------------------------------------------------------- labels from geometry
 kin = TcpKinematics()
