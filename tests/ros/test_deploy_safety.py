@@ -216,7 +216,16 @@ def test_leaving_an_estop_starts_from_where_the_arm_was_moved(safety_proc):
         time.sleep(0.3)  # only lets the moved pose reach the node; nothing is counted
         t_release = time.monotonic()
         io.estop_pub.publish(Bool(data=False))
-        first = io.frozen_after(t_release, n=1)[0]
+        # Commands the gate sent before the release reached it are still the held pose (a loaded
+        # machine can deliver several after t_release); the first one that is not is the gate's
+        # first command after leaving the hold. With the bug it ramps from the held pose, 30 mrad
+        # from where the arm is; fixed, it starts from the measured pose.
+        io.wait_for(
+            lambda: any(np.any(c != held) for c in io.cmds_since(t_release)), 20.0,
+            "a command other than the held pose after release",
+        )  # fmt: skip
+        after = io.cmds_since(t_release)
+        first = next(c for c in after if np.any(c != held))
         assert np.all(np.abs(first - moved) <= 0.02 + 1e-9), f"jump on release: {first - moved}"
     finally:
         io.close()
