@@ -70,6 +70,14 @@ class TaskConfig:
     keypose: bool = False
     keypose_noise: float = 0.005
     keypose_weight: float = 1.0
+    # Grasp-point detection (ver_core.policy.grasp_point; needs keypose): per camera a conv head
+    # finds where the hand will close, and the regressed keypose is moved so its TCP sits there.
+    # camera_calibration: per camera name {mount, pos, rot, intrinsics} (empty when training: the
+    # simulator's cameras); grasp_height: z (m) of the plane the grasps lie on (set in training).
+    grasp_point: bool = False
+    grasp_point_weight: float = 1.0
+    camera_calibration: dict[str, Any] = field(default_factory=dict)
+    grasp_height: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.image_topics, str):
@@ -108,6 +116,10 @@ class TaskConfig:
             )
         if self.keypose_noise < 0 or self.keypose_weight < 0:
             raise ValueError("keypose_noise and keypose_weight must be >= 0")
+        if self.grasp_point and not self.keypose:
+            raise ValueError("grasp_point corrects a keypose policy's estimate: it needs keypose")
+        if self.grasp_point_weight < 0:
+            raise ValueError("grasp_point_weight must be >= 0")
         for name in ("neck_dim", "hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

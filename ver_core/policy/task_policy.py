@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -30,6 +31,13 @@ from ver_core.model import (
     parameter_report,
 )
 from ver_core.policy.config import TaskConfig
+from ver_core.policy.grasp_point import (
+    MAX_CORRECTION,
+    CameraRig,
+    GraspPointHead,
+    detect,
+    grasp_point_loss,
+)
 from ver_core.policy.heads import _mlp, build_head
 from ver_core.policy.neck import build_neck
 from ver_core.policy.normalization import ActionNormalization, NormStats
@@ -111,6 +119,11 @@ class TaskPolicy(ActionNormalization, nn.Module):
             self.keypose_head = _mlp(
                 config.num_views * config.neck_dim, config.hidden_dim, len(config.joint_names)
             )
+        if config.grasp_point:  # per view: where the hand will close (ver_core.policy.grasp_point)
+            self.grasp_heads = nn.ModuleList(
+                GraspPointHead(mc.embed_dim, mc.grid_size) for _ in config.cameras
+            )
+        self._rig: CameraRig | None = None  # built on first use (needs the calibration)
         self.stats = stats or NormStats.identity(config.state_dim, config.action_dim)
         for name, t in self.stats.tensors().items():
             self.register_buffer(name, t, persistent=False)
@@ -159,6 +172,8 @@ class TaskPolicy(ActionNormalization, nn.Module):
         modules = [self.router, self.necks, self.head]
         if self.config.keypose:
             modules.append(self.keypose_head)
+        if self.config.grasp_point:
+            modules.append(self.grasp_heads)
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def parameter_summary(self) -> dict[str, float]:
@@ -176,8 +191,11 @@ class TaskPolicy(ActionNormalization, nn.Module):
             "new_experts": self.router.parameter_count() - routers,
             "neck": sum(p.numel() for p in self.necks.parameters()),
             "head": sum(p.numel() for p in self.head.parameters())
+            + (sum(p.numel() for p in self.keypose_head.parameters()) if self.config.keypose else 0)
             + (
-                sum(p.numel() for p in self.keypose_head.parameters()) if self.config.keypose else 0
+                sum(p.numel() for p in self.grasp_heads.parameters())
+                if self.config.grasp_point
+                else 0
             ),
             "router_percent_of_model": 100.0 * routers / max(total, 1),
         }
@@ -276,16 +294,63 @@ class TaskPolicy(ActionNormalization, nn.Module):
         offset = self._keypose_offset_n(feats)
         return state[:, :j].to(feats.dtype) + offset * self.state_std[:j]
 
-    def condition(self, tokens: Tensor, state: Tensor) -> Tensor:
+    def condition(self, tokens: Tensor, state: Tensor, keypose: Tensor | None = None) -> Tensor:
         """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> head input: the necks' features
-        (B, V * F), or for a keypose policy the estimated keypose (B, 7), then the state."""
+        (B, V * F), or for a keypose policy the estimated keypose (B, 7) (or ``keypose`` (B, 7)
+        rad, when given), then the state."""
         feats = self._views(tokens)
         state_n = self._state_n(state, feats.dtype)
         if not self.config.keypose:
             return torch.cat([feats, state_n], dim=-1)
         j = len(self.config.joint_names)
-        keypose_n = state_n[:, :j] + self._keypose_offset_n(feats)
+        if keypose is not None:
+            keypose_n = self.keypose_n(keypose.to(feats.dtype))
+        else:
+            keypose_n = state_n[:, :j] + self._keypose_offset_n(feats)
         return torch.cat([keypose_n, state_n], dim=-1)
+
+    @property
+    def rig(self) -> CameraRig:
+        """The cameras' geometry (calibration of the checkpoint) for grasp-point detection."""
+        if self._rig is None:
+            self._rig = CameraRig(self.config.camera_calibration, self.config.cameras)
+        return self._rig
+
+    @torch.no_grad()
+    def grasp_point(self, tokens: Tensor, state: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> the detected grasp point (B, 3) in
+        the world (m; NaN where no view sees it) and the view it came from (B,) (-1: none).
+        A camera on the arm wins where it sees the point (it sees it closest), else the fixed
+        camera most sure to see it."""
+        if not self.config.grasp_point or self.config.grasp_height is None:
+            raise ValueError("this policy has no trained grasp-point detector")
+        tokens = as_views(tokens)
+        uv, p_seen = detect(self.grasp_heads, tokens)
+        q = state[:, : len(self.config.joint_names)].double().cpu().numpy()
+        on_arm = np.array([body != 0 for body, *_ in self.rig.views])
+        points = np.full((len(q), 3), np.nan)
+        view = np.full(len(q), -1)
+        for b in range(len(q)):
+            seen = p_seen[b] > 0.5
+            if not seen.any():
+                continue
+            pick = np.flatnonzero(seen & on_arm)
+            v = int(pick[0]) if len(pick) else int(np.argmax(np.where(seen, p_seen[b], -1)))
+            points[b] = self.rig.ray_to_plane(v, uv[b, v], q[b], self.config.grasp_height)
+            view[b] = v if np.all(np.isfinite(points[b])) else -1
+        return points, view
+
+    @torch.no_grad()
+    def corrected_keypose(self, tokens: Tensor, state: Tensor) -> Tensor:
+        """The regressed keypose (B, 7) rad, moved (damped least squares, position only) so its
+        TCP sits on the detected grasp point where one is detected (at most MAX_CORRECTION m:
+        a wild detection cannot send the arm far from where the regression points)."""
+        keypose = self.estimate_keypose(tokens, state)
+        points, _ = self.grasp_point(tokens, state)
+        out = keypose.double().cpu().numpy()
+        for b in range(len(out)):
+            out[b] = self.rig.reach(out[b], points[b], max_move=MAX_CORRECTION)
+        return torch.from_numpy(out).to(keypose)
 
     def loss(
         self,
@@ -294,18 +359,39 @@ class TaskPolicy(ActionNormalization, nn.Module):
         actions: Tensor,
         step: int | None = None,
         keypose: Tensor | None = None,
+        grasp: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Training loss: BVT tokens (B, V, N, D), raw state (B, S), raw action chunks (B, H, A)
-        (+ demonstrated keyposes (B, 7) for a keypose policy)."""
-        return self.loss_from_tokens(self.route(bvt_tokens, step).tokens, state, actions, keypose)
+        (+ demonstrated keyposes (B, 7) for a keypose policy, + grasp-point labels)."""
+        tokens = self.route(bvt_tokens, step).tokens
+        return self.loss_from_tokens(tokens, state, actions, keypose, grasp)
 
     def loss_from_tokens(
-        self, tokens: Tensor, state: Tensor, actions: Tensor, keypose: Tensor | None = None
+        self,
+        tokens: Tensor,
+        state: Tensor,
+        actions: Tensor,
+        keypose: Tensor | None = None,
+        grasp: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Necks + head loss from routed tokens (B, V, 1+P, D) (the router fixed or bypassed).
 
         A keypose policy's head acts on the demonstrated keypose plus noise (``keypose_noise``
-        rad), and its estimator learns the keypose (L1, ``keypose_weight``)."""
+        rad), and its estimator learns the keypose (L1, ``keypose_weight``). With grasp-point
+        detection, ``grasp`` = (patch class (B, V), in-patch offset (B, V, 2)) labels
+        (ver_core.policy.grasp_point.grasp_point_labels), weighted ``grasp_point_weight``."""
+        extra = tokens.new_zeros(())
+        if self.config.grasp_point:
+            if grasp is None:
+                raise ValueError("a grasp-point policy trains with grasp-point labels")
+            extra = self.config.grasp_point_weight * grasp_point_loss(
+                self.grasp_heads, as_views(tokens).float(), grasp[0], grasp[1]
+            )
+        return extra + self._action_loss(tokens, state, actions, keypose)
+
+    def _action_loss(
+        self, tokens: Tensor, state: Tensor, actions: Tensor, keypose: Tensor | None
+    ) -> Tensor:
         target = self.normalize_actions(actions, state)
         if not self.config.keypose:
             return self.head.loss(self.condition(tokens, state), target)
@@ -345,6 +431,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         Normalized predictions are clipped to [-1, 1]: never beyond the demonstrated range of
         targets (with ``action_mode`` delta: never a bigger offset from the measured joints).
         """
-        cond = self.condition(tokens, state)
+        keypose = self.corrected_keypose(tokens, state) if self.config.grasp_point else None
+        cond = self.condition(tokens, state, keypose)
         normalized = self.head.sample(cond, generator=generator).clamp(-1, 1)
         return self.unnormalize_actions(normalized, state)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ver_core.data import DemoData
 from ver_core.policy import NormStats, TaskPolicy
+from ver_core.policy.grasp_point import grasp_point_labels, sim_calibration
 from ver_core.policy.keypose import keypose_labels
 from ver_core.train.augment import AugmentConfig, augmented_views
 from ver_core.train.features import cached_bvt_tokens
@@ -152,17 +153,45 @@ class RouterTrainer:
             )
         )
         self.keyposes: np.ndarray | None = None  # (N, 7) demonstrated keyposes (keypose policy)
+        self.grasp: tuple[np.ndarray, np.ndarray] | None = None  # grasp-point labels per view
         if cfg.keypose:
             keyposes, valid = keypose_labels(data.actions, data.episode, cfg.gripper_max_width)
             if not valid[self.train_idx].any():
                 raise ValueError("a keypose policy needs demos that open or close the hand")
             self.keyposes = keyposes
+            if cfg.grasp_point:
+                self.grasp = self._grasp_labels(keyposes, valid)
         self.opt = torch.optim.AdamW(
             policy.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.step = 0
         self.history: dict[str, list] = {"train": [], "val": [], "top_k": []}
         self._routed: np.ndarray | None = None  # ((1+A)N, C, 1+P, D), the fixed router
+
+    def _grasp_labels(
+        self, keyposes: np.ndarray, valid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Grasp-point labels (patch class (N, V), offset (N, V, 2)) from the keyposes, the
+        measured joints and the cameras' calibration (the simulator's where none is given); sets
+        the policy's ``grasp_height`` (unless given) to the training grasps' median height."""
+        cfg, model = self.policy.config, self.policy.model.config
+        if not cfg.camera_calibration:
+            cfg.camera_calibration = sim_calibration(cfg.cameras)
+            log.info("grasp point: no camera_calibration given, using the simulator's cameras")
+        n_joints = len(cfg.joint_names)
+        cls, offset, points = grasp_point_labels(
+            self.policy.rig, keyposes, valid, self.data.states[:, :n_joints], model.grid_size
+        )
+        labelled = self.train_idx[valid[self.train_idx]]
+        if cfg.grasp_height is None:  # the plane detections are intersected with
+            cfg.grasp_height = float(np.median(points[labelled, 2]))
+        seen = (cls[labelled] >= 0) & (cls[labelled] < model.grid_size**2)
+        log.info(
+            "grasp point: plane z = %.3f m; the point is in view in %s of training frames",
+            cfg.grasp_height,
+            ", ".join(f"{c} {m:.0%}" for c, m in zip(cfg.cameras, seen.mean(0), strict=True)),
+        )
+        return cls, offset
 
     def _token_bank(self, cache_dir: str | Path | None) -> np.ndarray:
         aug, data = self.cfg.augment, self.data
@@ -263,11 +292,14 @@ class RouterTrainer:
         rows, state = self._rows(idx, step), self._state(idx, step)
         actions = torch.from_numpy(self.data.actions[idx])
         keypose = None if self.keyposes is None else torch.from_numpy(self.keyposes[idx])
+        grasp = None
+        if self.grasp is not None:
+            grasp = (torch.from_numpy(self.grasp[0][idx]), torch.from_numpy(self.grasp[1][idx]))
         if not self.head_phase:
             bvt = torch.from_numpy(self.bank[rows].astype(np.float32))
-            return self.policy.loss(bvt, state, actions, step=step, keypose=keypose)
+            return self.policy.loss(bvt, state, actions, step=step, keypose=keypose, grasp=grasp)
         routed = torch.from_numpy(self.routed_tokens()[rows])
-        return self.policy.loss_from_tokens(routed, state, actions, keypose)
+        return self.policy.loss_from_tokens(routed, state, actions, keypose, grasp)
 
     @torch.no_grad()
     def validate(self) -> float | None:

@@ -1,0 +1,177 @@
+"""Grasp-point detection: camera geometry against MuJoCo's own renders, labels, IK, the policy."""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import pytest
+import torch
+
+from ver_core.data import TopicConfig, load_demos
+from ver_core.data.synthetic import write_synthetic_episode
+from ver_core.policy import TaskConfig, TaskPolicy
+from ver_core.policy.grasp_point import (
+    MAX_CORRECTION,
+    CameraRig,
+    grasp_point_labels,
+    sim_calibration,
+)
+from ver_core.router import RouterConfig
+from ver_core.sim import HOME_Q
+from ver_core.sim.scene import JOINT_OFFSET, build_model
+from ver_core.train import RouterTrainer, TrainConfig
+
+CAMS = ["camera", "wrist_camera"]
+SIZE = 224
+
+
+@pytest.fixture(scope="module")
+def rig() -> CameraRig:
+    return CameraRig(sim_calibration(CAMS), CAMS)
+
+
+def cube_pixels(q: np.ndarray, cube_xy) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """Render both sim cameras (segmentation) with the arm at q and the cube at cube_xy: the
+    cube's centre (world) and the centroid of its pixels per view in [0, 1] (None: not seen)."""
+    model = build_model()
+    data = mujoco.MjData(model)
+    data.qpos[[model.jnt_qposadr[j] for j in range(7)]] = q - JOINT_OFFSET
+    adr = model.jnt_qposadr[model.joint("cube_joint").id]
+    half = float(model.geom("cube").size[0])
+    data.qpos[adr : adr + 7] = [cube_xy[0], cube_xy[1], half, 1, 0, 0, 0]
+    mujoco.mj_forward(model, data)
+    renderer = mujoco.Renderer(model, SIZE, SIZE)
+    renderer.enable_segmentation_rendering()
+    out = []
+    for cam in ("realsense", "wrist_realsense"):
+        renderer.update_scene(data, camera=cam)
+        seg = renderer.render()
+        ys, xs = np.nonzero((seg[..., 0] == model.geom("cube").id) & (seg[..., 1] == 5))
+        out.append(None if len(xs) < 4 else np.array([xs.mean() + 0.5, ys.mean() + 0.5]) / SIZE)
+    renderer.close()
+    return data.geom_xpos[model.geom("cube").id].copy(), out
+
+
+@pytest.mark.parametrize("cube_xy", [(0.5, 0.0), (0.45, 0.08), (0.58, -0.1)])
+def test_projection_lands_on_the_rendered_cube(rig, cube_xy):
+    q = HOME_Q.copy()
+    centre, rendered = cube_pixels(q, cube_xy)
+    projected = rig.project(centre, q)
+    assert rendered[0] is not None, "the scene camera sees the workspace"
+    for v, pix in enumerate(rendered):
+        if pix is None:
+            continue
+        assert np.all(np.isfinite(projected[v])), f"view {v} renders the cube, projection misses"
+        # the centroid of a cube's visible faces sits within a few pixels of its centre's image
+        assert np.abs(projected[v] - pix).max() * SIZE < 4.0, (v, projected[v] * SIZE, pix * SIZE)
+    assert any(p is not None for p in rendered[1:]), "the wrist camera sees the cube below it"
+
+
+def test_ray_to_plane_inverts_projection(rig):
+    q = HOME_Q + np.array([0.1, 0.05, -0.1, 0.1, 0.0, -0.05, 0.2])
+    for point in ([0.5, 0.0, 0.05], [0.42, 0.12, 0.03], [0.6, -0.1, 0.1]):
+        uv = rig.project(np.array(point), q)
+        for v in range(2):
+            if np.isnan(uv[v, 0]):
+                continue
+            back = rig.ray_to_plane(v, uv[v], q, point[2])
+            np.testing.assert_allclose(back, point, atol=1e-6)
+
+
+def test_reach_puts_the_tcp_on_the_target(rig):
+    q0 = HOME_Q.copy()
+    start = rig.kin.tcp(q0)
+    target = start + np.array([0.04, -0.03, -0.15])
+    q = rig.reach(q0, target)
+    assert np.linalg.norm(rig.kin.tcp(q) - target) < 1e-3
+    assert np.abs(q - q0).max() < 0.8  # a nearby solution, not a flip
+    np.testing.assert_array_equal(rig.reach(q0, np.full(3, np.nan)), q0)
+    far = rig.reach(q0, start + np.array([0.3, 0.0, 0.0]), max_move=0.05)
+    np.testing.assert_allclose(rig.kin.tcp(far), start + [0.05, 0.0, 0.0], atol=1e-3)
+
+
+def test_labels_mark_the_patch_and_the_frames_without_a_keypose(rig):
+    q = np.stack([HOME_Q, HOME_Q, HOME_Q])
+    keyposes = q.astype(np.float32).copy()
+    keyposes[1, 3] += 0.3  # a lower keypose
+    valid = np.array([True, True, False])
+    cls, offset, points = grasp_point_labels(rig, keyposes, valid, q, grid=14)
+    assert cls.shape == (3, 2) and offset.shape == (3, 2, 2)
+    assert np.all(cls[2] == -1) and np.isnan(points[2]).all()
+    uv = rig.project(points[0], q[0])
+    assert cls[0, 0] == int(uv[0, 1] * 14) * 14 + int(uv[0, 0] * 14)
+    np.testing.assert_allclose(offset[0, 0], uv[0] * 14 - np.floor(uv[0] * 14), atol=1e-6)
+    assert np.all((offset >= 0) & (offset < 1))
+
+
+def test_malformed_calibration_is_a_clear_error():
+    good = sim_calibration(CAMS)
+    with pytest.raises(ValueError, match="no entry for camera 'wrist_camera'"):
+        CameraRig({"camera": good["camera"]}, CAMS)
+    bad = {**good, "camera": {**good["camera"], "rot": [1, 0, 0, 0, 1, 0, 0, 0, 2]}}
+    with pytest.raises(ValueError, match="not a rotation"):
+        CameraRig(bad, CAMS)
+    bad = {**good, "wrist_camera": {**good["wrist_camera"], "mount": "no_such_link"}}
+    with pytest.raises(ValueError, match="not a body of the arm"):
+        CameraRig(bad, CAMS)
+    with pytest.raises(ValueError, match="needs keypose"):
+        TaskConfig(grasp_point=True)
+
+
+def test_grasp_point_policy_trains_saves_reloads_and_corrects_the_keypose(tmp_path):
+    for i in range(3):
+        write_synthetic_episode(tmp_path / "bags" / f"episode_{i:03d}", seed=i, seconds=4.5)
+    demos = load_demos(
+        tmp_path / "bags", TopicConfig(), chunk_len=4, control_rate_hz=10.0, image_size=32
+    )
+    torch.manual_seed(0)
+    cfg = TaskConfig(
+        model_overrides={"depth": 3, "moe_blocks": 2, "img_size": 32},
+        neck_dim=32,
+        hidden_dim=64,
+        chunk_len=4,
+        keypose=True,
+        grasp_point=True,
+        router=RouterConfig(anneal_steps=4),
+    )
+    policy = TaskPolicy.build(cfg)
+    heads = {id(p) for p in policy.grasp_heads.parameters()}
+    assert heads <= {id(p) for p in policy.trainable_parameters()}
+    train = TrainConfig(
+        steps=6, head_steps=30, batch_size=8, lr=3e-3, warmup_steps=2, val_every=6,
+        checkpoint_every=100, progress=False, plots=False,
+    )  # fmt: skip
+    trainer = RouterTrainer(policy, demos, tmp_path / "out", train)
+    assert trainer.grasp is not None and (trainer.grasp[0] >= 0).all()
+    trainer.fit()
+    first, last = trainer.history["train"][0][1], trainer.history["train"][-1][1]
+    assert np.isfinite(last) and last < first
+    reloaded = TaskPolicy.from_pretrained(tmp_path / "out")
+    assert reloaded.config.camera_calibration == sim_calibration(["camera"])
+    assert reloaded.config.grasp_height == pytest.approx(policy.config.grasp_height)
+    policy.eval()
+    tokens = policy.encode(torch.rand(2, 3, 32, 32)).tokens
+    state = torch.as_tensor(demos.states[:2])
+    torch.testing.assert_close(
+        policy.predict_chunk(tokens, state), reloaded.predict_chunk(tokens, state)
+    )
+    regressed = policy.estimate_keypose(tokens, state).detach().numpy()
+    for absent_logit, seen in ((-30.0, True), (30.0, False)):  # sure it sees it / sure it does not
+        for head in policy.grasp_heads:
+            torch.nn.init.constant_(head.absent.bias, absent_logit)
+            torch.nn.init.zeros_(head.absent.weight)
+        points, view = policy.grasp_point(tokens, state)
+        corrected = policy.corrected_keypose(tokens, state).numpy()
+        assert np.all((view >= 0) == seen)
+        for b in range(2):  # where a point is detected the keypose's TCP is moved onto it
+            if seen:
+                assert points[b, 2] == pytest.approx(policy.config.grasp_height)
+                tcp = policy.rig.kin.tcp
+                before, after = tcp(regressed[b]), tcp(corrected[b])
+                want = np.linalg.norm(points[b] - before)
+                assert np.linalg.norm(after - before) <= MAX_CORRECTION + 2e-3
+                assert np.linalg.norm(points[b] - after) < want  # moved toward the point
+            else:
+                np.testing.assert_allclose(corrected[b], regressed[b], atol=1e-6)
+    with pytest.raises(ValueError, match="grasp-point labels"):
+        policy.loss_from_tokens(tokens, state, torch.zeros(2, 4, 8), torch.zeros(2, 7))

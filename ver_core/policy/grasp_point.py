@@ -1,0 +1,283 @@
+"""Grasp-point detection: where, in each camera's image, the hand will close.
+
+The keypose estimator regresses 7 joint angles from pooled features; near the object it is off
+by about a centimetre, and a cube is grasped or missed by less (bench/keypose_estimator*.py,
+docs/RESULTS.md). A detector has the geometry built in instead: per camera view a small conv
+head over the routed patch grid says which patch holds the *grasp point* (the TCP at the
+demonstration's close event), or "not in this view", and where inside the patch it lies. The
+detected pixel's ray meets the horizontal plane the training grasps lie on (``grasp_height``);
+a few damped-least-squares steps then move the regressed keypose so that its TCP sits on that
+point (its orientation stays the regression's). bench/grasp_point_detector.py measured the
+idea: 0.25 cm near the grasp vs 1.01 cm for the regression (100 scenes).
+
+Labels need what a calibrated rig has, no object pose: the demos' commanded joints (the
+keypose), the arm's kinematic model, and each camera's calibration (``TaskConfig.
+camera_calibration``). A calibration entry, per camera name::
+
+    {"mount": "world" | <body of the kinematic model the camera is fixed to, e.g. "hand">,
+     "pos": [x, y, z],            # m, optical centre in the mount's frame
+     "rot": [9 numbers],          # row-major 3x3: the optical frame's axes (x right, y down,
+                                  # z forward, ROS' *_optical_frame) in the mount's frame
+     "intrinsics": [fx, fy, cx, cy]}  # in units of the image's width (fx, cx) and height (fy, cy)
+
+Intrinsics in image units survive the resize to the model's square input (the one image path
+squashes the whole frame), so a RealSense camera_info's K divided by its width/height is the
+entry. ``sim_calibration`` gives the simulator's cameras.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import mujoco
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "CameraRig",
+    "GraspPointHead",
+    "grasp_point_labels",
+    "grasp_point_loss",
+    "sim_calibration",
+]
+
+log = logging.getLogger(__name__)
+
+# The simulator's camera (ver_core.sim.scene) behind each camera name of the task's topics.
+SIM_CAMERAS = {"camera": "realsense", "wrist_camera": "wrist_realsense"}
+OPTICAL_FROM_MUJOCO = np.diag([1.0, -1.0, -1.0])  # MuJoCo cameras look along -z, image y up
+MAX_CORRECTION = 0.1  # m: the keypose's TCP moves at most this far toward a detected point
+OFFSET_WEIGHT = 4.0  # weight of the in-patch offset (L1, patch units) beside the patch CE
+
+
+def sim_calibration(cameras: list[str], model: mujoco.MjModel | None = None) -> dict[str, Any]:
+    """The simulator's calibration of ``cameras`` (names as in ``TaskConfig.cameras``)."""
+    from ver_core.sim.scene import build_model
+
+    model = model or build_model()
+    data = mujoco.MjData(model)
+    mujoco.mj_kinematics(model, data)
+    mujoco.mj_camlight(model, data)
+    out = {}
+    for name in cameras:
+        if name not in SIM_CAMERAS:
+            raise ValueError(
+                f"the simulator has no camera for {name!r} (it has {sorted(SIM_CAMERAS)}): "
+                "give its calibration in camera_calibration"
+            )
+        cam = model.camera(SIM_CAMERAS[name])
+        body = int(cam.bodyid[0])
+        r_body = data.xmat[body].reshape(3, 3)
+        pos = r_body.T @ (data.cam_xpos[cam.id] - data.xpos[body])
+        rot = r_body.T @ data.cam_xmat[cam.id].reshape(3, 3) @ OPTICAL_FROM_MUJOCO
+        f = 0.5 / math.tan(math.radians(float(model.cam_fovy[cam.id])) / 2)  # square renders
+        out[name] = {
+            "mount": "world" if body == 0 else model.body(body).name,
+            "pos": [round(float(v), 6) for v in pos],
+            "rot": [round(float(v), 8) for v in rot.ravel()],
+            "intrinsics": [round(f, 6), round(f, 6), 0.5, 0.5],
+        }
+    return out
+
+
+class CameraRig:
+    """Each camera's world pose at measured arm joints, projection and back-projection.
+
+    ``calibration``: as in the module docstring, one entry per name of ``cameras``. Joints use the
+    Franka convention (the kinematic model is the simulator's Panda, ver_core.eval.kinematics)."""
+
+    def __init__(self, calibration: dict[str, Any], cameras: list[str]) -> None:
+        from ver_core.eval.kinematics import TcpKinematics
+
+        self.kin = TcpKinematics()
+        model = self.kin.model
+        self.views = []
+        for name in cameras:
+            if name not in calibration:
+                raise ValueError(f"camera_calibration has no entry for camera {name!r}")
+            c = calibration[name]
+            try:
+                mount = str(c["mount"])
+                pos = np.asarray(c["pos"], np.float64).reshape(3)
+                rot = np.asarray(c["rot"], np.float64).reshape(3, 3)
+                fx, fy, cx, cy = (float(v) for v in c["intrinsics"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"camera_calibration[{name!r}] is malformed ({e}): {c!r}") from e
+            if not np.allclose(rot @ rot.T, np.eye(3), atol=1e-4):
+                raise ValueError(f"camera_calibration[{name!r}].rot is not a rotation")
+            if fx <= 0 or fy <= 0:
+                raise ValueError(f"camera_calibration[{name!r}] needs positive focal lengths")
+            if mount == "world":
+                body = 0
+            else:
+                try:
+                    body = model.body(mount).id
+                except KeyError as e:
+                    raise ValueError(
+                        f"camera_calibration[{name!r}].mount {mount!r} is not a body of the arm"
+                    ) from e
+            self.views.append((body, pos, rot, np.array([fx, fy, cx, cy])))
+
+    def poses(self, q: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """World (position, optical-frame rotation) of each view with the arm at joints ``q``."""
+        kin = self.kin
+        kin.data.qpos[kin._qadr] = np.asarray(q, np.float64) - kin._offset
+        mujoco.mj_kinematics(kin.model, kin.data)
+        out = []
+        for body, pos, rot, _ in self.views:
+            r_body = kin.data.xmat[body].reshape(3, 3)
+            out.append((kin.data.xpos[body] + r_body @ pos, r_body @ rot))
+        return out
+
+    def project(self, point: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """A world point -> (V, 2) image coordinates in [0, 1) (x right, y down), NaN where the
+        point is behind a camera or outside its image."""
+        out = np.full((len(self.views), 2), np.nan)
+        for v, (pos, rot) in enumerate(self.poses(q)):
+            x, y, z = rot.T @ (np.asarray(point, np.float64) - pos)
+            if z < 0.02:
+                continue
+            fx, fy, cx, cy = self.views[v][3]
+            u, w = cx + fx * x / z, cy + fy * y / z
+            if 0 <= u < 1 and 0 <= w < 1:
+                out[v] = (u, w)
+        return out
+
+    def ray_to_plane(self, view: int, uv: np.ndarray, q: np.ndarray, height: float) -> np.ndarray:
+        """Where view's ray through image point ``uv`` (in [0, 1]) meets the plane z = height
+        (world, m); NaN when the ray runs away from it."""
+        pos, rot = self.poses(q)[view]
+        fx, fy, cx, cy = self.views[view][3]
+        ray = rot @ np.array([(uv[0] - cx) / fx, (uv[1] - cy) / fy, 1.0])
+        if abs(ray[2]) < 1e-9 or (height - pos[2]) / ray[2] <= 0:
+            return np.full(3, np.nan)
+        return pos + (height - pos[2]) / ray[2] * ray
+
+    def reach(
+        self, q0: np.ndarray, target: np.ndarray, iters: int = 30, max_move: float = np.inf
+    ) -> np.ndarray:
+        """Joints near ``q0`` whose TCP is at ``target`` (position only; damped least squares,
+        steps of at most 0.1 rad, inside the arm's limits), or ``max_move`` m from q0's TCP
+        toward it where it is farther; q0 where target is not finite."""
+        kin = self.kin
+        q = np.asarray(q0, np.float64).copy()
+        if not np.all(np.isfinite(target)):
+            return q
+        start = kin.tcp(q)
+        way = np.asarray(target, np.float64) - start
+        if np.linalg.norm(way) > max_move:
+            target = start + way * (max_move / np.linalg.norm(way))
+        model, data = kin.model, kin.data
+        lo = model.jnt_range[:7, 0] + kin._offset
+        hi = model.jnt_range[:7, 1] + kin._offset
+        jac = np.zeros((3, model.nv))
+        for _ in range(iters):
+            err = target - kin.tcp(q)
+            if np.linalg.norm(err) < 1e-4:
+                break
+            mujoco.mj_comPos(model, data)  # the Jacobian reads cdof / subtree_com
+            mujoco.mj_jacSite(model, data, jac, None, kin._site)
+            j = jac[:, kin._qadr]  # arm joints (qadr == dofadr for hinges)
+            dq = j.T @ np.linalg.solve(j @ j.T + 1e-4 * np.eye(3), err)
+            q = np.clip(q + np.clip(dq, -0.1, 0.1), lo, hi)
+        return q
+
+
+def grasp_point_labels(
+    rig: CameraRig,
+    keyposes: np.ndarray,
+    valid: np.ndarray,
+    joints: np.ndarray,
+    grid: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame and view: the patch holding the grasp point (``grid**2`` = not in view; -1 = no
+    label, the frame has no keypose), its offset inside the patch (N, V, 2) in [0, 1), and the
+    grasp points (N, 3) (NaN without a keypose). keyposes (N, 7), valid (N,), joints (N, 7): the
+    measured arm joints at each frame (they place a camera on the hand)."""
+    n, v = len(keyposes), len(rig.views)
+    cls = np.full((n, v), -1, np.int64)
+    offset = np.zeros((n, v, 2), np.float32)
+    points = np.full((n, 3), np.nan)
+    tcp_of: dict[bytes, np.ndarray] = {}
+    for i in np.flatnonzero(valid):
+        key = keyposes[i].tobytes()
+        if key not in tcp_of:
+            tcp_of[key] = rig.kin.tcp(keyposes[i].astype(np.float64))
+        points[i] = tcp_of[key]
+        uv = rig.project(points[i], joints[i])
+        for k in range(v):
+            if np.isnan(uv[k, 0]):
+                cls[i, k] = grid * grid
+                continue
+            cell = np.minimum((uv[k] * grid).astype(np.int64), grid - 1)
+            cls[i, k] = cell[1] * grid + cell[0]
+            offset[i, k] = uv[k] * grid - cell
+    return cls, offset, points
+
+
+class GraspPointHead(nn.Module):
+    """Routed tokens (B, 1+P, D) of one view -> logits (B, P + 1) over the P patches and "not in
+    view", and the point's offset inside each patch (B, P, 2) in [0, 1]."""
+
+    def __init__(self, dim: int, grid: int, channels: int = 64) -> None:
+        super().__init__()
+        self.grid = grid
+        self.norm = nn.LayerNorm(dim)
+        self.net = nn.Sequential(
+            nn.Conv2d(dim, channels, 1),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(channels, 3, 1),
+        )
+        self.absent = nn.Linear(dim, 1)
+
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.norm(tokens)
+        b, g = x.shape[0], self.grid
+        maps = self.net(x[:, 1:].transpose(1, 2).reshape(b, -1, g, g)).flatten(2)  # (B, 3, P)
+        logits = torch.cat([maps[:, 0], self.absent(x[:, 0])], dim=1)
+        return logits, maps[:, 1:].transpose(1, 2).sigmoid()
+
+
+def grasp_point_loss(heads: nn.ModuleList, tokens: Tensor, cls: Tensor, offset: Tensor) -> Tensor:
+    """Sum over views of the patch cross-entropy + OFFSET_WEIGHT x in-patch offset L1, over the
+    frames that have a label. tokens (B, V, 1+P, D), cls (B, V), offset (B, V, 2)."""
+    total = tokens.new_zeros(())
+    for v, head in enumerate(heads):
+        labelled = cls[:, v] >= 0
+        if not labelled.any():
+            continue
+        logits, offs = head(tokens[labelled, v])
+        target = cls[labelled, v]
+        total = total + F.cross_entropy(logits, target)
+        inside = target < logits.shape[1] - 1
+        if inside.any():
+            got = offs[inside, target[inside]]
+            total = total + OFFSET_WEIGHT * (got - offset[labelled, v][inside]).abs().mean()
+    return total
+
+
+@torch.no_grad()
+def detect(heads: nn.ModuleList, tokens: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Routed tokens (B, V, 1+P, D) -> per frame and view the detected point's image coordinates
+    (B, V, 2) in [0, 1] and the probability that it is in view (B, V)."""
+    b, nv = tokens.shape[:2]
+    uv = np.zeros((b, nv, 2))
+    p_seen = np.zeros((b, nv))
+    for v, head in enumerate(heads):
+        logits, offs = head(tokens[:, v].float())
+        g = head.grid
+        p_seen[:, v] = (1 - logits.softmax(1)[:, -1]).numpy()
+        best = logits[:, :-1].argmax(1)
+        o = offs[torch.arange(b), best].numpy()
+        best = best.numpy()
+        uv[:, v, 0] = (best % g + o[:, 0]) / g
+        uv[:, v, 1] = (best // g + o[:, 1]) / g
+    return uv, p_seen
