@@ -198,3 +198,18 @@ def test_dense_student_exports_to_onnx(tmp_path, capsys):
     onnx_tokens, onnx_experts = fn(x[:1])
     assert chosen == "onnxruntime" and onnx_experts.shape == (1, 0, 196, 6)
     assert float((onnx_tokens - tokens[:1]).abs().max()) < 1e-4
+
+
+def test_torch_backend_runs_the_dense_dispatch_on_a_gpu_and_the_same_tokens(policy):
+    """On CUDA the torch backend dispatches every expert in one GEMM (launch-bound batch 1,
+    bench/results/encoder_gpu.json); on a CPU only the chosen experts run. Both give the same
+    tokens (checked here on the CPU: no GPU in CI)."""
+    from ver_core.export.runner import torch_dispatch
+
+    assert torch_dispatch("cpu") == "sparse"
+    assert torch_dispatch("cuda") == torch_dispatch("cuda:1") == "dense"
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    sparse_tokens, sparse_experts = build_encoder(policy, "torch").fn(x)
+    dense_tokens, dense_experts = RoutedEncoder(policy, dispatch="dense")(x)
+    torch.testing.assert_close(dense_tokens, sparse_tokens, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(dense_experts, sparse_experts)
