@@ -19,8 +19,9 @@ the features and of the chunks. Writes bench/results/latency.json:
 average beside each): ``deployed`` (the shipped defaults: torch backend, transport profile,
 threads 0 = every core but one, fp32), ``bf16`` (deployed + precision bf16), ``onnxruntime``
 (deployed with the ONNX Runtime backend, fp32), ``bf16_host_encoder`` (bf16 with the encoder
-inside the policy process: one hop less) and ``before`` (no transport profile, torch threads =
-all cores, fp32: the settings before issue 14).
+inside the policy process: one hop less), ``before`` (no transport profile, torch threads =
+all cores, fp32: the settings before issue 14), and on a GPU machine ``cuda`` / ``cuda_bf16``
+(deployed with encoder and policy on the GPU).
 
     .venv/bin/python bench/bench_latency.py [--seconds 30] [--variant deployed bf16 ...]
 """
@@ -52,6 +53,8 @@ VARIANTS = {
     "onnxruntime": {**_DEPLOYED, "backend": "onnxruntime"},
     "bf16_host_encoder": {**_DEPLOYED, "precision": "bf16", "host": True},
     "before": {**_DEPLOYED, "profile": False, "threads": os.cpu_count() or 1},
+    "cuda": {**_DEPLOYED, "device": "cuda"},
+    "cuda_bf16": {**_DEPLOYED, "device": "cuda", "precision": "bf16"},
 }
 NODES = ("encoder_node", "policy_node", "safety_node")
 BUILTIN_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
@@ -132,6 +135,12 @@ def _camera_and_robot(stop: threading.Event, rate_hz: float, ages: dict, counter
     rclpy.try_shutdown(context=ctx)
 
 
+def _gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 def _config(work: Path, settings: dict, warmup: int) -> tuple[Path, dict[str, Path]]:
     """The shipped parameter file plus this run's overrides (latency logs, threads, precision)."""
     from ver_ros.graph import default_config_path
@@ -144,6 +153,7 @@ def _config(work: Path, settings: dict, warmup: int) -> tuple[Path, dict[str, Pa
     for name in ("encoder_node", "policy_node"):
         params = config[name]["ros__parameters"]
         params.update(threads=settings["threads"], precision=settings["precision"])
+        params.update(device=settings.get("device", "cpu"))
     if not settings["host"]:
         config["policy_node"]["ros__parameters"]["threads"] = 1  # a head beside the encoder
     path = work / "config.yaml"
@@ -271,8 +281,9 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
-            "note": "shared 2-core development VM, no GPU: other jobs ran beside (load average "
-            "beside each run)",
+            "gpu": _gpu_name(),
+            "note": "load average beside each run (the 2-core development VM is shared: other "
+            "jobs ran beside; a lent GPU machine is idle)",
         },
         "processing_stages": list(PROCESSING),
         "runs": runs,
