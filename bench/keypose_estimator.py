@@ -74,27 +74,36 @@ def summarize(err_cm: np.ndarray, phase: np.ndarray) -> dict:
 
 
 @torch.no_grad()
-def estimator_errors(policy: TaskPolicy, data, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def estimator_errors(
+    policy: TaskPolicy, data, batch: int = 32, episodes: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """TCP distance (cm) between estimated and demonstrated keypose for every frame with a
-    keypose, and each frame's grasp phase."""
+    keypose (of ``episodes``, default all), and each frame's grasp phase. Keys: ``regression``
+    (the keypose head) and, for a grasp-point policy, ``grasp_point`` (the keypose moved onto the
+    detected point: what the head acts on)."""
     cfg = policy.config
     keypose, valid = keypose_labels(data.actions, data.episode, cfg.gripper_max_width)
     phase = grasp_phase(data.actions, data.episode, cfg.gripper_max_width)
-    idx = np.flatnonzero(valid & (phase <= 1.0))
+    chosen = np.ones(len(valid), bool) if episodes is None else np.isin(data.episode, episodes)
+    idx = np.flatnonzero(valid & (phase <= 1.0) & chosen)
     if len(idx) == 0:
         raise ValueError("no frame before a gripper event in these demos: nothing to compare")
     policy.eval()
     kin = TcpKinematics()
-    err = np.empty(len(idx))
+    names = ["regression"] + (["grasp_point"] if cfg.grasp_point else [])
+    err = {name: np.empty(len(idx)) for name in names}
     for s in range(0, len(idx), batch):
         rows = idx[s : s + batch]
         views = data.images[rows]  # (b, V, s, s, 3) uint8: deployment's preprocessing
         x = preprocess_images(views.reshape(-1, *views.shape[2:]), policy.model.config.img_size)
         tokens = policy.encode(x.unflatten(0, views.shape[:2])).tokens
         state = torch.from_numpy(data.states[rows]).float()
-        est = policy.estimate_keypose(tokens, state).numpy()
-        for k, r in enumerate(rows):
-            err[s + k] = np.linalg.norm(kin.tcp(est[k]) - kin.tcp(keypose[r])) * 100
+        est = {"regression": policy.estimate_keypose(tokens, state).numpy()}
+        if cfg.grasp_point:
+            est["grasp_point"] = policy.corrected_keypose(tokens, state).numpy()
+        for name in names:
+            for k, r in enumerate(rows):
+                err[name][s + k] = np.linalg.norm(kin.tcp(est[name][k]) - kin.tcp(keypose[r])) * 100
     return err, phase[idx]
 
 
@@ -130,7 +139,7 @@ def true_keypose_success(policy: TaskPolicy, episodes: int, seed0: int = 100000)
     truth: dict[str, torch.Tensor] = {}
     condition = policy.condition
 
-    def with_true_keypose(tokens, state):
+    def with_true_keypose(tokens, state, keypose=None):
         cond = condition(tokens, state)  # the estimate's columns are replaced below
         j = len(policy.config.joint_names)
         kp = policy.keypose_n(truth["keypose"].to(cond.dtype)).expand(len(cond), -1)
@@ -158,6 +167,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a keypose task checkpoint")
     p.add_argument("--bag", required=True, help="held-out demonstrations (other seeds)")
+    p.add_argument(
+        "--validation-episodes",
+        action="store_true",
+        help="only the episodes the checkpoint's training held out for validation (--bag: its "
+        "training demos)",
+    )
     p.add_argument("--label", default=None, help="row name (default: the checkpoint path)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--true-keypose-episodes", type=int, default=0, help="closed loop, true keypose")
@@ -178,13 +193,23 @@ def main() -> None:
         a.bag, topics, cfg.chunk_len, cfg.control_rate_hz, policy.model.config.img_size,
         cache_dir=cache, action_source=cfg.action_source, gripper_source=cfg.gripper_source,
     )  # fmt: skip
-    err, phase = estimator_errors(policy, data)
+    episodes = None
+    if a.validation_episodes:
+        from ver_core.train.trainer import STATE_FILE, TrainConfig, split_episodes
+
+        state = json.loads((Path(a.checkpoint) / STATE_FILE).read_text())
+        val_fraction = state["train_config"].get("val_fraction", TrainConfig.val_fraction)
+        names = split_episodes(len(state["episodes"]), val_fraction)[1]
+        held = {state["episodes"][i] for i in names}
+        episodes = np.array([i for i, n in enumerate(data.episode_names) if n in held])
+    err, phase = estimator_errors(policy, data, episodes=episodes)
     row = {
         "label": a.label or a.checkpoint,
         "checkpoint": a.checkpoint,
-        "bag": a.bag,
-        "episodes": len(data.episode_names),
-        **summarize(err, phase),
+        "bag": a.bag + (" (validation episodes)" if a.validation_episodes else ""),
+        "episodes": len(data.episode_names) if episodes is None else len(episodes),
+        **summarize(err["regression"], phase),
+        **({"grasp_point": summarize(err["grasp_point"], phase)} if "grasp_point" in err else {}),
         "seconds": round(time.perf_counter() - t0, 1),
         **(
             {"true_keypose": true_keypose_success(policy, a.true_keypose_episodes)}

@@ -18,7 +18,7 @@
 # VER_DEMO_BATCH (training batch, default 32), VER_DEMO_EVAL_EPISODES
 # (held-out episodes, default 50), VER_DEMO_HEAD
 # (mlp|diffusion, default mlp), VER_DEMO_RTF (simulator speed during the evaluation as a fraction of
-# real time, default 1.0), VER_DEMO_MAX_STEPS (control steps before an evaluation episode fails,
+# real time, default 0: slowed so that this machine's encoder keeps up), VER_DEMO_MAX_STEPS (control steps before an evaluation episode fails,
 # default 100), VER_DEMO_BUDGET_S (staleness budget of the evaluated graph, default 0.4), VER_DEMO_OUT (output dir, default runs/demo), VER_LIBRARY (library
 # checkpoint, default assets/ver_tiny_sim_library), VER_DEMO_TRAIN_ARGS (extra ver-train-router
 # flags, e.g. "--lr 1e-3"), VER_DEMO_IN_PROCESS=1 (evaluate without ROS).
@@ -34,7 +34,7 @@ head_steps="${VER_DEMO_HEAD_STEPS:-3000}"
 batch="${VER_DEMO_BATCH:-32}"
 eval_episodes="${VER_DEMO_EVAL_EPISODES:-50}"
 head="${VER_DEMO_HEAD:-mlp}"
-rtf="${VER_DEMO_RTF:-1.0}"
+rtf="${VER_DEMO_RTF:-0}"  # 0: slowed so that this machine's encoder keeps up
 max_steps="${VER_DEMO_MAX_STEPS:-100}"
 budget="${VER_DEMO_BUDGET_S:-0.4}"
 out="${VER_DEMO_OUT:-runs/demo}"
@@ -66,7 +66,7 @@ t=$SECONDS
 rm -rf "$out/policy"
 # shellcheck disable=SC2086
 $BIN/ver-train-router --bag "$out/demos" --out "$out/policy" --head "$head" --steps "$steps" \
-  --head-steps "$head_steps" --batch-size "$batch" --keypose \
+  --head-steps "$head_steps" --batch-size "$batch" --keypose --grasp-point \
   --action-topic /scripted_expert/intended_trajectory \
   --image-topic /camera/camera/color/image_raw --image-topic /wrist_camera/camera/color/image_raw \
   "${lib_args[@]}" ${VER_DEMO_TRAIN_ARGS:-}

@@ -16,6 +16,7 @@ age seen here (clock at arrival - observation stamp).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -186,6 +187,46 @@ class _Supervisor:
     def close(self) -> None:
         self.node.destroy_node()
         self.rclpy.try_shutdown()
+
+
+ENCODE_SIM_S = 0.1  # simulated seconds one observation's encoding may take (--rtf auto)
+
+
+def auto_rtf(checkpoint: str | Path, threads: int = 1, calls: int = 5) -> tuple[float, float]:
+    """A real-time factor at which this machine's encoder keeps up with the simulated robot:
+    the encoder node's model (the checkpoint's views, torch, ``threads``) is timed here, and the
+    simulator is slowed so that one observation's encoding takes at most ENCODE_SIM_S simulated
+    seconds (between 0.2 and 1 x real time, in steps of 0.05). A robot's GPU encodes in ~7 ms
+    (bench/results/encoder_gpu.json): at 1 x real time there. Returns (rtf, seconds per
+    observation)."""
+    import torch
+
+    from ver_core.export import RoutedEncoder
+    from ver_core.policy import TaskPolicy
+
+    policy = TaskPolicy.from_pretrained(checkpoint).eval()
+    encoder = RoutedEncoder(policy, static_graph=False)
+    size = policy.model.config.img_size
+    x = torch.rand(policy.config.num_views, 3, size, size)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(threads, 1))
+    try:
+        encoder(x)
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            encoder(x)
+            times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(previous)
+    seconds = float(sorted(times)[len(times) // 2])
+    return rtf_for(seconds), seconds
+
+
+def rtf_for(seconds: float) -> float:
+    """The real-time factor for an encoder taking ``seconds`` per observation (auto_rtf)."""
+    steps = math.floor(round(ENCODE_SIM_S / seconds / 0.05, 6))
+    return round(min(1.0, max(0.2, steps * 0.05)), 2)
 
 
 def evaluate_through_ros(

@@ -14,7 +14,9 @@ from ver_core.policy.grasp_point import (
     MAX_CORRECTION,
     CameraRig,
     grasp_point_labels,
+    grasp_yaw,
     sim_calibration,
+    top_down,
 )
 from ver_core.router import RouterConfig
 from ver_core.sim import HOME_Q
@@ -88,6 +90,27 @@ def test_reach_puts_the_tcp_on_the_target(rig):
     np.testing.assert_array_equal(rig.reach(q0, np.full(3, np.nan)), q0)
     far = rig.reach(q0, start + np.array([0.3, 0.0, 0.0]), max_move=0.05)
     np.testing.assert_allclose(rig.kin.tcp(far), start + [0.05, 0.0, 0.0], atol=1e-3)
+    # position and a top-down rotation at a turned yaw (what a detected grasp asks for)
+    want = top_down(rig.tcp_yaw(q0) + 0.4)
+    q = rig.reach(q0, target, iters=60, rotation=want)
+    assert np.linalg.norm(rig.kin.tcp(q) - target) < 1e-3
+    got = rig.kin.data.site_xmat[rig.kin._site].reshape(3, 3)
+    assert np.degrees(np.arccos(np.clip((np.trace(want.T @ got) - 1) / 2, -1, 1))) < 0.5
+
+
+def test_grasp_yaw_takes_the_equivalent_yaw_nearest_the_hand():
+    for order in (2, 4):
+        for psi in (-1.2, -0.3, 0.0, 0.5, 1.4):
+            vec = np.array([np.cos(order * psi), np.sin(order * psi)])
+            for near in (-2.0, 0.0, 0.7, 3.0):
+                got = grasp_yaw(vec, order, near)
+                step = 2 * np.pi / order
+                assert abs(got - near) <= step / 2 + 1e-9  # the nearest of the equivalents
+                k = (got - psi) / step
+                assert abs(k - round(k)) < 1e-9  # one of psi's equivalents
+    r = top_down(0.3)
+    np.testing.assert_allclose(r[:, 2], [0, 0, -1], atol=1e-12)  # TCP z points down
+    assert np.arctan2(r[1, 0], r[0, 0]) == pytest.approx(0.3)
 
 
 def test_labels_mark_the_patch_and_the_frames_without_a_keypose(rig):
@@ -95,8 +118,10 @@ def test_labels_mark_the_patch_and_the_frames_without_a_keypose(rig):
     keyposes = q.astype(np.float32).copy()
     keyposes[1, 3] += 0.3  # a lower keypose
     valid = np.array([True, True, False])
-    cls, offset, points = grasp_point_labels(rig, keyposes, valid, q, grid=14)
-    assert cls.shape == (3, 2) and offset.shape == (3, 2, 2)
+    cls, offset, yaw, points = grasp_point_labels(rig, keyposes, valid, q, grid=14)
+    assert cls.shape == (3, 2) and offset.shape == (3, 2, 2) and yaw.shape == (3, 2)
+    psi = rig.tcp_yaw(keyposes[0].astype(np.float64))
+    np.testing.assert_allclose(yaw[0], [np.cos(4 * psi), np.sin(4 * psi)], atol=1e-6)
     assert np.all(cls[2] == -1) and np.isnan(points[2]).all()
     uv = rig.project(points[0], q[0])
     assert cls[0, 0] == int(uv[0, 1] * 14) * 14 + int(uv[0, 0] * 14)
@@ -160,7 +185,7 @@ def test_grasp_point_policy_trains_saves_reloads_and_corrects_the_keypose(tmp_pa
         for head in policy.grasp_heads:
             torch.nn.init.constant_(head.absent.bias, absent_logit)
             torch.nn.init.zeros_(head.absent.weight)
-        points, view = policy.grasp_point(tokens, state)
+        points, yaws, view = policy.grasp_point(tokens, state)
         corrected = policy.corrected_keypose(tokens, state).numpy()
         assert np.all((view >= 0) == seen)
         for b in range(2):  # where a point is detected the keypose's TCP is moved onto it
@@ -171,6 +196,8 @@ def test_grasp_point_policy_trains_saves_reloads_and_corrects_the_keypose(tmp_pa
                 want = np.linalg.norm(points[b] - before)
                 assert np.linalg.norm(after - before) <= MAX_CORRECTION + 2e-3
                 assert np.linalg.norm(points[b] - after) < want  # moved toward the point
+                near = policy.rig.tcp_yaw(state[b, :7].double().numpy())
+                assert abs(yaws[b] - near) <= np.pi / 4 + 1e-9  # the face nearest the hand
             else:
                 np.testing.assert_allclose(corrected[b], regressed[b], atol=1e-6)
     with pytest.raises(ValueError, match="grasp-point labels"):

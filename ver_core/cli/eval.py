@@ -51,7 +51,8 @@ class EvalCommand:
     out: Path | None = None  # output directory (None: runs/eval/<time>)
     # policy, or a reference: the scripted expert, holding still, a random walk
     controller: Literal["policy", "expert", "hold", "random"] = "policy"
-    # --through-ros: simulator speed as a fraction of real time (lower it on a busy machine)
+    # --through-ros: simulator speed as a fraction of real time (lower it on a slow or busy
+    # machine); 0: auto, slowed so that the encoder keeps up (ver_ros.eval_graph.auto_rtf)
     rtf: float = 1.0
     # torch threads of the policy (1: the simulator renders on the other core; 0: torch default)
     threads: int = 1
@@ -98,7 +99,16 @@ def main(argv: list[str] | None = None) -> int:
             print("ver-eval: --through-ros evaluates a --checkpoint policy only", file=sys.stderr)
             return 2
         options.save(dataclasses.replace(args, out=out), out, PROG)
-        from ver_ros.eval_graph import evaluate_through_ros
+        from ver_ros.eval_graph import auto_rtf, evaluate_through_ros
+
+        rtf = args.rtf
+        if rtf == 0:
+            rtf, seconds = auto_rtf(args.checkpoint, args.threads)
+            print(
+                f"ver-eval: the encoder takes {seconds:.3f} s per observation here: simulator at "
+                f"{rtf:g} x real time (--rtf 0: auto)",
+                flush=True,
+            )
 
         task = json.loads((args.checkpoint / "config.json").read_text()).get("task", {})
         report = evaluate_through_ros(
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             out,
             control_hz=float(task.get("control_rate_hz", 10.0)),
             progress=progress,
-            rtf=args.rtf,
+            rtf=rtf,
             threads=args.threads,
         )
     else:

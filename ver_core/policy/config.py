@@ -76,6 +76,7 @@ class TaskConfig:
     # simulator's cameras); grasp_height: z (m) of the plane the grasps lie on (set in training).
     grasp_point: bool = False
     grasp_point_weight: float = 1.0
+    grasp_yaw_order: int = 4  # the grasp looks alike every 360/n degrees about the vertical
     camera_calibration: dict[str, Any] = field(default_factory=dict)
     grasp_height: float | None = None
 
@@ -120,6 +121,8 @@ class TaskConfig:
             raise ValueError("grasp_point corrects a keypose policy's estimate: it needs keypose")
         if self.grasp_point_weight < 0:
             raise ValueError("grasp_point_weight must be >= 0")
+        if self.grasp_yaw_order < 1:
+            raise ValueError("grasp_yaw_order must be >= 1")
         for name in ("neck_dim", "hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -6,8 +6,10 @@ docs/RESULTS.md). A detector has the geometry built in instead: per camera view 
 head over the routed patch grid says which patch holds the *grasp point* (the TCP at the
 demonstration's close event), or "not in this view", and where inside the patch it lies. The
 detected pixel's ray meets the horizontal plane the training grasps lie on (``grasp_height``);
-a few damped-least-squares steps then move the regressed keypose so that its TCP sits on that
-point (its orientation stays the regression's). bench/grasp_point_detector.py measured the
+the same head reads the grasp's yaw about the vertical at that patch (as cos n psi, sin n psi:
+an n-fold symmetric grasp looks alike every 2 pi / n), and a few damped-least-squares steps move
+the regressed keypose so that its TCP sits on that point, pointing down at that yaw (a top-down
+grasp, as every demonstration of the pick task is). bench/grasp_point_detector.py measured the
 idea: 0.25 cm near the grasp vs 1.01 cm for the regression (100 scenes).
 
 Labels need what a calibrated rig has, no object pose: the demos' commanded joints (the
@@ -42,7 +44,9 @@ __all__ = [
     "GraspPointHead",
     "grasp_point_labels",
     "grasp_point_loss",
+    "grasp_yaw",
     "sim_calibration",
+    "top_down",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,8 +54,12 @@ log = logging.getLogger(__name__)
 # The simulator's camera (ver_core.sim.scene) behind each camera name of the task's topics.
 SIM_CAMERAS = {"camera": "realsense", "wrist_camera": "wrist_realsense"}
 OPTICAL_FROM_MUJOCO = np.diag([1.0, -1.0, -1.0])  # MuJoCo cameras look along -z, image y up
-MAX_CORRECTION = 0.1  # m: the keypose's TCP moves at most this far toward a detected point
-OFFSET_WEIGHT = 4.0  # weight of the in-patch offset (L1, patch units) beside the patch CE
+MAX_CORRECTION = 0.25  # m: the keypose's TCP moves at most this far toward a detected point
+OFFSET_WEIGHT = 4.0
+YAW_WEIGHT = 1.0  # weight of the grasp yaw's (cos n psi, sin n psi) L1 at the labelled patch
+TOP_DOWN = np.diag(
+    [1.0, -1.0, -1.0]
+)  # TCP z pointing down (Rx(pi)); a yaw turns it about z  # weight of the in-patch offset (L1, patch units) beside the patch CE
 
 
 def sim_calibration(cameras: list[str], model: mujoco.MjModel | None = None) -> dict[str, Any]:
@@ -157,12 +165,24 @@ class CameraRig:
             return np.full(3, np.nan)
         return pos + (height - pos[2]) / ray[2] * ray
 
+    def tcp_yaw(self, q: np.ndarray) -> float:
+        """The TCP's yaw (rad) about the world's vertical at joints q (its x axis' heading)."""
+        self.kin.tcp(np.asarray(q, np.float64))
+        r = self.kin.data.site_xmat[self.kin._site].reshape(3, 3)
+        return float(np.arctan2(r[1, 0], r[0, 0]))
+
     def reach(
-        self, q0: np.ndarray, target: np.ndarray, iters: int = 30, max_move: float = np.inf
+        self,
+        q0: np.ndarray,
+        target: np.ndarray,
+        iters: int = 30,
+        max_move: float = np.inf,
+        rotation: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Joints near ``q0`` whose TCP is at ``target`` (position only; damped least squares,
-        steps of at most 0.1 rad, inside the arm's limits), or ``max_move`` m from q0's TCP
-        toward it where it is farther; q0 where target is not finite."""
+        """Joints near ``q0`` whose TCP is at ``target`` (and, given, has world ``rotation``
+        (3, 3)) by damped least squares (steps of at most 0.1 rad, inside the arm's limits), or
+        ``max_move`` m from q0's TCP toward the target where it is farther; q0 where the target
+        is not finite."""
         kin = self.kin
         q = np.asarray(q0, np.float64).copy()
         if not np.all(np.isfinite(target)):
@@ -174,15 +194,23 @@ class CameraRig:
         model, data = kin.model, kin.data
         lo = model.jnt_range[:7, 0] + kin._offset
         hi = model.jnt_range[:7, 1] + kin._offset
-        jac = np.zeros((3, model.nv))
+        jp, jr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
         for _ in range(iters):
             err = target - kin.tcp(q)
+            if rotation is not None:
+                current = data.site_xmat[kin._site].reshape(3, 3)
+                quat = np.zeros(4)
+                mujoco.mju_mat2Quat(quat, (rotation @ current.T).ravel())
+                turn = np.zeros(3)
+                mujoco.mju_quat2Vel(turn, quat, 1.0)  # axis * angle, world frame
+                err = np.concatenate([err, turn])
             if np.linalg.norm(err) < 1e-4:
                 break
             mujoco.mj_comPos(model, data)  # the Jacobian reads cdof / subtree_com
-            mujoco.mj_jacSite(model, data, jac, None, kin._site)
-            j = jac[:, kin._qadr]  # arm joints (qadr == dofadr for hinges)
-            dq = j.T @ np.linalg.solve(j @ j.T + 1e-4 * np.eye(3), err)
+            mujoco.mj_jacSite(model, data, jp, jr, kin._site)
+            j = jp if rotation is None else np.vstack([jp, jr])
+            j = j[:, kin._qadr]  # arm joints (qadr == dofadr for hinges)
+            dq = j.T @ np.linalg.solve(j @ j.T + 1e-4 * np.eye(len(j)), err)
             q = np.clip(q + np.clip(dq, -0.1, 0.1), lo, hi)
         return q
 
@@ -193,21 +221,27 @@ def grasp_point_labels(
     valid: np.ndarray,
     joints: np.ndarray,
     grid: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    yaw_order: int = 4,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per frame and view: the patch holding the grasp point (``grid**2`` = not in view; -1 = no
-    label, the frame has no keypose), its offset inside the patch (N, V, 2) in [0, 1), and the
-    grasp points (N, 3) (NaN without a keypose). keyposes (N, 7), valid (N,), joints (N, 7): the
-    measured arm joints at each frame (they place a camera on the hand)."""
+    label, the frame has no keypose), its offset inside the patch (N, V, 2) in [0, 1); per frame
+    the grasp's yaw as (cos n psi, sin n psi) (N, 2) (n = ``yaw_order``: grasps n-fold symmetric
+    about the vertical look alike), and the grasp points (N, 3) (NaN without a keypose).
+    keyposes (N, 7), valid (N,), joints (N, 7): the measured arm joints at each frame (they
+    place a camera on the hand)."""
     n, v = len(keyposes), len(rig.views)
     cls = np.full((n, v), -1, np.int64)
     offset = np.zeros((n, v, 2), np.float32)
+    yaw = np.zeros((n, 2), np.float32)
     points = np.full((n, 3), np.nan)
-    tcp_of: dict[bytes, np.ndarray] = {}
+    pose_of: dict[bytes, tuple[np.ndarray, float]] = {}
     for i in np.flatnonzero(valid):
         key = keyposes[i].tobytes()
-        if key not in tcp_of:
-            tcp_of[key] = rig.kin.tcp(keyposes[i].astype(np.float64))
-        points[i] = tcp_of[key]
+        if key not in pose_of:
+            q = keyposes[i].astype(np.float64)
+            pose_of[key] = (rig.kin.tcp(q), rig.tcp_yaw(q))
+        points[i], psi = pose_of[key]
+        yaw[i] = (np.cos(yaw_order * psi), np.sin(yaw_order * psi))
         uv = rig.project(points[i], joints[i])
         for k in range(v):
             if np.isnan(uv[k, 0]):
@@ -216,12 +250,13 @@ def grasp_point_labels(
             cell = np.minimum((uv[k] * grid).astype(np.int64), grid - 1)
             cls[i, k] = cell[1] * grid + cell[0]
             offset[i, k] = uv[k] * grid - cell
-    return cls, offset, points
+    return cls, offset, yaw, points
 
 
 class GraspPointHead(nn.Module):
     """Routed tokens (B, 1+P, D) of one view -> logits (B, P + 1) over the P patches and "not in
-    view", and the point's offset inside each patch (B, P, 2) in [0, 1]."""
+    view", the point's offset inside each patch (B, P, 2) in [0, 1], and the grasp's yaw as
+    (cos n psi, sin n psi) at each patch (B, P, 2)."""
 
     def __init__(self, dim: int, grid: int, channels: int = 64) -> None:
         super().__init__()
@@ -234,50 +269,72 @@ class GraspPointHead(nn.Module):
             nn.GELU(),
             nn.Conv2d(channels, channels, 3, padding=1),
             nn.GELU(),
-            nn.Conv2d(channels, 3, 1),
+            nn.Conv2d(channels, 5, 1),
         )
         self.absent = nn.Linear(dim, 1)
 
-    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = self.norm(tokens)
         b, g = x.shape[0], self.grid
-        maps = self.net(x[:, 1:].transpose(1, 2).reshape(b, -1, g, g)).flatten(2)  # (B, 3, P)
+        maps = self.net(x[:, 1:].transpose(1, 2).reshape(b, -1, g, g)).flatten(2)  # (B, 5, P)
         logits = torch.cat([maps[:, 0], self.absent(x[:, 0])], dim=1)
-        return logits, maps[:, 1:].transpose(1, 2).sigmoid()
+        return logits, maps[:, 1:3].transpose(1, 2).sigmoid(), maps[:, 3:].transpose(1, 2)
 
 
-def grasp_point_loss(heads: nn.ModuleList, tokens: Tensor, cls: Tensor, offset: Tensor) -> Tensor:
-    """Sum over views of the patch cross-entropy + OFFSET_WEIGHT x in-patch offset L1, over the
-    frames that have a label. tokens (B, V, 1+P, D), cls (B, V), offset (B, V, 2)."""
+def grasp_point_loss(
+    heads: nn.ModuleList, tokens: Tensor, cls: Tensor, offset: Tensor, yaw: Tensor
+) -> Tensor:
+    """Sum over views of the patch cross-entropy + OFFSET_WEIGHT x in-patch offset L1 +
+    YAW_WEIGHT x yaw L1 at the labelled patch, over the frames that have a label. tokens
+    (B, V, 1+P, D), cls (B, V), offset (B, V, 2), yaw (B, 2)."""
     total = tokens.new_zeros(())
     for v, head in enumerate(heads):
         labelled = cls[:, v] >= 0
         if not labelled.any():
             continue
-        logits, offs = head(tokens[labelled, v])
+        logits, offs, yaws = head(tokens[labelled, v])
         target = cls[labelled, v]
         total = total + F.cross_entropy(logits, target)
         inside = target < logits.shape[1] - 1
         if inside.any():
             got = offs[inside, target[inside]]
             total = total + OFFSET_WEIGHT * (got - offset[labelled, v][inside]).abs().mean()
+            got = yaws[inside, target[inside]]
+            total = total + YAW_WEIGHT * (got - yaw[labelled][inside]).abs().mean()
     return total
 
 
 @torch.no_grad()
-def detect(heads: nn.ModuleList, tokens: Tensor) -> tuple[np.ndarray, np.ndarray]:
+def detect(heads: nn.ModuleList, tokens: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Routed tokens (B, V, 1+P, D) -> per frame and view the detected point's image coordinates
-    (B, V, 2) in [0, 1] and the probability that it is in view (B, V)."""
+    (B, V, 2) in [0, 1], the probability that it is in view (B, V), and the grasp's
+    (cos n psi, sin n psi) there (B, V, 2)."""
     b, nv = tokens.shape[:2]
     uv = np.zeros((b, nv, 2))
     p_seen = np.zeros((b, nv))
+    yaw = np.zeros((b, nv, 2))
     for v, head in enumerate(heads):
-        logits, offs = head(tokens[:, v].float())
+        logits, offs, yaws = head(tokens[:, v].float())
         g = head.grid
         p_seen[:, v] = (1 - logits.softmax(1)[:, -1]).numpy()
         best = logits[:, :-1].argmax(1)
         o = offs[torch.arange(b), best].numpy()
+        yaw[:, v] = yaws[torch.arange(b), best].numpy()
         best = best.numpy()
         uv[:, v, 0] = (best % g + o[:, 0]) / g
         uv[:, v, 1] = (best // g + o[:, 1]) / g
-    return uv, p_seen
+    return uv, p_seen, yaw
+
+
+def grasp_yaw(yaw_vec: np.ndarray, order: int, near: float) -> float:
+    """The yaw (rad) whose (cos n psi, sin n psi) is ``yaw_vec``, of the n equivalent ones the
+    one nearest ``near`` (as the demonstrations choose the face nearest the hand's yaw)."""
+    base = float(np.arctan2(yaw_vec[1], yaw_vec[0])) / order
+    step = 2 * np.pi / order
+    return base + step * round((near - base) / step)
+
+
+def top_down(yaw: float) -> np.ndarray:
+    """The TCP rotation of a top-down grasp at ``yaw``: Rz(yaw) Rx(pi)."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ TOP_DOWN

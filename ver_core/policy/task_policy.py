@@ -37,6 +37,8 @@ from ver_core.policy.grasp_point import (
     GraspPointHead,
     detect,
     grasp_point_loss,
+    grasp_yaw,
+    top_down,
 )
 from ver_core.policy.heads import _mlp, build_head
 from ver_core.policy.neck import build_neck
@@ -317,18 +319,22 @@ class TaskPolicy(ActionNormalization, nn.Module):
         return self._rig
 
     @torch.no_grad()
-    def grasp_point(self, tokens: Tensor, state: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def grasp_point(
+        self, tokens: Tensor, state: Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> the detected grasp point (B, 3) in
-        the world (m; NaN where no view sees it) and the view it came from (B,) (-1: none).
+        the world (m; NaN where no view sees it), the grasp's yaw (B,) (rad, of its equivalent
+        yaws the one nearest the hand's current yaw) and the view it came from (B,) (-1: none).
         A camera on the arm wins where it sees the point (it sees it closest), else the fixed
         camera most sure to see it."""
         if not self.config.grasp_point or self.config.grasp_height is None:
             raise ValueError("this policy has no trained grasp-point detector")
         tokens = as_views(tokens)
-        uv, p_seen = detect(self.grasp_heads, tokens)
+        uv, p_seen, yaw_vec = detect(self.grasp_heads, tokens)
         q = state[:, : len(self.config.joint_names)].double().cpu().numpy()
         on_arm = np.array([body != 0 for body, *_ in self.rig.views])
         points = np.full((len(q), 3), np.nan)
+        yaws = np.full(len(q), np.nan)
         view = np.full(len(q), -1)
         for b in range(len(q)):
             seen = p_seen[b] > 0.5
@@ -337,19 +343,25 @@ class TaskPolicy(ActionNormalization, nn.Module):
             pick = np.flatnonzero(seen & on_arm)
             v = int(pick[0]) if len(pick) else int(np.argmax(np.where(seen, p_seen[b], -1)))
             points[b] = self.rig.ray_to_plane(v, uv[b, v], q[b], self.config.grasp_height)
-            view[b] = v if np.all(np.isfinite(points[b])) else -1
-        return points, view
+            if np.all(np.isfinite(points[b])):
+                view[b] = v
+                order = self.config.grasp_yaw_order
+                yaws[b] = grasp_yaw(yaw_vec[b, v], order, self.rig.tcp_yaw(q[b]))
+        return points, yaws, view
 
     @torch.no_grad()
     def corrected_keypose(self, tokens: Tensor, state: Tensor) -> Tensor:
-        """The regressed keypose (B, 7) rad, moved (damped least squares, position only) so its
-        TCP sits on the detected grasp point where one is detected (at most MAX_CORRECTION m:
-        a wild detection cannot send the arm far from where the regression points)."""
+        """The regressed keypose (B, 7) rad, moved (damped least squares) so that its TCP sits
+        on the detected grasp point, pointing down at the detected yaw, where a point is
+        detected (at most MAX_CORRECTION m: a wild detection cannot send the arm far from where
+        the regression points)."""
         keypose = self.estimate_keypose(tokens, state)
-        points, _ = self.grasp_point(tokens, state)
+        points, yaws, view = self.grasp_point(tokens, state)
         out = keypose.double().cpu().numpy()
         for b in range(len(out)):
-            out[b] = self.rig.reach(out[b], points[b], max_move=MAX_CORRECTION)
+            if view[b] >= 0:
+                rotation = top_down(yaws[b])
+                out[b] = self.rig.reach(out[b], points[b], 60, MAX_CORRECTION, rotation)
         return torch.from_numpy(out).to(keypose)
 
     def loss(
@@ -359,7 +371,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         actions: Tensor,
         step: int | None = None,
         keypose: Tensor | None = None,
-        grasp: tuple[Tensor, Tensor] | None = None,
+        grasp: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Training loss: BVT tokens (B, V, N, D), raw state (B, S), raw action chunks (B, H, A)
         (+ demonstrated keyposes (B, 7) for a keypose policy, + grasp-point labels)."""
@@ -372,20 +384,20 @@ class TaskPolicy(ActionNormalization, nn.Module):
         state: Tensor,
         actions: Tensor,
         keypose: Tensor | None = None,
-        grasp: tuple[Tensor, Tensor] | None = None,
+        grasp: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Necks + head loss from routed tokens (B, V, 1+P, D) (the router fixed or bypassed).
 
         A keypose policy's head acts on the demonstrated keypose plus noise (``keypose_noise``
         rad), and its estimator learns the keypose (L1, ``keypose_weight``). With grasp-point
-        detection, ``grasp`` = (patch class (B, V), in-patch offset (B, V, 2)) labels
+        detection, ``grasp`` = (patch class (B, V), in-patch offset (B, V, 2), yaw (B, 2)) labels
         (ver_core.policy.grasp_point.grasp_point_labels), weighted ``grasp_point_weight``."""
         extra = tokens.new_zeros(())
         if self.config.grasp_point:
             if grasp is None:
                 raise ValueError("a grasp-point policy trains with grasp-point labels")
             extra = self.config.grasp_point_weight * grasp_point_loss(
-                self.grasp_heads, as_views(tokens).float(), grasp[0], grasp[1]
+                self.grasp_heads, as_views(tokens).float(), *grasp
             )
         return extra + self._action_loss(tokens, state, actions, keypose)
 

@@ -153,7 +153,7 @@ class RouterTrainer:
             )
         )
         self.keyposes: np.ndarray | None = None  # (N, 7) demonstrated keyposes (keypose policy)
-        self.grasp: tuple[np.ndarray, np.ndarray] | None = None  # grasp-point labels per view
+        self.grasp: tuple[np.ndarray, ...] | None = None  # grasp-point labels (class, offset, yaw)
         if cfg.keypose:
             keyposes, valid = keypose_labels(data.actions, data.episode, cfg.gripper_max_width)
             if not valid[self.train_idx].any():
@@ -170,8 +170,8 @@ class RouterTrainer:
 
     def _grasp_labels(
         self, keyposes: np.ndarray, valid: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Grasp-point labels (patch class (N, V), offset (N, V, 2)) from the keyposes, the
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grasp-point labels (patch class (N, V), offset (N, V, 2), yaw (N, 2)) from the keyposes, the
         measured joints and the cameras' calibration (the simulator's where none is given); sets
         the policy's ``grasp_height`` (unless given) to the training grasps' median height."""
         cfg, model = self.policy.config, self.policy.model.config
@@ -179,8 +179,13 @@ class RouterTrainer:
             cfg.camera_calibration = sim_calibration(cfg.cameras)
             log.info("grasp point: no camera_calibration given, using the simulator's cameras")
         n_joints = len(cfg.joint_names)
-        cls, offset, points = grasp_point_labels(
-            self.policy.rig, keyposes, valid, self.data.states[:, :n_joints], model.grid_size
+        cls, offset, yaw, points = grasp_point_labels(
+            self.policy.rig,
+            keyposes,
+            valid,
+            self.data.states[:, :n_joints],
+            model.grid_size,
+            cfg.grasp_yaw_order,
         )
         labelled = self.train_idx[valid[self.train_idx]]
         if cfg.grasp_height is None:  # the plane detections are intersected with
@@ -191,7 +196,7 @@ class RouterTrainer:
             cfg.grasp_height,
             ", ".join(f"{c} {m:.0%}" for c, m in zip(cfg.cameras, seen.mean(0), strict=True)),
         )
-        return cls, offset
+        return cls, offset, yaw
 
     def _token_bank(self, cache_dir: str | Path | None) -> np.ndarray:
         aug, data = self.cfg.augment, self.data
@@ -294,7 +299,7 @@ class RouterTrainer:
         keypose = None if self.keyposes is None else torch.from_numpy(self.keyposes[idx])
         grasp = None
         if self.grasp is not None:
-            grasp = (torch.from_numpy(self.grasp[0][idx]), torch.from_numpy(self.grasp[1][idx]))
+            grasp = tuple(torch.from_numpy(labels[idx]) for labels in self.grasp)
         if not self.head_phase:
             bvt = torch.from_numpy(self.bank[rows].astype(np.float32))
             return self.policy.loss(bvt, state, actions, step=step, keypose=keypose, grasp=grasp)
