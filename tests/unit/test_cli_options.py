@@ -42,7 +42,7 @@ def flags(cls) -> set[str]:
         kind = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(kind):
             out |= flags(type(kind))
-        elif f.name != "model_overrides":  # a dict of JSON values: --model-override KEY=JSON
+        elif f.name not in options.FREE_FORM:  # dicts: --model-override KEY=JSON, or --config
             out.add("--" + f.name.replace("_", "-"))
     return out
 
@@ -197,3 +197,22 @@ def test_eval_writes_its_options_beside_the_results(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text())["episodes"] == 1
     again, _ = parse(eval_cli.EvalCommand, ["--config", str(out / "ver-eval.yaml")])
     assert again.eval == EvalConfig(episodes=1, max_steps=2, width=64, height=64, media=False)
+
+
+def test_camera_calibration_comes_from_a_config_file(tmp_path):
+    """A real rig's calibration (grasp-point detection) is a mapping per camera: given in
+    --config, it reaches TaskConfig whole, and the flags still override other options."""
+    calibration = {
+        "camera": {
+            "mount": "world",
+            "pos": [1.6, 0.0, 1.0],
+            "rot": [0, 0.4845, -0.8748, 1, 0, 0, 0, -0.8748, -0.4845],
+            "intrinsics": [1.28, 1.28, 0.5, 0.5],
+        }
+    }
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump({"task": {"camera_calibration": calibration}}))
+    argv = ["--config", str(path), "--bag", "b", "--out", "o", "--keypose", "--grasp-point"]
+    cmd, _ = parse(train_cli.TrainRouterCommand, argv, train_cli.ALIASES)
+    assert cmd.task.camera_calibration == calibration
+    assert cmd.task.keypose and cmd.task.grasp_point

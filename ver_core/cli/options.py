@@ -130,10 +130,13 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+FREE_FORM = ("model_overrides", "camera_calibration")  # dict options: values, not nested options
+
+
 def _leaves(data: dict) -> set[str]:
     out = set()
     for k, v in data.items():
-        out |= _leaves(v) if isinstance(v, dict) and k != "model_overrides" else {k}
+        out |= _leaves(v) if isinstance(v, dict) and k not in FREE_FORM else {k}
     return out
 
 
