@@ -152,6 +152,10 @@ def test_bad_frames_do_not_kill_the_encoder(ros_env, checkpoint):
     try:
         io.wait_for(lambda: len(io.features) >= 3, 120.0, "features from good frames")
         io.camera_on = False
+        # the encoder idle first: its camera queue keeps one frame, so a bad frame arriving while
+        # it encodes a good one is replaced by the next bad one unseen (a slow CPU saw the 0x0
+        # frame never reach the callback)
+        io.wait_for(lambda: io.sent[-1] in io.features, 60.0, "the last good frame encoded")
         io.extra = bad_frames()
         io.wait_for(lambda: not io.extra, 10.0, "the bad frames sent")
         after_bad = io.node.get_clock().now().nanoseconds
