@@ -9,8 +9,9 @@
 #
 # The recipe: both cameras (scene + wrist), demonstrations with DART noise (the expert's commands
 # perturbed by a smooth offset while the recorded action stays the expert's intention, so the
-# demos show recoveries), a keypose policy (vision estimates the arm pose of the grasp; the head
-# acts on it and the joints), the gripper width snapped open/closed in the controller.
+# demos show recoveries), a keypose policy (vision estimates the arm pose of the grasp, corrected
+# onto the grasp point the cameras detect and track; the head acts on it and the joints, its arm
+# targets relative to it), the gripper width snapped open/closed in the controller.
 #
 # Knobs (environment): VER_DEMO_EPISODES (demos, default 100: the keypose estimator generalizes with scenes, docs/RESULTS.md session 6), VER_DEMO_NOISE (DART noise std in rad,
 # default 0.03), VER_DEMO_STEPS (joint router + head training steps, default 100),
@@ -66,7 +67,7 @@ t=$SECONDS
 rm -rf "$out/policy"
 # shellcheck disable=SC2086
 $BIN/ver-train-router --bag "$out/demos" --out "$out/policy" --head "$head" --steps "$steps" \
-  --head-steps "$head_steps" --batch-size "$batch" --keypose --grasp-point \
+  --head-steps "$head_steps" --batch-size "$batch" --keypose --grasp-point --action-mode keypose \
   --action-topic /scripted_expert/intended_trajectory \
   --image-topic /camera/camera/color/image_raw --image-topic /wrist_camera/camera/color/image_raw \
   "${lib_args[@]}" ${VER_DEMO_TRAIN_ARGS:-}

@@ -26,7 +26,7 @@ import numpy as np
 from builtin_interfaces.msg import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ver_core.deploy import (
@@ -109,6 +109,9 @@ class PolicyParams:
     joint_states_topic: str = param("/joint_states", "measured joint states")
     chunk_topic: str = param("/ver/action_chunk", "published action chunks")
     status_topic: str = param("/ver/policy_status", "latched ok / 'hold: reason' (on change)")
+    estop_topic: str = param(
+        "/ver/e_stop", "latched std_msgs/Bool; on every change the policy forgets its episode"
+    )
     joint_names: list[str] = param([], "7 arm joints; empty = the checkpoint's joint_names")
     finger_joints: list[str] = param(
         [], "finger joints summed into the gripper width; empty = checkpoint's"
@@ -197,6 +200,8 @@ class PolicyNode(Node):
         self.status_pub = self.create_publisher(String, p.status_topic, LATCHED_QOS)
         self._status: str | None = None
         self.create_subscription(JointState, p.joint_states_topic, self._on_joint_state, SENSOR_QOS)
+        self._estop: bool | None = None
+        self.create_subscription(Bool, p.estop_topic, self._on_estop, LATCHED_QOS)
         self.encoder = None
         if p.host_encoder:
             topics = p.image_topics or list(cfg.image_topics)
@@ -234,9 +239,20 @@ class PolicyNode(Node):
             if status != "ok":
                 self.get_logger().warning(f"policy holds: {status}")
 
+    def _on_estop(self, msg: Bool) -> None:
+        """An e-stop engaged or released ends an episode: the scene may have changed (a reset,
+        a person moving the object), so the chunk history and the tracked grasp point go."""
+        if msg.data or (self._estop is not None and not msg.data and self._estop):
+            self.stage.predictor.reset()
+            self.get_logger().info(
+                f"e-stop {'on' if msg.data else 'off'}: chunk history and grasp point forgotten"
+            )
+        self._estop = bool(msg.data)
+
     def _on_joint_state(self, msg: JointState) -> None:
         try:
-            self.stage.on_joint_state(msg.name, msg.position, self._now())
+            stamp = stamp_to_ns(msg.header.stamp) * 1e-9  # 0: unstamped, taken as received
+            self.stage.on_joint_state(msg.name, msg.position, self._now(), stamp)
         except JointStateError as e:
             self.log.warn("joint_state", f"dropping joint state: {e}")
 

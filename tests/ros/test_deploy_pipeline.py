@@ -22,15 +22,24 @@ from harness import (
     start_process,
     stop_processes,
 )
+from rcl_interfaces.msg import Log
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from ver_core.safety import FR3_LIMITS
 from ver_ros.conversions import compressed_image_to_msg, image_to_msg, msg_to_rgb, stamp_to_ns
 from ver_ros.encoder_node import msg_to_features
-from ver_ros.qos import COMMAND_QOS, SENSOR_QOS
+from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 pytestmark = pytest.mark.ros
+
+ROSOUT_QOS = QoSProfile(
+    depth=100,
+    reliability=QoSReliabilityPolicy.RELIABLE,
+    durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,
+)
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +181,27 @@ def test_image_to_command_then_dead_perception_holds(ros_env, checkpoint, host_e
         time.sleep(0.5)
         held = io.cmds_since(t_hold)
         assert len(held) > 10 and np.ptp(held, axis=0).max() == 0.0
+        if not host_encoder:
+            # an e-stop engaged and released ends the policy's episode (chunk history, tracked
+            # grasp point): the policy node hears the latched topic the gate hears
+            logs: list[str] = []
+            io.node.create_subscription(
+                Log,
+                "/rosout",
+                lambda m: logs.append(m.msg) if m.name == "policy_node" else None,
+                ROSOUT_QOS,
+            )
+            estop = io.node.create_publisher(Bool, "/ver/e_stop", LATCHED_QOS)
+            n = len(io.status)
+            estop.publish(Bool(data=True))
+            io.wait_for(lambda: "e_stop" in " ".join(io.status[n:]), 30.0, "the gate's e-stop")
+            estop.publish(Bool(data=False))
+            io.wait_for(
+                lambda: sum("grasp point forgotten" in x for x in logs) >= 2,
+                30.0,
+                "the policy forgetting its episode at the e-stop and at its release",
+            )
+            assert "e-stop on" in " ".join(logs) and "e-stop off" in " ".join(logs)
     finally:
         io.close()
         outs = _stop(procs)

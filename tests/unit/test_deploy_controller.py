@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ver_core.deploy import SmoothingConfig, StalenessBudget
 from ver_core.deploy.controller import Controller, EncoderStage, PolicyStage, build_controller
@@ -193,3 +195,46 @@ def test_open_loop_evaluation_renders_every_camera_of_the_policy(two_camera_poli
     ep = run_episode(env, controller, seed=1, max_steps=2, capture_frames=True)
     assert ep.frames[0].shape == (48, 128, 3)  # scene | wrist
     env.close()
+
+
+# ---------------------------------------------------------------- the arm's pose at a frame's time
+@settings(max_examples=100, deadline=None)
+@given(
+    gaps=st.lists(st.floats(0.001, 0.05), min_size=1, max_size=30),
+    ask=st.floats(0.8, 2.8),
+)
+def test_state_at_is_the_measured_motion_at_the_frames_time(two_camera_policy, gaps, ask):
+    """Invariant: for joint states stamped in time order, the state at time t is the linear
+    interpolation of the two measurements around t (the first / last beyond them): with the arm
+    moving at a constant rate it is exactly that motion at t, clamped to the measured span."""
+    _, pol, _ = _stages(two_camera_policy)
+    assert pol.state_at(1.0) is None
+    rate = np.linspace(0.1, 0.7, 7)
+    times = 1.0 + np.cumsum([0.0, *gaps])  # (a stamp of 0 means unstamped: taken as received)
+    for t in times:
+        pol.on_joint_state([*JOINTS, *FINGERS], [*(HOME + rate * t), 0.02, 0.02], t + 0.3, t)
+    got = pol.state_at(ask)
+    t = float(np.clip(ask, times[0], times[-1]))
+    np.testing.assert_allclose(got[:7], HOME + rate * t, atol=1e-9)
+    assert got[7] == pytest.approx(0.04)
+    pol.reset()
+    assert pol.state_at(ask) is None
+
+
+def test_policy_stage_gives_the_policy_the_joints_of_the_frames_time(two_camera_policy):
+    _, pol, _ = _stages(two_camera_policy)
+    seen = {}
+
+    def predictor(tokens, state, stamp, now=None, image_state=None):
+        seen.update(state=state, image_state=image_state)
+        return "chunk"
+
+    pol.predictor = predictor
+    for t in (9.9, 10.0, 10.1, 10.2):  # the arm moves; the policy acts at 10.2 on a 10.0 frame
+        q = HOME + (t - 10.0)
+        pol.on_joint_state([*JOINTS, *FINGERS], [*q, 0.02, 0.02], t, t)
+    tokens = np.zeros((17, 192), np.float32)
+    pol.on_features("camera", tokens, 10.05, 10.2)
+    assert pol.on_features("wrist_camera", tokens, 10.05, 10.2) == "chunk"
+    np.testing.assert_allclose(seen["state"][:7], HOME + 0.2, atol=1e-6)  # acts on the newest
+    np.testing.assert_allclose(seen["image_state"][:7], HOME + 0.05, atol=1e-6)  # saw from here

@@ -6,6 +6,8 @@ import mujoco
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from ver_core.data import TopicConfig, load_demos
 from ver_core.data.synthetic import write_synthetic_episode
@@ -13,8 +15,11 @@ from ver_core.policy import TaskConfig, TaskPolicy
 from ver_core.policy.grasp_point import (
     MAX_CORRECTION,
     CameraRig,
+    GraspPointTracker,
+    Sighting,
     grasp_point_labels,
     grasp_yaw,
+    sightings,
     sim_calibration,
     top_down,
 )
@@ -202,3 +207,117 @@ def test_grasp_point_policy_trains_saves_reloads_and_corrects_the_keypose(tmp_pa
                 np.testing.assert_allclose(corrected[b], regressed[b], atol=1e-6)
     with pytest.raises(ValueError, match="grasp-point labels"):
         policy.loss_from_tokens(tokens, state, torch.zeros(2, 4, 8), torch.zeros(2, 7))
+    # with a tracker (the deployed controller's): one robot, the estimate kept across frames
+    tracker = policy.grasp_tracker()
+    chunk = policy.predict_chunk(tokens[:1], state[:1], tracker=tracker)
+    assert chunk.shape == (1, 4, 8) and tracker.point is None  # sure it sees nothing (above)
+    for head in policy.grasp_heads:
+        torch.nn.init.constant_(head.absent.bias, -30.0)
+    points, _, view = policy.grasp_point(tokens[:1], state[:1], tracker)
+    assert view[0] >= 0 and tracker.point is not None
+    np.testing.assert_allclose(points[0], tracker.point)
+    with pytest.raises(ValueError, match="batch 1"):
+        policy.predict_chunk(tokens, state, tracker=tracker)
+
+
+# ------------------------------------------------------------------ the tracker across frames
+GATE = 0.04
+
+
+def _sight(point, prob=0.5, on_arm=True, view=1) -> Sighting:
+    p = np.array([point[0], point[1], 0.045])
+    return Sighting(view, np.zeros(2), prob, np.array([1.0, 0.0]), on_arm, p, 0.3)
+
+
+xy = st.tuples(st.floats(0.3, 0.7), st.floats(-0.2, 0.2))
+noise = st.tuples(st.floats(-GATE / 4, GATE / 4), st.floats(-GATE / 4, GATE / 4))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    obj=xy,
+    frames=st.lists(
+        st.tuples(
+            st.booleans(),  # the object is sighted this frame
+            noise,
+            st.lists(st.tuples(xy, st.floats(0.05, 1.0)), max_size=3),  # distractors, prob
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_tracker_keeps_the_object_while_it_is_sighted_whatever_else_is(obj, frames):
+    """Invariant: once on the object, the estimate stays within its sightings' noise (GATE/4 per
+    axis) of it while the object is
+    sighted at least once every ``switch_after`` frames, whatever outscores it elsewhere."""
+    tracker = GraspPointTracker(gate_m=GATE)
+    obj = np.array(obj)
+    tracker.update([_sight(obj, 0.3)])
+    missed = 0
+    for seen, (dx, dy), distractors in frames:
+        far = [(p, pr) for p, pr in distractors if np.linalg.norm(np.array(p) - obj) > 2 * GATE]
+        missed = 0 if seen else missed + 1
+        if missed >= tracker.switch_after:
+            seen, missed = True, 0  # this property is about an object seen often enough
+        sights = [_sight(p, pr) for p, pr in far]
+        if seen:
+            sights.append(_sight(obj + [dx, dy], 0.05))
+        point, yaw_vec, view = tracker.update(sights)
+        assert np.linalg.norm(point[:2] - obj) <= GATE / 4 * np.sqrt(2) + 1e-9
+
+
+@settings(max_examples=100, deadline=None)
+@given(start=xy, moved=xy, frames=st.lists(noise, min_size=4, max_size=12))
+def test_tracker_follows_an_object_that_moved(start, moved, frames):
+    """Invariant: sightings at one new place (and nowhere near the estimate) for
+    ``switch_after`` frames running move the estimate there; no sightings move nothing."""
+    start, moved = np.array(start), np.array(moved)
+    assume(np.linalg.norm(start - moved) > 2 * GATE)
+    tracker = GraspPointTracker(gate_m=GATE)
+    before = tracker.update([_sight(start)])[0]
+    np.testing.assert_array_equal(tracker.update([])[0], before)  # nothing seen: held
+    for k, (dx, dy) in enumerate(frames):
+        point = tracker.update([_sight(moved + [dx, dy])])[0]
+        if k + 1 < tracker.switch_after:
+            np.testing.assert_array_equal(point, before)  # not yet: one frame is not a move
+    assert np.linalg.norm(point[:2] - moved) <= GATE / 4 * np.sqrt(2) + 1e-9
+    tracker.reset()
+    assert tracker.update([]) is None
+
+
+def test_tracker_weighs_close_and_sure_sightings_more():
+    tracker = GraspPointTracker(gate_m=GATE, memory=1.0)
+    tracker.update([Sighting(1, np.zeros(2), 0.5, np.array([1.0, 0]), True,
+                             np.array([0.5, 0.0, 0.045]), 0.4)])  # fmt: skip
+    point = tracker.update([Sighting(1, np.zeros(2), 0.5, np.array([1.0, 0]), True,
+                                     np.array([0.52, 0.0, 0.045]), 0.1)])[0]  # fmt: skip
+    assert point[0] == pytest.approx(0.5 + 0.02 * 16 / 17)  # 1/range^2: 16x the weight
+    with pytest.raises(ValueError, match="gate_m"):
+        GraspPointTracker(gate_m=0.0)
+
+
+class _Head(torch.nn.Module):
+    """A grasp-point head with fixed outputs (logits over a 4 x 4 grid + not in view)."""
+
+    grid = 4
+
+    def __init__(self, logits) -> None:
+        super().__init__()
+        self.logits = torch.tensor(logits, dtype=torch.float32)[None]
+
+    def forward(self, tokens):
+        offs = torch.full((1, 16, 2), 0.5)
+        return self.logits, offs, torch.zeros(1, 16, 2)
+
+
+def test_sightings_are_separate_peaks_of_a_view_that_sees_the_point():
+    logits = np.full(17, -10.0)
+    logits[[5, 6, 15]] = [3.0, 2.9, 2.5]  # 6 is 5's neighbour: one peak; 15 is another
+    absent = np.full(17, -10.0)
+    absent[16] = 5.0
+    heads = torch.nn.ModuleList([_Head(logits), _Head(absent)])
+    found = sightings(heads, torch.zeros(2, 17, 8), [False, True])
+    assert [(s.view, s.on_arm) for s in found] == [(0, False), (0, False)]
+    np.testing.assert_allclose(found[0].uv, [(1 + 0.5) / 4, (1 + 0.5) / 4])  # patch 5
+    np.testing.assert_allclose(found[1].uv, [(3 + 0.5) / 4, (3 + 0.5) / 4])  # patch 15
+    assert found[0].prob > found[1].prob

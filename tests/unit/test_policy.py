@@ -158,19 +158,26 @@ def test_predictions_never_leave_the_demonstrated_action_range():
     )
 
 
-@pytest.mark.parametrize("mode", ["absolute", "delta"])
-def test_action_modes_round_trip_and_delta_is_relative_to_the_state(mode):
+@pytest.mark.parametrize("mode", ["absolute", "delta", "keypose"])
+def test_action_modes_round_trip_and_are_relative_to_their_anchor(mode):
     from ver_core.policy.normalization import action_targets, actions_from_targets
 
     rng = np.random.default_rng(0)
     states = rng.normal(size=(5, 8))
     actions = rng.normal(size=(5, 3, 8))
-    targets = action_targets(actions, states, mode)
-    np.testing.assert_allclose(actions_from_targets(targets, states, mode), actions)
-    t_torch = action_targets(torch.from_numpy(actions), torch.from_numpy(states), mode)
+    kp = rng.normal(size=(5, 7))
+    targets = action_targets(actions, states, mode, keyposes=kp)
+    np.testing.assert_allclose(actions_from_targets(targets, states, mode, keyposes=kp), actions)
+    t_torch = action_targets(
+        torch.from_numpy(actions), torch.from_numpy(states), mode, keyposes=torch.from_numpy(kp)
+    )
     np.testing.assert_allclose(t_torch.numpy(), targets)
     if mode == "delta":
         np.testing.assert_allclose(targets[..., :7], actions[..., :7] - states[:, None, :7])
+    if mode == "keypose":
+        np.testing.assert_allclose(targets[..., :7], actions[..., :7] - kp[:, None])
+        with pytest.raises(ValueError, match="needs the keyposes"):
+            action_targets(actions, states, mode)
     np.testing.assert_allclose(targets[..., 7], actions[..., 7])  # gripper stays absolute
     with pytest.raises(ValueError, match="unknown action mode"):
         action_targets(actions, states, "velocity")
@@ -307,4 +314,37 @@ def test_one_camera_checkpoint_of_version_1_loads_unchanged(tmp_path):
     torch.testing.assert_close(
         loaded.predict_chunk(loaded.encode(images).tokens, state8),
         policy.predict_chunk(policy.encode(images).tokens, state8),
+    )
+
+
+def test_keypose_mode_policy_acts_relative_to_the_keypose_it_acts_on():
+    """Action mode keypose: the head's arm output is an offset from the keypose it is given (the
+    estimate when deployed), so the same output lands elsewhere when the keypose is elsewhere."""
+    from ver_core.policy.normalization import action_targets
+
+    rng = np.random.default_rng(2)
+    states = rng.normal(size=(40, 8)).astype(np.float32)
+    actions = rng.normal(size=(40, 4, 8)).astype(np.float32)
+    kp = rng.normal(size=(40, 7)).astype(np.float32)
+    with pytest.raises(ValueError, match="needs keypose"):
+        tiny_config(action_mode="keypose")
+    cfg = tiny_config(action_mode="keypose", keypose=True)
+    stats = NormStats.from_data(states, action_targets(actions, states, "keypose", keyposes=kp))
+    policy = TaskPolicy.build(cfg, stats)
+    tokens = policy.route(policy.model.forward_bvt(torch.randn(2, 3, 64, 64))).tokens
+    s = torch.from_numpy(states[:2])
+    loss = policy.loss_from_tokens(
+        tokens, s, torch.from_numpy(actions[:2]), torch.from_numpy(kp[:2])
+    )
+    assert torch.isfinite(loss)
+    with torch.no_grad():
+        estimate = policy.estimate_keypose(tokens, s)
+        chunk = policy.predict_chunk(tokens, s)
+        out = policy.head.sample(policy.condition(tokens, s, estimate)).clamp(-1, 1)
+    torch.testing.assert_close(chunk, policy.unnormalize_actions(out, s, estimate))
+    moved = estimate + 0.3
+    np.testing.assert_allclose(
+        (policy.unnormalize_actions(out, s, moved) - chunk)[..., :7],
+        np.full((2, 4, 7), 0.3, np.float32),
+        atol=1e-5,
     )

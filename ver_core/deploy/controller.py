@@ -19,6 +19,7 @@ gate stops the arm once the chunk's observation is older than it.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ from ver_core.deploy.freshness import DEFAULT_BUDGET, StalenessBudget
 from ver_core.deploy.views import VIEW_TOLERANCE_S, ViewSet
 from ver_core.robot import DEFAULT_FINGERS, DEFAULT_JOINTS, JointStateError, read_joint_state
 from ver_core.safety import SafetyGate
+
+JOINT_HISTORY = 512  # joint states kept to look up the arm's pose when a frame was taken
 
 __all__ = ["Controller", "EncodedViews", "EncoderStage", "PolicyStage"]
 
@@ -104,21 +107,52 @@ class PolicyStage:
         self._state: np.ndarray | None = None
         self._state_time = -np.inf
         self._state_problem: str | None = "no_joint_state"
+        self._history: deque[tuple[float, np.ndarray]] = deque(maxlen=JOINT_HISTORY)
 
     def reset(self) -> None:
-        """Forget views, state and the smoother's history (a new episode)."""
+        """Forget views, state, the smoother's history and the tracked grasp point (a new
+        episode)."""
         self.views.reset()
-        self.predictor.smoother.reset()
+        self.predictor.reset()
         self._state, self._state_time, self._state_problem = None, -np.inf, "no_joint_state"
+        self._history.clear()
 
-    def on_joint_state(self, names: Sequence[str], positions: Sequence[float], now: float) -> None:
-        """Raises JointStateError for a joint state it cannot read (the caller logs and drops)."""
+    def on_joint_state(
+        self,
+        names: Sequence[str],
+        positions: Sequence[float],
+        now: float,
+        stamp: float | None = None,
+    ) -> None:
+        """Raises JointStateError for a joint state it cannot read (the caller logs and drops).
+        ``stamp``: when the joints were measured (the message's header; default ``now``)."""
         reading = read_joint_state(names, positions, self.joint_names, self.finger_names)
         if reading.gripper is None:
             self._state_problem = "no_gripper_width"
             raise JointStateError(f"joint state lacks the finger joints {self.finger_names}")
         self._state = np.append(reading.q, reading.gripper)
         self._state_time, self._state_problem = float(now), None
+        t = float(now if stamp is None or stamp <= 0 else stamp)
+        if self._history and t < self._history[-1][0]:
+            self._history.clear()  # time ran backwards (a restarted clock): start over
+        self._history.append((t, self._state.copy()))
+
+    def state_at(self, t: float) -> np.ndarray | None:
+        """The joint state (S,) when a frame stamped ``t`` was taken: interpolated between the
+        measurements around ``t`` (the oldest or newest kept one beyond them; None before any).
+        A camera on the arm saw the world from where the arm was then, not from where it is
+        when the policy acts, 0.1-0.3 s later."""
+        if not self._history:
+            return None
+        times = [h[0] for h in self._history]
+        k = int(np.searchsorted(times, t))
+        if k == 0:
+            return self._history[0][1].copy()
+        if k == len(times):
+            return self._history[-1][1].copy()
+        (t0, s0), (t1, s1) = self._history[k - 1], self._history[k]
+        w = (t - t0) / (t1 - t0) if t1 > t0 else 1.0
+        return s0 + w * (s1 - s0)
 
     def status(self, now: float) -> str:
         """``ok``, or ``hold: <reason>`` for what keeps the policy from acting."""
@@ -140,7 +174,13 @@ class PolicyStage:
             return None
         if self._state is None or now - self._state_time > self.budget.joint_state_s:
             return None
-        return self.predictor(np.stack(views.items), self._state, views.stamp, now=now)
+        return self.predictor(
+            np.stack(views.items),
+            self._state,
+            views.stamp,
+            now=now,
+            image_state=self.state_at(views.stamp),
+        )
 
 
 class Controller:
@@ -159,10 +199,17 @@ class Controller:
         self.encoder.reset()
         self.policy.reset()
 
-    def on_joint_state(self, names: Sequence[str], positions: Sequence[float], now: float) -> None:
-        """The policy and the gate read the same message by the same rule."""
+    def on_joint_state(
+        self,
+        names: Sequence[str],
+        positions: Sequence[float],
+        now: float,
+        stamp: float | None = None,
+    ) -> None:
+        """The policy and the gate read the same message by the same rule (``stamp``: when
+        it was measured)."""
         try:
-            self.policy.on_joint_state(names, positions, now)
+            self.policy.on_joint_state(names, positions, now, stamp)
         except JointStateError:
             pass
         try:

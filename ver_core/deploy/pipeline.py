@@ -125,21 +125,41 @@ class ChunkPredictor:
         self.policy = policy
         self.config = policy.config
         self.smoother = ChunkSmoother(smoothing)
+        # a grasp-point policy's estimate, kept across this robot's frames (None: no detector)
+        tracker = getattr(policy, "grasp_tracker", None)
+        self.tracker = tracker() if tracker is not None else None
         self.stats = stats or LatencyStats()
         self.offsets = uniform_offsets(self.config.chunk_len, self.config.control_rate_hz)
         self._device = next(policy.parameters()).device
         self.precision, self.fallback_message = select_precision(precision, str(self._device))
 
+    def reset(self) -> None:
+        """A new episode: forget the smoother's history and the tracked grasp point."""
+        self.smoother.reset()
+        if self.tracker is not None:
+            self.tracker.reset()
+
     @torch.no_grad()
     def __call__(
-        self, tokens: np.ndarray, state: np.ndarray, stamp: float, now: float | None = None
+        self,
+        tokens: np.ndarray,
+        state: np.ndarray,
+        stamp: float,
+        now: float | None = None,
+        image_state: np.ndarray | None = None,
     ) -> ActionChunk:
+        """``image_state``: the joint state when the frames were taken (a grasp-point policy
+        casts its camera rays from there; default ``state``)."""
         state = np.asarray(state, dtype=np.float32).reshape(-1)
         if state.shape[0] != self.config.state_dim:
             raise ValueError(f"state needs {self.config.state_dim} values, got {state.shape[0]}")
         t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32))[None].to(self._device)
         s = torch.from_numpy(state)[None].to(self._device)
         with self.stats.time("policy"), autocast(self.precision, self._device.type):
-            actions = self.policy.predict_chunk(t, s)[0].double().cpu().numpy()  # (H, 8)
+            kwargs = {} if self.tracker is None else {"tracker": self.tracker}
+            if image_state is not None and getattr(self.config, "keypose", False):
+                image = np.asarray(image_state, dtype=np.float32).reshape(1, -1)
+                kwargs["image_state"] = torch.from_numpy(image).to(self._device)
+            actions = self.policy.predict_chunk(t, s, **kwargs)[0].double().cpu().numpy()  # (H, 8)
         with self.stats.time("smooth"):
             return self.smoother.add(ActionChunk(stamp, self.offsets, actions), now)

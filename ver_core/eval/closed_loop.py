@@ -123,7 +123,8 @@ def run_controller_episode(
         now = tick.time
         if tick.state_due:
             names, pos = _joint_state(env, controller)
-            heapq.heappush(events, (now + timing.transport_s, next(seq), "state", (names, pos)))
+            state = (names, pos, now)  # measured now, arrives after the transport
+            heapq.heappush(events, (now + timing.transport_s, next(seq), "state", state))
         if tick.image_due and now >= start - WARM_S:
             # a frame the encoder cannot start before the next one arrives would be replaced
             # in its depth-1 queue: it need not be rendered at all
@@ -150,7 +151,8 @@ def run_controller_episode(
         while events and events[0][0] <= now:
             t_ev, _, kind, payload = heapq.heappop(events)
             if kind == "state":
-                controller.on_joint_state(*payload, t_ev)
+                names, pos, measured = payload
+                controller.on_joint_state(names, pos, t_ev, stamp=measured)
             elif kind == "features":
                 chunk, dt = pol.run(controller.on_features, payload, t_ev)
                 if chunk is not None:

@@ -42,7 +42,10 @@ class TaskConfig:
     neck: str = "conv"
     neck_dim: int = 256
     hidden_dim: int = 512
-    action_mode: str = "absolute"  # or "delta": arm targets as offsets from the measured joints
+    # "absolute" arm targets; "delta": offsets from the measured joints; "keypose" (a keypose
+    # policy): offsets from the keypose the head acts on
+    action_mode: str = "absolute"
+
     chunk_len: int = 16
     control_rate_hz: float = 10.0
     diffusion_train_steps: int = 100
@@ -95,6 +98,8 @@ class TaskConfig:
             raise ValueError(f"unknown neck {self.neck!r}: use one of {NECKS}")
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"unknown action_mode {self.action_mode!r}: use one of {ACTION_MODES}")
+        if self.action_mode == "keypose" and not self.keypose:
+            raise ValueError("action_mode keypose is relative to a keypose: it needs keypose")
         if self.action_source not in ACTION_SOURCES:
             raise ValueError(
                 f"unknown action_source {self.action_source!r}: use one of {ACTION_SOURCES}"

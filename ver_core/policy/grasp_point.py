@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import mujoco
@@ -42,9 +43,12 @@ from torch import Tensor, nn
 __all__ = [
     "CameraRig",
     "GraspPointHead",
+    "GraspPointTracker",
+    "Sighting",
     "grasp_point_labels",
     "grasp_point_loss",
     "grasp_yaw",
+    "sightings",
     "sim_calibration",
     "top_down",
 ]
@@ -338,3 +342,123 @@ def top_down(yaw: float) -> np.ndarray:
     """The TCP rotation of a top-down grasp at ``yaw``: Rz(yaw) Rx(pi)."""
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ TOP_DOWN
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One candidate grasp point of one view's detection: its image point ``uv`` (2,) in [0, 1],
+    probability ``prob`` (that patch, of all patches and "not in view"), the grasp's
+    (cos n psi, sin n psi) there ``yaw_vec`` (2,), the view, whether that camera rides on the arm,
+    and once met with the grasp plane its world ``point`` (3,) and ``range_m`` from the camera."""
+
+    view: int
+    uv: np.ndarray
+    prob: float
+    yaw_vec: np.ndarray
+    on_arm: bool
+    point: np.ndarray | None = None
+    range_m: float = math.inf
+
+
+@torch.no_grad()
+def sightings(
+    heads: nn.ModuleList, tokens: Tensor, on_arm: list[bool], top: int = 3, min_prob: float = 0.05
+) -> list[Sighting]:
+    """Routed tokens (V, 1+P, D) of one observation -> up to ``top`` candidates per view that
+    sees the point (P(in view) > 0.5): the most likely patches, each at least two patches from a
+    likelier one (one peak is one candidate), with probability >= ``min_prob``. The best first
+    per view. A distractor can outscore the object in one frame; the object stays a candidate,
+    and ``GraspPointTracker`` keeps to it."""
+    out = []
+    for v, head in enumerate(heads):
+        logits, offs, yaws = head(tokens[v : v + 1].float())
+        prob = logits.softmax(1)[0]
+        if float(prob[-1]) >= 0.5:
+            continue
+        g = head.grid
+        taken: list[tuple[int, int]] = []
+        for idx in prob[:-1].argsort(descending=True).tolist():
+            if len(taken) == top or float(prob[idx]) < min_prob:
+                break
+            cell = (idx % g, idx // g)
+            if any(max(abs(cell[0] - a), abs(cell[1] - b)) <= 1 for a, b in taken):
+                continue
+            taken.append(cell)
+            o = offs[0, idx].numpy()
+            uv = np.array([(cell[0] + o[0]) / g, (cell[1] + o[1]) / g])
+            out.append(Sighting(v, uv, float(prob[idx]), yaws[0, idx].numpy().copy(), on_arm[v]))
+    return out
+
+
+class GraspPointTracker:
+    """Keeps one grasp point in the world across frames (the object lies still until the hand
+    reaches it), so that one frame's detection cannot move the grasp.
+
+    Each frame's sightings (``sightings``, met with the grasp plane) update the estimate:
+    - the first ones set it (a camera on the arm first, then the likeliest);
+    - after that, the likeliest sighting within ``gate_m`` of the estimate joins it, weighted
+      by its probability over its squared range (a close camera sees the point finer), with
+      older evidence decaying by ``memory`` per frame, so the estimate follows the close-up
+      views of the approach; the yaw (as n-fold vectors) is averaged the same way;
+    - sightings all farther than ``gate_m`` leave the estimate alone (a distractor that
+      outscores the object in some frames does not take the grasp), unless one place is sighted
+      ``switch_after`` frames running with none near the estimate: the object moved (or a new
+      scene began), and the estimate restarts there;
+    - no sighting (the point out of every view, or covered by the fingers) keeps the estimate.
+    ``reset`` forgets it (a new episode)."""
+
+    def __init__(self, gate_m: float = 0.04, memory: float = 0.7, switch_after: int = 4) -> None:
+        if gate_m <= 0 or not 0 < memory <= 1 or switch_after < 1:
+            raise ValueError(
+                f"need gate_m > 0, 0 < memory <= 1, switch_after >= 1; "
+                f"got {gate_m}, {memory}, {switch_after}"
+            )
+        self.gate_m, self.memory, self.switch_after = gate_m, memory, switch_after
+        self.reset()
+
+    def reset(self) -> None:
+        self.point: np.ndarray | None = None
+        self.yaw_vec = np.zeros(2)
+        self.view = -1
+        self._weight = 0.0
+        self._challenger: np.ndarray | None = None
+        self._challenges = 0
+
+    @staticmethod
+    def _weight_of(s: Sighting) -> float:
+        return s.prob / max(s.range_m, 0.05) ** 2
+
+    def _start(self, s: Sighting) -> None:
+        self.point, self.view = s.point.copy(), s.view
+        self.yaw_vec = s.yaw_vec * self._weight_of(s)
+        self._weight = self._weight_of(s)
+        self._challenger, self._challenges = None, 0
+
+    def update(self, seen: list[Sighting]) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """This frame's sightings (``point`` set; others are ignored) -> the estimate: world
+        point (3,), yaw vector (2,) and the view that last joined it; None before any."""
+        seen = [s for s in seen if s.point is not None and np.all(np.isfinite(s.point))]
+        if seen and self.point is None:
+            self._start(max(seen, key=lambda s: (s.on_arm, s.prob)))
+        elif seen:
+            near = [s for s in seen if np.linalg.norm(s.point[:2] - self.point[:2]) <= self.gate_m]
+            if near:
+                s = max(near, key=self._weight_of)
+                w = self._weight_of(s)
+                self._weight = self.memory * self._weight + w
+                self.point = self.point + (w / self._weight) * (s.point - self.point)
+                self.yaw_vec = self.memory * self.yaw_vec + w * s.yaw_vec
+                self.view = s.view
+                self._challenger, self._challenges = None, 0
+            else:
+                best = max(seen, key=lambda s: (s.on_arm, s.prob))
+                same = self._challenger is not None and (
+                    np.linalg.norm(best.point[:2] - self._challenger[:2]) <= self.gate_m
+                )
+                self._challenger = best.point.copy()
+                self._challenges = self._challenges + 1 if same else 1
+                if self._challenges >= self.switch_after:
+                    self._start(best)
+        if self.point is None:
+            return None
+        return self.point.copy(), self.yaw_vec.copy(), self.view

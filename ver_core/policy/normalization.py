@@ -12,26 +12,38 @@ from torch import Tensor
 
 MIN_STD = 0.02  # rad / m: dims that never moved in the demos must not blow up at run time
 MIN_RANGE = 0.02  # rad / m: a joint seen still in the demos may still move a little at run time
-ACTION_MODES = ("delta", "absolute")
+ACTION_MODES = ("delta", "absolute", "keypose")
 
 
-def action_targets(actions, states, mode: str, arm_dims: int = 7):
+def action_targets(actions, states, mode: str, arm_dims: int = 7, keyposes=None):
     """What the head learns to predict, in raw units, from action chunks (N, H, A) and states (N, S).
 
     ``absolute``: the chunks as they are. ``delta``: arm joint targets as offsets from the arm
-    joints measured with the image; the gripper width stays absolute (open/close is a decision,
-    not a motion). Works on numpy arrays and torch tensors alike.
+    joints measured with the image. ``keypose`` (a keypose policy): arm joint targets as offsets
+    from the keypose (N, arm_dims) the head acts on, so the head's output at the grasp is "zero
+    offset" wherever the keypose lies, not an absolute pose interpolated between demonstrations.
+    The gripper width stays absolute (open/close is a decision, not a motion). Works on numpy
+    arrays and torch tensors alike.
     """
     if _check_mode(mode) == "absolute":
         return actions
-    return actions - _arm_offset(actions, states, arm_dims)
+    return actions - _arm_offset(actions, _anchor(states, mode, keyposes), arm_dims)
 
 
-def actions_from_targets(targets, states, mode: str, arm_dims: int = 7):
-    """Inverse of ``action_targets``: predicted targets (N, H, A) + states (N, S) -> raw chunks."""
+def actions_from_targets(targets, states, mode: str, arm_dims: int = 7, keyposes=None):
+    """Inverse of ``action_targets``: predicted targets (N, H, A) + states (N, S) (+ keyposes
+    (N, arm_dims) in ``keypose`` mode) -> raw chunks."""
     if _check_mode(mode) == "absolute":
         return targets
-    return targets + _arm_offset(targets, states, arm_dims)
+    return targets + _arm_offset(targets, _anchor(states, mode, keyposes), arm_dims)
+
+
+def _anchor(states, mode: str, keyposes):
+    if mode == "delta":
+        return states
+    if keyposes is None:
+        raise ValueError("action mode keypose needs the keyposes the actions are relative to")
+    return keyposes
 
 
 def _check_mode(mode: str) -> str:
@@ -96,11 +108,16 @@ class NormStats:
 
     @classmethod
     def for_task(
-        cls, states: np.ndarray, actions: np.ndarray, action_mode: str, gripper_max_width: float
+        cls,
+        states: np.ndarray,
+        actions: np.ndarray,
+        action_mode: str,
+        gripper_max_width: float,
+        keyposes: np.ndarray | None = None,
     ) -> NormStats:
-        """Statistics of what a task policy's head predicts (``action_targets``), gripper range
-        widened to the hand's full opening."""
-        targets = action_targets(actions, states, action_mode)
+        """Statistics of what a task policy's head predicts (``action_targets``; ``keyposes``
+        (N, 7) in keypose mode), gripper range widened to the hand's full opening."""
+        targets = action_targets(actions, states, action_mode, keyposes=keyposes)
         return cls.from_data(states, targets, gripper_range=(0.0, gripper_max_width))
 
     def save(self, path: str | Path) -> None:
@@ -121,12 +138,24 @@ class ActionNormalization:
     """Mixin for policies holding ``config.action_mode`` and ``action_min``/``action_max`` tensors:
     raw action chunks <-> the head's [-1, 1] targets."""
 
-    def normalize_actions(self, actions: Tensor, state: Tensor) -> Tensor:
-        """Raw chunks (B, H, A) + raw state (B, S) -> head targets in [-1, 1] (``action_mode``)."""
-        targets = action_targets(actions, state.to(actions.dtype), self.config.action_mode)
+    def normalize_actions(
+        self, actions: Tensor, state: Tensor, keypose: Tensor | None = None
+    ) -> Tensor:
+        """Raw chunks (B, H, A) + raw state (B, S) (+ the keypose (B, 7) acted on, in keypose
+        mode) -> head targets in [-1, 1] (``action_mode``)."""
+        kp = None if keypose is None else keypose.to(actions.dtype)
+        targets = action_targets(
+            actions, state.to(actions.dtype), self.config.action_mode, keyposes=kp
+        )
         return (targets - self.action_min) / (self.action_max - self.action_min) * 2 - 1
 
-    def unnormalize_actions(self, normalized: Tensor, state: Tensor) -> Tensor:
-        """Head output in [-1, 1] (B, H, A) + raw state (B, S) -> raw chunks (rad, m)."""
+    def unnormalize_actions(
+        self, normalized: Tensor, state: Tensor, keypose: Tensor | None = None
+    ) -> Tensor:
+        """Head output in [-1, 1] (B, H, A) + raw state (B, S) (+ keypose (B, 7) in keypose
+        mode) -> raw chunks (rad, m)."""
         targets = (normalized + 1) / 2 * (self.action_max - self.action_min) + self.action_min
-        return actions_from_targets(targets, state.to(targets.dtype), self.config.action_mode)
+        kp = None if keypose is None else keypose.to(targets.dtype)
+        return actions_from_targets(
+            targets, state.to(targets.dtype), self.config.action_mode, keyposes=kp
+        )

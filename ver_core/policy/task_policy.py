@@ -12,6 +12,7 @@ and ``neck.*``) load unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -35,9 +36,11 @@ from ver_core.policy.grasp_point import (
     MAX_CORRECTION,
     CameraRig,
     GraspPointHead,
+    GraspPointTracker,
     detect,
     grasp_point_loss,
     grasp_yaw,
+    sightings,
     top_down,
 )
 from ver_core.policy.heads import _mlp, build_head
@@ -300,15 +303,15 @@ class TaskPolicy(ActionNormalization, nn.Module):
         """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> head input: the necks' features
         (B, V * F), or for a keypose policy the estimated keypose (B, 7) (or ``keypose`` (B, 7)
         rad, when given), then the state."""
+        if self.config.keypose and keypose is not None:  # the image features are not needed
+            state_n = self._state_n(state, self.state_mean.dtype)
+            return torch.cat([self.keypose_n(keypose.to(state_n.dtype)), state_n], dim=-1)
         feats = self._views(tokens)
         state_n = self._state_n(state, feats.dtype)
         if not self.config.keypose:
             return torch.cat([feats, state_n], dim=-1)
         j = len(self.config.joint_names)
-        if keypose is not None:
-            keypose_n = self.keypose_n(keypose.to(feats.dtype))
-        else:
-            keypose_n = state_n[:, :j] + self._keypose_offset_n(feats)
+        keypose_n = state_n[:, :j] + self._keypose_offset_n(feats)
         return torch.cat([keypose_n, state_n], dim=-1)
 
     @property
@@ -320,18 +323,21 @@ class TaskPolicy(ActionNormalization, nn.Module):
 
     @torch.no_grad()
     def grasp_point(
-        self, tokens: Tensor, state: Tensor
+        self, tokens: Tensor, state: Tensor, tracker: GraspPointTracker | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> the detected grasp point (B, 3) in
         the world (m; NaN where no view sees it), the grasp's yaw (B,) (rad, of its equivalent
         yaws the one nearest the hand's current yaw) and the view it came from (B,) (-1: none).
         A camera on the arm wins where it sees the point (it sees it closest), else the fixed
-        camera most sure to see it."""
+        camera most sure to see it. With a ``tracker`` (one robot: B = 1) this frame's
+        candidates update the tracker's estimate across frames, and that is returned."""
         if not self.config.grasp_point or self.config.grasp_height is None:
             raise ValueError("this policy has no trained grasp-point detector")
         tokens = as_views(tokens)
-        uv, p_seen, yaw_vec = detect(self.grasp_heads, tokens)
         q = state[:, : len(self.config.joint_names)].double().cpu().numpy()
+        if tracker is not None:
+            return self._tracked_grasp_point(tokens, q, tracker)
+        uv, p_seen, yaw_vec = detect(self.grasp_heads, tokens)
         on_arm = np.array([body != 0 for body, *_ in self.rig.views])
         points = np.full((len(q), 3), np.nan)
         yaws = np.full(len(q), np.nan)
@@ -349,14 +355,40 @@ class TaskPolicy(ActionNormalization, nn.Module):
                 yaws[b] = grasp_yaw(yaw_vec[b, v], order, self.rig.tcp_yaw(q[b]))
         return points, yaws, view
 
+    def _tracked_grasp_point(
+        self, tokens: Tensor, q: np.ndarray, tracker: GraspPointTracker
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if len(q) != 1:
+            raise ValueError(f"a grasp-point tracker follows one robot: batch 1, got {len(q)}")
+        on_arm = [body != 0 for body, *_ in self.rig.views]
+        cameras = self.rig.poses(q[0])
+        found = []
+        for s in sightings(self.grasp_heads, tokens[0], on_arm):
+            point = self.rig.ray_to_plane(s.view, s.uv, q[0], self.config.grasp_height)
+            if np.all(np.isfinite(point)):
+                rng = float(np.linalg.norm(point - cameras[s.view][0]))
+                found.append(dataclasses.replace(s, point=point, range_m=rng))
+        estimate = tracker.update(found)
+        if estimate is None:
+            return np.full((1, 3), np.nan), np.full(1, np.nan), np.full(1, -1)
+        point, yaw_vec, view = estimate
+        yaw = grasp_yaw(yaw_vec, self.config.grasp_yaw_order, self.rig.tcp_yaw(q[0]))
+        return point[None], np.array([yaw]), np.array([view])
+
+    def grasp_tracker(self) -> GraspPointTracker | None:
+        """A new ``GraspPointTracker`` for ``predict_chunk`` (None: the policy detects none)."""
+        return GraspPointTracker() if self.config.grasp_point else None
+
     @torch.no_grad()
-    def corrected_keypose(self, tokens: Tensor, state: Tensor) -> Tensor:
+    def corrected_keypose(
+        self, tokens: Tensor, state: Tensor, tracker: GraspPointTracker | None = None
+    ) -> Tensor:
         """The regressed keypose (B, 7) rad, moved (damped least squares) so that its TCP sits
-        on the detected grasp point, pointing down at the detected yaw, where a point is
-        detected (at most MAX_CORRECTION m: a wild detection cannot send the arm far from where
-        the regression points)."""
+        on the detected grasp point (tracked across frames by ``tracker``, when given), pointing
+        down at the detected yaw, where a point is detected (at most MAX_CORRECTION m: a wild
+        detection cannot send the arm far from where the regression points)."""
         keypose = self.estimate_keypose(tokens, state)
-        points, yaws, view = self.grasp_point(tokens, state)
+        points, yaws, view = self.grasp_point(tokens, state, tracker)
         out = keypose.double().cpu().numpy()
         for b in range(len(out)):
             if view[b] >= 0:
@@ -404,8 +436,8 @@ class TaskPolicy(ActionNormalization, nn.Module):
     def _action_loss(
         self, tokens: Tensor, state: Tensor, actions: Tensor, keypose: Tensor | None
     ) -> Tensor:
-        target = self.normalize_actions(actions, state)
         if not self.config.keypose:
+            target = self.normalize_actions(actions, state)
             return self.head.loss(self.condition(tokens, state), target)
         if keypose is None:
             raise ValueError("a keypose policy trains with keypose labels")
@@ -414,6 +446,9 @@ class TaskPolicy(ActionNormalization, nn.Module):
         j = len(self.config.joint_names)
         label = self.keypose_n(keypose.to(feats.dtype))  # (B, 7)
         noisy = keypose + torch.randn_like(keypose) * self.config.keypose_noise
+        # in keypose mode the targets are relative to the keypose the head acts on, as when
+        # deployed on an estimate
+        target = self.normalize_actions(actions, state, noisy)
         cond = torch.cat([self.keypose_n(noisy.to(feats.dtype)), state_n], dim=-1)
         estimate = state_n[:, :j] + self._keypose_offset_n(feats)
         return self.head.loss(cond, target) + self.config.keypose_weight * (
@@ -436,14 +471,30 @@ class TaskPolicy(ActionNormalization, nn.Module):
 
     @torch.no_grad()
     def predict_chunk(
-        self, tokens: Tensor, state: Tensor, generator: torch.Generator | None = None
+        self,
+        tokens: Tensor,
+        state: Tensor,
+        generator: torch.Generator | None = None,
+        tracker: GraspPointTracker | None = None,
+        image_state: Tensor | None = None,
     ) -> Tensor:
         """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> raw action chunk (B, H, 8).
+        ``tracker`` (``grasp_tracker()``): a grasp-point policy's estimate kept across the
+        frames of one episode (the deployed controller passes one; without it each frame's
+        detection stands alone). ``image_state`` (B, S): the joint state when the images were
+        taken (default ``state``): the keypose is estimated relative to it, and a camera on
+        the arm casts its rays from there, as in training, where both come from one instant;
+        the head acts on ``state``, the newest.
 
         Normalized predictions are clipped to [-1, 1]: never beyond the demonstrated range of
         targets (with ``action_mode`` delta: never a bigger offset from the measured joints).
         """
-        keypose = self.corrected_keypose(tokens, state) if self.config.grasp_point else None
+        keypose = None
+        seen_from = state if image_state is None else image_state.to(state)
+        if self.config.grasp_point:
+            keypose = self.corrected_keypose(tokens, seen_from, tracker)
+        elif self.config.keypose:
+            keypose = self.estimate_keypose(tokens, seen_from)
         cond = self.condition(tokens, state, keypose)
         normalized = self.head.sample(cond, generator=generator).clamp(-1, 1)
-        return self.unnormalize_actions(normalized, state)
+        return self.unnormalize_actions(normalized, state, keypose)

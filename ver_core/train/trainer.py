@@ -147,20 +147,27 @@ class RouterTrainer:
         # augmented copy
         tr = self.train_idx  # resume() replaces these with the saved statistics
         cfg = policy.config
-        policy.set_stats(
-            NormStats.for_task(
-                data.states[tr], data.actions[tr], cfg.action_mode, cfg.gripper_max_width
-            )
-        )
         self.keyposes: np.ndarray | None = None  # (N, 7) demonstrated keyposes (keypose policy)
         self.grasp: tuple[np.ndarray, ...] | None = None  # grasp-point labels (class, offset, yaw)
         if cfg.keypose:
             keyposes, valid = keypose_labels(data.actions, data.episode, cfg.gripper_max_width)
             if not valid[self.train_idx].any():
                 raise ValueError("a keypose policy needs demos that open or close the hand")
+            # an episode that never opens or closes the hand has no keypose: its samples are
+            # anchored at their own joints (action mode keypose), as if the keypose were reached
+            keyposes[~valid] = data.states[~valid, : keyposes.shape[1]]
             self.keyposes = keyposes
             if cfg.grasp_point:
                 self.grasp = self._grasp_labels(keyposes, valid)
+        policy.set_stats(
+            NormStats.for_task(
+                data.states[tr],
+                data.actions[tr],
+                cfg.action_mode,
+                cfg.gripper_max_width,
+                None if self.keyposes is None else self.keyposes[tr],
+            )
+        )
         self.opt = torch.optim.AdamW(
             policy.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
