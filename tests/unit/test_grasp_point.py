@@ -162,6 +162,7 @@ def test_grasp_point_policy_trains_saves_reloads_and_corrects_the_keypose(tmp_pa
         chunk_len=4,
         keypose=True,
         grasp_point=True,
+        action_mode="keypose",  # make demo's recipe: arm targets relative to the keypose
         router=RouterConfig(anneal_steps=4),
     )
     policy = TaskPolicy.build(cfg)
