@@ -124,8 +124,13 @@ def expert_keypose(env, seed: int, max_steps: int = 400) -> np.ndarray | None:
     return None
 
 
-def true_keypose_success(policy: TaskPolicy, episodes: int, seed0: int = 100000) -> dict:
-    """Closed loop through the deployed controller with the head acting on the true keypose."""
+def expert_scene_episodes(
+    policy: TaskPolicy, episodes: int, seed0: int, max_steps: int, on_scene, label: str
+) -> list[bool]:
+    """Closed loop through the deployed controller (in-process, 0.08 s per view, budget 0.4 s)
+    on seeds ``seed0, seed0 + 1, ...``; before each episode ``on_scene(keypose)`` gets the
+    scripted expert's keypose of that scene (scenes the expert never grasps in are skipped).
+    Returns each episode's success."""
     from ver_core.deploy.controller import build_controller
     from ver_core.deploy.settings import DeploySettings
     from ver_core.eval.closed_loop import LoopTiming, run_controller_episode
@@ -136,30 +141,37 @@ def true_keypose_success(policy: TaskPolicy, episodes: int, seed0: int = 100000)
     controller = build_controller(policy, settings.with_observation_budget(0.4))
     sizes = {"width": 224, "height": 224, "wrist_width": 224, "wrist_height": 224}
     env = FrankaPickEnv(SimConfig(**sizes))
-    truth: dict[str, torch.Tensor] = {}
-    condition = policy.condition
-
-    def with_true_keypose(tokens, state, keypose=None):
-        cond = condition(tokens, state)  # the estimate's columns are replaced below
-        j = len(policy.config.joint_names)
-        kp = policy.keypose_n(truth["keypose"].to(cond.dtype)).expand(len(cond), -1)
-        return torch.cat([kp, cond[:, j:]], dim=-1)
-
-    policy.condition = with_true_keypose
     ok = []
+    for seed in range(seed0, seed0 + episodes):
+        kp = expert_keypose(env, seed)
+        if kp is None:
+            continue
+        on_scene(kp)
+        ep, _ = run_controller_episode(
+            SimStepper(env), controller, seed, max_steps, LoopTiming(encoder_s=0.08, policy_s=0.01)
+        )
+        ok.append(bool(ep.success))
+        print(f"{label}, seed {seed}: {'success' if ep.success else 'fail'}", flush=True)
+    return ok
+
+
+def true_keypose_success(policy: TaskPolicy, episodes: int, seed0: int = 100000) -> dict:
+    """Closed loop through the deployed controller with the head acting on the true keypose
+    (in place of the regressed or grasp-point-corrected estimate, in every action mode)."""
+    truth: dict[str, torch.Tensor] = {}
+    estimate, corrected = policy.estimate_keypose, policy.corrected_keypose
+
+    def true_keypose(tokens, state, tracker=None):
+        return truth["keypose"].expand(len(state), -1)
+
+    def on_scene(kp):
+        truth["keypose"] = torch.as_tensor(kp, dtype=torch.float32)[None]
+
+    policy.estimate_keypose = policy.corrected_keypose = true_keypose
     try:
-        for seed in range(seed0, seed0 + episodes):
-            kp = expert_keypose(env, seed)
-            if kp is None:
-                continue
-            truth["keypose"] = torch.as_tensor(kp, dtype=torch.float32)[None]
-            ep, _ = run_controller_episode(
-                SimStepper(env), controller, seed, 120, LoopTiming(encoder_s=0.08, policy_s=0.01)
-            )
-            ok.append(bool(ep.success))
-            print(f"true keypose, seed {seed}: {'success' if ep.success else 'fail'}", flush=True)
+        ok = expert_scene_episodes(policy, episodes, seed0, 120, on_scene, "true keypose")
     finally:
-        policy.condition = condition
+        policy.estimate_keypose, policy.corrected_keypose = estimate, corrected
     return {"successes": int(sum(ok)), "episodes": len(ok), "seeds_from": seed0}
 
 

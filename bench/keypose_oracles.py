@@ -28,23 +28,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from keypose_estimator import ROOT, expert_keypose  # noqa: E402
+from keypose_estimator import expert_scene_episodes  # noqa: E402
 
-from ver_core.deploy.controller import build_controller  # noqa: E402
-from ver_core.deploy.settings import DeploySettings  # noqa: E402
-from ver_core.eval.closed_loop import LoopTiming, run_controller_episode  # noqa: E402
 from ver_core.eval.stats import wilson_interval  # noqa: E402
 from ver_core.policy import TaskPolicy  # noqa: E402
-from ver_core.sim import FrankaPickEnv, SimConfig  # noqa: E402
-from ver_core.sim.stepper import SimStepper  # noqa: E402
 
 MODES = ("expert", "point_yaw", "point", "yaw", "none")
 
 
 def run_mode(policy: TaskPolicy, mode: str, episodes: int, seed0: int) -> dict:
-    settings = DeploySettings.from_yaml(ROOT / "config" / "franka_pick.yaml")
-    controller = build_controller(policy, settings.with_observation_budget(0.4))
-    env = FrankaPickEnv(SimConfig(width=224, height=224, wrist_width=224, wrist_height=224))
     truth: dict = {}
     grasp_point, corrected = policy.grasp_point, policy.corrected_keypose
 
@@ -56,25 +48,18 @@ def run_mode(policy: TaskPolicy, mode: str, episodes: int, seed0: int) -> dict:
             yaws = np.array([truth["yaw"]])
         return points, yaws, np.maximum(view, 0)
 
+    def on_scene(kp):
+        truth["keypose"] = torch.as_tensor(kp, dtype=torch.float32)[None]
+        truth["point"], truth["yaw"] = policy.rig.kin.tcp(kp).copy(), policy.rig.tcp_yaw(kp)
+
     if mode == "expert":
         policy.corrected_keypose = lambda tokens, state, tracker=None: truth["keypose"].expand(
             len(state), -1
         )
     elif mode != "none":
         policy.grasp_point = oracle_point
-    ok = []
     try:
-        for seed in range(seed0, seed0 + episodes):
-            kp = expert_keypose(env, seed)
-            if kp is None:
-                continue
-            truth["keypose"] = torch.as_tensor(kp, dtype=torch.float32)[None]
-            truth["point"], truth["yaw"] = policy.rig.kin.tcp(kp).copy(), policy.rig.tcp_yaw(kp)
-            ep, _ = run_controller_episode(
-                SimStepper(env), controller, seed, 100, LoopTiming(encoder_s=0.08, policy_s=0.01)
-            )
-            ok.append(bool(ep.success))
-            print(f"{mode} seed {seed}: {'success' if ep.success else 'fail'}", flush=True)
+        ok = expert_scene_episodes(policy, episodes, seed0, 100, on_scene, mode)
     finally:
         policy.grasp_point, policy.corrected_keypose = grasp_point, corrected
     lo, hi = wilson_interval(sum(ok), len(ok))
