@@ -1,24 +1,32 @@
 """Ablation benchmark: VER (patchwise routing + CTA) against routing ablations and baselines.
 
-Every row trains a policy on the same demonstrations (``ver-train-router`` with the row's flags,
-or the EfficientNet-Lite0 frozen-feature baseline) and evaluates it in-process on the same
-held-out seeds. Rows run separately (``--only ver_mlp``) and their results accumulate in
-bench/results/ablation.json; ``--table`` prints the markdown table of docs/RESULTS.md.
+Every row trains a policy with make demo's recipe on make demo's demonstrations: ``ver-train-router
+--config RECIPE`` (the ``ver-train-router.yaml`` that ``make demo`` writes beside its checkpoint:
+both cameras, keypose + grasp point, keypose-relative actions, its steps and batch, its feature
+cache), with only the row's routing flags (and head) changed. Every row is then evaluated by
+``ver-eval --in-process``: the controller the ROS nodes run (encoder -> policy -> chunk smoothing ->
+safety gate), on the same held-out seeds, with make demo's staleness budget and a fixed compute
+time per perception call (``--latency-s``), so rows evaluated side by side in parallel processes
+do not skew each other. The table gives each row's one-sided Fisher exact p-value that VER (the
+same head's ``ver`` row) succeeds more often.
 
-    python bench/bench_ablation.py --demos runs/demo/demos --only ver_mlp --episodes 20
+    make demo                                                       # demos + the recipe
+    python bench/bench_ablation.py --checkpoint ver_mlp=runs/demo/policy --only ver_mlp
+    python bench/bench_ablation.py --only single_mlp average_mlp
     python bench/bench_ablation.py --table
+
+``--checkpoint ROW=DIR`` evaluates an existing checkpoint as the row (make demo's own policy is the
+VER row of its recipe) instead of training one. Rows run separately and their results accumulate
+in ``--results``.
 
 The ``dense`` row is a separately distilled dense student (Theia-style: the same VER-T body with
 plain MLPs where the library's expert blocks sit, ``moe_blocks=0``), distilled by the same recipe
 as the library (same images, teachers, steps, batch); make it with
 ``OVERRIDES=moe_blocks=0 OUT=runs/distill_dense/lib STATE=runs/distill_dense/trainer_state
-make distill-sim`` (docs/DISTILL.md) and point ``--dense-library`` at it.
-
-Every row gets the same updates: ``--steps`` joint steps through the library (router + neck +
-head; for fixed routings neck + head through the same blocks) then ``--head-steps`` of neck + head
-on cached routed tokens; the EfficientNet baseline, whose features are frozen, trains
-``--steps + --head-steps`` steps. Rows may run in parallel processes: each result is merged into
-the results file as it lands.
+make distill-sim`` (docs/DISTILL.md) and point ``--dense-library`` at it. The EfficientNet-Lite0
+row (``ver_core.eval.baselines``) has no keypose or grasp-point heads and reads one camera: it
+trains by its own recipe (``--steps + --head-steps`` steps on the demos) and is evaluated by the
+open-loop chunk controller; the table marks it.
 """
 
 from __future__ import annotations
@@ -36,8 +44,9 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless the user chose
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "ablation.json"
-DEFAULT_LIBRARY = ROOT / "assets" / "ver_tiny_sim_library"
+BIN = ROOT / ".venv" / "bin"
+RESULTS = ROOT / "bench" / "results" / "ablation_keypose.json"
+DEFAULT_RECIPE = ROOT / "runs" / "demo" / "policy" / "ver-train-router.yaml"
 DEFAULT_DENSE_LIBRARY = ROOT / "runs" / "distill_dense" / "lib"
 
 # row -> (label, routing flags); the head is the row's suffix (_mlp / _diffusion)
@@ -48,10 +57,17 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "single": ("fixed single expert", ["--routing", "single"]),
     "average": ("static average of the library", ["--routing", "average"]),
     "dense": ("dense distilled backbone (Theia-style)", ["--routing", "dense"]),
-    "effnet": ("EfficientNet-Lite0 frozen features", []),
+    "effnet": ("EfficientNet-Lite0 frozen features (own recipe, open loop)", []),
 }
 HEADS = ("mlp", "diffusion")
 ROWS = [f"{v}_{h}" for h in HEADS for v in VARIANTS]
+
+
+def _row_checkpoint(item: str) -> tuple[str, Path]:
+    row, sep, path = item.partition("=")
+    if not sep or row not in ROWS:
+        raise argparse.ArgumentTypeError(f"expected ROW=DIR with ROW one of {', '.join(ROWS)}")
+    return row, Path(path)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,12 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--demos",
+        "--recipe",
         type=Path,
-        default=ROOT / "runs" / "demo" / "demos",
-        help="rosbag2 demo episodes (default: runs/demo/demos, recorded by make demo)",
+        default=DEFAULT_RECIPE,
+        help="ver-train-router config every row trains with (default: make demo's, "
+        "runs/demo/policy/ver-train-router.yaml)",
     )
-    p.add_argument("--library", type=Path, default=DEFAULT_LIBRARY, help="VER library checkpoint")
+    p.add_argument("--demos", type=Path, help="demo episodes (default: the recipe's bag)")
     p.add_argument(
         "--dense-library",
         type=Path,
@@ -78,24 +95,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ROW",
         help=f"rows to run (default all): {', '.join(ROWS)}",
     )
-    p.add_argument("--steps", type=int, default=300, help="joint training steps per row")
     p.add_argument(
-        "--head-steps", type=int, default=3000, help="then neck + head steps on routed tokens"
+        "--checkpoint",
+        type=_row_checkpoint,
+        action="append",
+        default=[],
+        metavar="ROW=DIR",
+        help="evaluate this existing checkpoint as ROW instead of training one (repeatable)",
     )
-    p.add_argument("--batch-size", type=int, default=32, help="training batch size per row")
-    p.add_argument("--episodes", type=int, default=20, help="held-out evaluation episodes per row")
+    p.add_argument("--steps", type=int, help="joint training steps per row (default: the recipe's)")
+    p.add_argument("--head-steps", type=int, help="then neck + head steps (default: the recipe's)")
+    p.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per row")
     p.add_argument("--seed", type=int, default=100_000, help="first held-out seed")
-    p.add_argument("--max-steps", type=int, default=80, help="control steps per evaluation episode")
+    p.add_argument("--max-steps", type=int, default=100, help="control steps per episode")
     p.add_argument(
-        "--work", type=Path, default=ROOT / "runs" / "ablation", help="checkpoints go here"
+        "--observation-budget-s", type=float, default=0.4, help="staleness budget (make demo's)"
+    )
+    p.add_argument(
+        "--latency-s",
+        type=float,
+        default=0.08,
+        help="fixed compute seconds per perception call in the evaluation (rows comparable "
+        "whatever else runs)",
+    )
+    p.add_argument(
+        "--work", type=Path, default=ROOT / "runs" / "ablation_keypose", help="checkpoints go here"
     )
     p.add_argument("--results", type=Path, default=RESULTS, help="JSON the rows accumulate in")
     p.add_argument(
         "--retrain", action="store_true", help="train even when the row's checkpoint exists"
     )
-    p.add_argument(
-        "--threads", type=int, default=0, help="torch threads for the evaluation (0: default)"
-    )
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")
     p.add_argument(
         "--table", action="store_true", help="print the markdown table of the results and exit"
     )
@@ -115,64 +145,111 @@ def save_results(path: Path, results: dict) -> None:
     tmp.replace(path)
 
 
-def train_row(row: str, args: argparse.Namespace, ckpt: Path) -> tuple[list[str], float]:
-    """Train the row's policy into ``ckpt``; returns the command and its wall time."""
+def read_recipe(path: Path) -> dict:
+    """The recipe's options (a ver-train-router.yaml)."""
+    import yaml
+
+    if not path.is_file():
+        raise SystemExit(
+            f"bench_ablation: no recipe at {path}: run `make demo` first (it writes "
+            "runs/demo/policy/ver-train-router.yaml) or pass --recipe"
+        )
+    return yaml.safe_load(path.read_text())
+
+
+def train_command(row: str, args: argparse.Namespace, recipe: dict, ckpt: Path) -> list[str]:
+    """The command that trains the row's policy into ``ckpt``."""
     variant, head = row.rsplit("_", 1)
+    train = recipe.get("train", {})
+    steps = args.steps if args.steps is not None else train.get("steps", 100)
+    head_steps = args.head_steps if args.head_steps is not None else train.get("head_steps", 0)
+    demos = args.demos or Path(recipe["bag"])
     if variant == "effnet":
-        cmd = [sys.executable, "-m", "ver_core.eval.baselines", "--bag", str(args.demos), "--out", str(ckpt),
-               "--head", head, "--steps", str(args.steps + args.head_steps),
-               "--batch-size", str(args.batch_size)]  # fmt: skip
-    else:
-        cmd = [str(ROOT / ".venv" / "bin" / "ver-train-router"), "--bag", str(args.demos), "--out", str(ckpt),
-               "--head", head, "--steps", str(args.steps), "--head-steps", str(args.head_steps),
-               "--batch-size", str(args.batch_size), "--cache-dir", str(args.work / "cache"),
-               "--no-progress", *VARIANTS[variant][1]]  # fmt: skip
-        if variant == "dense":
-            if not (args.dense_library / "config.json").is_file():
-                raise SystemExit(
-                    f"bench_ablation: the dense row needs a dense distilled student at "
-                    f"{args.dense_library} (see this file's docstring for the command)"
-                )
-            cmd += ["--library", str(args.dense_library)]
-        elif (args.library / "config.json").is_file():
-            cmd += ["--library", str(args.library)]
-        else:
-            print(
-                f"[bench] WARNING: no library at {args.library}: training over a fresh one",
-                flush=True,
+        return [sys.executable, "-m", "ver_core.eval.baselines", "--bag", str(demos), "--out", str(ckpt),
+                "--head", head, "--steps", str(steps + head_steps),
+                "--batch-size", str(train.get("batch_size", 32))]  # fmt: skip
+    cmd = [str(BIN / "ver-train-router"), "--config", str(args.recipe), "--out", str(ckpt),
+           "--head", head, "--no-progress", *VARIANTS[variant][1]]  # fmt: skip
+    if args.demos is not None:
+        cmd += ["--bag", str(args.demos)]
+    if args.steps is not None:
+        cmd += ["--steps", str(args.steps)]
+    if args.head_steps is not None:
+        cmd += ["--head-steps", str(args.head_steps)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if variant == "dense":
+        if not (args.dense_library / "config.json").is_file():
+            raise SystemExit(
+                f"bench_ablation: the dense row needs a dense distilled student at "
+                f"{args.dense_library} (see this file's docstring for the command)"
             )
-    print(f"[bench] {row}: {shlex.join(cmd)}", flush=True)
+        # its tokens differ from the library's: a cache of its own
+        cmd += ["--library", str(args.dense_library), "--cache-dir", str(args.work / "cache_dense")]
+    return cmd
+
+
+def train_row(cmd: list[str]) -> float:
+    print(f"[bench] {shlex.join(cmd)}", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
-    return cmd, time.perf_counter() - t0
+    return time.perf_counter() - t0
 
 
-def row_library(row: str, args: argparse.Namespace) -> str | None:
+def existing_training(ckpt: Path) -> tuple[list[str], float | None, dict]:
+    """How an existing checkpoint was trained: its saved options and training seconds."""
+    import yaml
+
+    saved = ckpt / "ver-train-router.yaml"
+    options = yaml.safe_load(saved.read_text()) if saved.is_file() else {}
+    metrics = ckpt / "metrics.json"
+    seconds = (
+        json.loads(metrics.read_text()).get("train_seconds_this_run") if metrics.is_file() else None
+    )
+    return [f"(existing checkpoint {ckpt}; its options: {saved})"], seconds, options
+
+
+def row_library(row: str, args: argparse.Namespace, options: dict) -> str | None:
     """The feature extractor a row's policy trains over (None: the EfficientNet baseline)."""
     variant = row.rsplit("_", 1)[0]
     if variant == "effnet":
         return None
-    path = Path(args.dense_library if variant == "dense" else args.library).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    if variant == "dense":
+        return str(args.dense_library)
+    return options.get("task", {}).get("library")
 
 
 def evaluate_row(row: str, ckpt: Path, args: argparse.Namespace) -> dict:
+    """The row's checkpoint on the held-out seeds; returns ver-eval's report."""
+    out = ckpt / "eval"
+    if row.startswith("effnet"):
+        return _evaluate_open_loop(ckpt, args)
+    cmd = [str(BIN / "ver-eval"), "--checkpoint", str(ckpt), "--in-process", "--no-media",
+           "--episodes", str(args.episodes), "--seed", str(args.seed),
+           "--max-steps", str(args.max_steps), "--observation-budget-s", str(args.observation_budget_s),
+           "--latency-s", str(args.latency_s), "--out", str(out), "--quiet"]  # fmt: skip
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    print(f"[bench] {shlex.join(cmd)}", flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    report = json.loads((out / "results.json").read_text())
+    report["eval_command"] = cmd
+    return report
+
+
+def _evaluate_open_loop(ckpt: Path, args: argparse.Namespace) -> dict:
     from ver_core.eval import ChunkController, EvalConfig, evaluate, policy_predictor
+    from ver_core.eval.baselines import FrozenFeaturePolicy
 
-    variant = row.rsplit("_", 1)[0]
-    if variant == "effnet":
-        from ver_core.eval.baselines import FrozenFeaturePolicy
-
-        policy = FrozenFeaturePolicy.from_pretrained(ckpt)
-    else:
-        from ver_core.policy import TaskPolicy
-
-        policy = TaskPolicy.from_pretrained(ckpt)
+    policy = FrozenFeaturePolicy.from_pretrained(ckpt)
     config = EvalConfig(
-        episodes=args.episodes, seed=args.seed, max_steps=args.max_steps, media=False
-    )
+        episodes=args.episodes, seed=args.seed, max_steps=args.max_steps, media=False,
+        loop="open-loop",
+    )  # fmt: skip
     controller = ChunkController(policy_predictor(policy), config.execute_steps)
-    return evaluate(controller, config, out_dir=ckpt / "eval", meta={"row": row})
+    report = evaluate(controller, config, out_dir=ckpt / "eval", meta={"row": "effnet"})
+    report["eval_command"] = ["(in-process open loop, bench_ablation)"]
+    return report
 
 
 def summarize(report: dict) -> dict:
@@ -182,15 +259,27 @@ def summarize(report: dict) -> dict:
     out["mean_min_distance_m"] = report["min_distance_m"].get("mean")
     lat = report.get("latency_ms", {})
     out["encode_p50_ms"] = lat.get("encode", {}).get("p50_ms")
-    out["head_p50_ms"] = lat.get("head", {}).get("p50_ms")
+    out["per_episode_success"] = [bool(e["success"]) for e in report.get("per_episode", [])]
     if "expert_usage" in report:
         out["expert_usage"] = report["expert_usage"]
     return out
 
 
+def p_vs_ver(results: dict, row: str) -> float | None:
+    """One-sided Fisher exact p that the same head's VER row succeeds more often than ``row``."""
+    from ver_core.eval.stats import fisher_exact_greater
+
+    head = row.rsplit("_", 1)[1]
+    ver = results["rows"].get(f"ver_{head}")
+    if ver is None or row == f"ver_{head}":
+        return None
+    v, r = ver["eval"], results["rows"][row]["eval"]
+    return fisher_exact_greater(v["successes"], v["episodes"], r["successes"], r["episodes"])
+
+
 def table(results: dict) -> str:
     lines = [
-        "| row | head | success (95% CI) | closest gripper-cube (m) | encode p50 (ms) | joint + head steps x batch | train time |",
+        "| row | head | success (95% CI) | p (VER better) | closest gripper-cube (m) | joint + head steps x batch | train time |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in ROWS:
@@ -199,12 +288,14 @@ def table(results: dict) -> str:
             continue
         variant, head = row.rsplit("_", 1)
         e = r["eval"]
+        p = p_vs_ver(results, row)
+        train_s = r.get("train_wall_s")
         lines.append(
             f"| {VARIANTS[variant][0]} | {head} | {e['successes']}/{e['episodes']} = {100 * e['success_rate']:.0f}% "
-            f"({100 * e['ci95_low']:.0f}-{100 * e['ci95_high']:.0f}%) | {e['mean_min_distance_m']:.3f} | "
-            f"{e['encode_p50_ms'] or 0:.0f} | {r['train_steps']} + {r.get('head_steps', 0)} x "
+            f"({100 * e['ci95_low']:.0f}-{100 * e['ci95_high']:.0f}%) | {'-' if p is None else f'{p:.3f}'} | "
+            f"{e['mean_min_distance_m']:.3f} | {r['train_steps']} + {r.get('head_steps', 0)} x "
             f"{r.get('batch_size', 32)} | "
-            f"{r['train_wall_s'] / 60:.1f} min |"
+            f"{'?' if train_s is None else f'{train_s / 60:.1f} min'} |"
         )
     return "\n".join(lines)
 
@@ -215,40 +306,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(table(results))
         return 0
-    if args.demos is None or not args.demos.is_dir():
-        print(
-            f"bench_ablation: --demos must be a directory of demo episodes, got {args.demos}",
-            file=sys.stderr,
-        )
-        return 2
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    n_demos = sum(1 for _ in args.demos.glob("episode_*"))
+    recipe = read_recipe(args.recipe)
+    given = dict(args.checkpoint)
     for row in args.only or ROWS:
-        ckpt = args.work / row
-        if args.retrain or not (ckpt / "config.json").is_file():
-            cmd, train_s = train_row(row, args, ckpt)
-        else:
-            prev = results["rows"].get(row, {})
-            cmd, train_s = (
-                prev.get("train_command", ["(existing checkpoint)"]),
-                prev.get("train_wall_s", 0.0),
+        ckpt = given.get(row, args.work / row)
+        if row not in given and (args.retrain or not (ckpt / "config.json").is_file()):
+            cmd = train_command(row, args, recipe, ckpt)
+            train_s = train_row(cmd)
+            options = (
+                read_recipe(ckpt / "ver-train-router.yaml") if not row.startswith("effnet") else {}
             )
-            print(f"[bench] {row}: reusing {ckpt}", flush=True)
+        else:
+            cmd, train_s, options = existing_training(ckpt)
+            print(f"[bench] {row}: evaluating the existing {ckpt}", flush=True)
+        train = options.get("train", recipe.get("train", {}))
         report = evaluate_row(row, ckpt, args)
         entry = {
             "label": VARIANTS[row.rsplit("_", 1)[0]][0],
             "train_command": cmd,
-            "train_steps": args.steps,
-            "head_steps": args.head_steps,
-            "batch_size": args.batch_size,
-            "train_wall_s": round(train_s, 1),
-            "demos": str(args.demos),
-            "num_demos": n_demos,
+            "train_steps": train.get("steps"),
+            "head_steps": train.get("head_steps"),
+            "batch_size": train.get("batch_size"),
+            "train_wall_s": None if train_s is None else round(train_s, 1),
+            "recipe": str(args.recipe),
+            "demos": str(args.demos or options.get("bag") or recipe.get("bag")),
             "checkpoint": str(ckpt),
-            "library": row_library(row, args),
+            "library": row_library(row, args, options),
+            "eval_command": report.get("eval_command"),
             "eval_wall_s": round(report["wall_s"], 1),
             "eval": summarize(report),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -259,8 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         results["rows"][row] = entry
         save_results(args.results, results)
         e = entry["eval"]
+        p = p_vs_ver(results, row)
         print(
-            f"[bench] {row}: success {e['successes']}/{e['episodes']} -> {args.results}", flush=True
+            f"[bench] {row}: success {e['successes']}/{e['episodes']}"
+            f"{'' if p is None else f', p(VER better) = {p:.3f}'} -> {args.results}",
+            flush=True,
         )
     print(table(results))
     return 0

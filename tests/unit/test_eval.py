@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from ver_core.eval import (
@@ -21,6 +24,7 @@ from ver_core.eval import (
     write_report,
 )
 from ver_core.eval.media import pick_frames, save_gif, save_strip
+from ver_core.eval.stats import fisher_exact_greater
 
 
 @pytest.mark.parametrize(
@@ -43,6 +47,37 @@ def test_wilson_interval_rejects_bad_counts():
     with pytest.raises(ValueError, match=">= 0"):
         wilson_interval(-1, 2)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_fisher_exact_greater_known_values():
+    # Fisher's tea tasting: 3 of 4 right against 1 of 4, one-sided p = 17/70
+    assert fisher_exact_greater(3, 4, 1, 4) == pytest.approx(17 / 70)
+    # all of arm 1 against none of arm 2: the single most extreme table, 1 / C(10, 5)
+    assert fisher_exact_greater(5, 5, 0, 5) == pytest.approx(1 / 252)
+    assert fisher_exact_greater(0, 5, 5, 5) == 1.0
+    assert fisher_exact_greater(0, 0, 0, 0) == 1.0
+    with pytest.raises(ValueError, match="successes <= trials"):
+        fisher_exact_greater(6, 5, 0, 5)
+
+
+@given(
+    n1=st.integers(1, 60),
+    n2=st.integers(1, 60),
+    data=st.data(),
+)
+def test_fisher_exact_greater_is_a_tail_probability(n1, n2, data):
+    """p is in (0, 1], falls as arm 1 does better, and the two one-sided tails overlap in
+    exactly the observed table's probability (so they sum to 1 + P(observed))."""
+    s1 = data.draw(st.integers(0, n1))
+    s2 = data.draw(st.integers(0, n2))
+    p = fisher_exact_greater(s1, n1, s2, n2)
+    assert 0.0 < p <= 1.0
+    if s1 < n1 and s2 > 0:  # one success moved from arm 2 to arm 1 keeps the margins
+        assert fisher_exact_greater(s1 + 1, n1, s2 - 1, n2) < p
+    total = s1 + s2
+    point = math.comb(n1, s1) * math.comb(n2, s2) / math.comb(n1 + n2, total)
+    other = fisher_exact_greater(s2, n2, s1, n1)
+    assert p + other == pytest.approx(1.0 + point, rel=1e-9)
 
 
 def test_success_summary_counts():

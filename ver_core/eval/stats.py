@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["wilson_interval", "describe", "success_summary"]
+__all__ = ["wilson_interval", "fisher_exact_greater", "describe", "success_summary"]
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -29,6 +29,22 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
     half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def fisher_exact_greater(s1: int, n1: int, s2: int, n2: int) -> float:
+    """One-sided Fisher exact p-value that arm 1's success rate exceeds arm 2's.
+
+    The probability, with both arms' total successes fixed, of arm 1 taking ``s1`` or more of them
+    if the two rates were equal (hypergeometric tail): small when ``s1 / n1`` is convincingly
+    above ``s2 / n2``. Exact at any count, which the usual robot evaluation (tens of episodes,
+    rates near 0 or 1) needs."""
+    for s, n in ((s1, n1), (s2, n2)):
+        if n < 0 or s < 0 or s > n:
+            raise ValueError(f"need 0 <= successes <= trials, got {s}/{n}")
+    total = s1 + s2
+    denom = math.comb(n1 + n2, total)
+    tail = sum(math.comb(n1, x) * math.comb(n2, total - x) for x in range(s1, min(n1, total) + 1))
+    return min(1.0, tail / denom)
 
 
 def describe(values: Sequence[float]) -> dict[str, float]:
