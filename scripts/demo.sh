@@ -19,7 +19,7 @@
 # VER_DEMO_BATCH (training batch, default 32), VER_DEMO_EVAL_EPISODES
 # (held-out episodes, default 50), VER_DEMO_HEAD
 # (mlp|diffusion, default mlp), VER_DEMO_RTF (simulator speed during the evaluation as a fraction of
-# real time, default 0: slowed so that this machine's encoder keeps up), VER_DEMO_MAX_STEPS (control steps before an evaluation episode fails,
+# real time, default 0: slowed so that encoder + policy keep the observations inside the staleness budget, ver_ros.eval_graph.auto_rtf), VER_DEMO_MAX_STEPS (control steps before an evaluation episode fails,
 # default 100), VER_DEMO_BUDGET_S (staleness budget of the evaluated graph, default 0.4), VER_DEMO_OUT (output dir, default runs/demo), VER_LIBRARY (library
 # checkpoint, default assets/ver_tiny_sim_library), VER_DEMO_TRAIN_ARGS (extra ver-train-router
 # flags, e.g. "--lr 1e-3"), VER_DEMO_IN_PROCESS=1 (evaluate without ROS).
@@ -35,7 +35,7 @@ head_steps="${VER_DEMO_HEAD_STEPS:-3000}"
 batch="${VER_DEMO_BATCH:-32}"
 eval_episodes="${VER_DEMO_EVAL_EPISODES:-50}"
 head="${VER_DEMO_HEAD:-mlp}"
-rtf="${VER_DEMO_RTF:-0}"  # 0: slowed so that this machine's encoder keeps up
+rtf="${VER_DEMO_RTF:-0}"  # 0: auto, slowed so that this machine keeps up (ver_ros.eval_graph.auto_rtf)
 max_steps="${VER_DEMO_MAX_STEPS:-100}"
 budget="${VER_DEMO_BUDGET_S:-0.4}"
 out="${VER_DEMO_OUT:-runs/demo}"

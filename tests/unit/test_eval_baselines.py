@@ -72,19 +72,27 @@ def test_eval_graph_parameters(tmp_path):
         graph_parameters(default_config_path(), EvalConfig(), tmp_path, rtf=2.0)
 
 
-def test_auto_rtf_slows_the_simulator_only_as_much_as_the_encoder_needs(tmp_path):
-    """--rtf 0: the simulator runs at ENCODE_SIM_S / (encoder seconds per observation) x real
-    time, clamped to [0.2, 1] in steps of 0.05."""
+def test_auto_rtf_slows_the_simulator_only_as_much_as_the_graph_needs(tmp_path):
+    """--rtf 0: the simulator runs at chain_sim_s(budget) / (encoder + policy seconds per
+    observation) x real time, clamped to [0.2, 1] in steps of 0.05; the allowance follows the
+    staleness budget, so that the observation behind the executing command stays inside it."""
     import ver_ros.eval_graph as eval_graph
     from ver_core.policy import TaskConfig, TaskPolicy
 
     ckpt = TaskPolicy.build(
         TaskConfig(model_overrides={"depth": 3, "moe_blocks": 2, "img_size": 32})
     ).save_pretrained(tmp_path / "task")
-    rtf, seconds = eval_graph.auto_rtf(ckpt)
-    assert 0 < seconds < eval_graph.ENCODE_SIM_S and rtf == 1.0  # a tiny model keeps up
-    sim = eval_graph.ENCODE_SIM_S
-    assert eval_graph.rtf_for(sim / 0.37) == 0.35  # rounded down to 0.05 steps
-    assert eval_graph.rtf_for(sim / 0.5) == 0.5
-    assert eval_graph.rtf_for(sim * 100) == 0.2  # never slower than 0.2 x real time
-    assert eval_graph.rtf_for(sim / 3) == 1.0  # never faster than real time
+    sim = eval_graph.chain_sim_s(0.4)
+    rtf, seconds = eval_graph.auto_rtf(ckpt, budget_s=0.4)
+    assert 0 < seconds < sim and rtf == 1.0  # a tiny model keeps up
+    # the worst age at the gate: a frame interval + 2 chains at CONTENTION x their idle time
+    assert 1 / 15 + 2 * eval_graph.CONTENTION * sim == pytest.approx(0.4)
+    assert eval_graph.chain_sim_s(0.25) < sim  # a tighter budget slows the simulator more
+    with pytest.raises(ValueError, match="frame interval"):
+        eval_graph.chain_sim_s(0.05)
+    assert eval_graph.rtf_for(sim / 0.37, sim) == 0.35  # rounded down to 0.05 steps
+    assert eval_graph.rtf_for(sim / 0.5, sim) == 0.5
+    assert eval_graph.rtf_for(sim * 100, sim) == 0.2  # never slower than 0.2 x real time
+    assert eval_graph.rtf_for(sim / 3, sim) == 1.0  # never faster than real time
+    # session 10's machine: encoder + policy 0.27 s idle at make demo's 0.4 s budget -> 0.3
+    assert eval_graph.rtf_for(0.27, sim) == 0.3

@@ -52,7 +52,7 @@ class EvalCommand:
     # policy, or a reference: the scripted expert, holding still, a random walk
     controller: Literal["policy", "expert", "hold", "random"] = "policy"
     # --through-ros: simulator speed as a fraction of real time (lower it on a slow or busy
-    # machine); 0: auto, slowed so that the encoder keeps up (ver_ros.eval_graph.auto_rtf)
+    # machine); 0: auto, slowed so that encoder + policy keep up (ver_ros.eval_graph.auto_rtf)
     rtf: float = 1.0
     # torch threads of the policy (1: the simulator renders on the other core; 0: torch default)
     threads: int = 1
@@ -103,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
 
         rtf = args.rtf
         if rtf == 0:
-            rtf, seconds = auto_rtf(args.checkpoint, args.threads)
+            rtf, seconds = auto_rtf(
+                args.checkpoint, args.threads, budget_s=config.observation_budget_s
+            )
             print(
-                f"ver-eval: the encoder takes {seconds:.3f} s per observation here: simulator at "
-                f"{rtf:g} x real time (--rtf 0: auto)",
+                f"ver-eval: encoder + policy take {seconds:.3f} s per observation here: "
+                f"simulator at {rtf:g} x real time (--rtf 0: auto)",
                 flush=True,
             )
 
