@@ -66,16 +66,17 @@ def test_fisher_exact_greater_known_values():
     data=st.data(),
 )
 def test_fisher_exact_greater_is_a_tail_probability(n1, n2, data):
-    """p is in (0, 1], falls as arm 1 does better, and the two one-sided tails overlap in
+    """p is in (0, 1], falls by the observed table's probability as arm 1 does better, and the two one-sided tails overlap in
     exactly the observed table's probability (so they sum to 1 + P(observed))."""
     s1 = data.draw(st.integers(0, n1))
     s2 = data.draw(st.integers(0, n2))
     p = fisher_exact_greater(s1, n1, s2, n2)
     assert 0.0 < p <= 1.0
-    if s1 < n1 and s2 > 0:  # one success moved from arm 2 to arm 1 keeps the margins
-        assert fisher_exact_greater(s1 + 1, n1, s2 - 1, n2) < p
     total = s1 + s2
     point = math.comb(n1, s1) * math.comb(n2, s2) / math.comb(n1 + n2, total)
+    if s1 < n1 and s2 > 0:  # one success moved from arm 2 to arm 1 keeps the margins: the
+        # tail loses exactly the observed table
+        assert p - fisher_exact_greater(s1 + 1, n1, s2 - 1, n2) == pytest.approx(point, abs=1e-12)
     other = fisher_exact_greater(s2, n2, s1, n1)
     assert p + other == pytest.approx(1.0 + point, rel=1e-9)
 
