@@ -15,7 +15,8 @@
 #
 # Knobs (environment): VER_DEMO_EPISODES (demos, default 100: the keypose estimator generalizes with scenes, docs/RESULTS.md session 6), VER_DEMO_NOISE (DART noise std in rad,
 # default 0.03), VER_DEMO_STEPS (joint router + head training steps, default 100),
-# VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 3000),
+# VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation
+# loss is lowest at 400-500 and rises after; in-process 17/20 vs 15/20 at 3000, docs/RESULTS.md session 10),
 # VER_DEMO_BATCH (training batch, default 32), VER_DEMO_EVAL_EPISODES
 # (held-out episodes, default 50), VER_DEMO_HEAD
 # (mlp|diffusion, default mlp), VER_DEMO_RTF (simulator speed during the evaluation as a fraction of
@@ -31,7 +32,7 @@ BIN=.venv/bin
 episodes="${VER_DEMO_EPISODES:-100}"
 noise="${VER_DEMO_NOISE:-0.03}"
 steps="${VER_DEMO_STEPS:-100}"
-head_steps="${VER_DEMO_HEAD_STEPS:-3000}"
+head_steps="${VER_DEMO_HEAD_STEPS:-600}"
 batch="${VER_DEMO_BATCH:-32}"
 eval_episodes="${VER_DEMO_EVAL_EPISODES:-50}"
 head="${VER_DEMO_HEAD:-mlp}"
