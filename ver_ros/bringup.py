@@ -67,6 +67,10 @@ def stop_with_supervisor() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
     except (OSError, AttributeError):
         return
+    # a supervisor started in the background (`cmd &` in a script, nohup) hands its children an
+    # ignored SIGINT, which would make the death signal a no-op: take the default Ctrl-C back
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.getppid() != int(parent):  # died before prctl took effect
         print("[ver-bringup] supervisor gone before this node started; exiting", file=sys.stderr)
         sys.exit(1)

@@ -277,3 +277,29 @@ def test_stop_with_supervisor_is_a_no_op_outside_bringup_and_exits_when_too_late
         )
         assert late.returncode == 1 and "ran" not in late.stdout, late
         assert "supervisor gone" in late.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_stop_with_supervisor_takes_back_an_ignored_sigint():
+    """A supervisor started in the background (`cmd &` in a script) hands its children an
+    ignored SIGINT; the death signal would then do nothing. The node takes the default back."""
+    import signal
+    import subprocess
+
+    code = (
+        "import signal; from ver_ros.bringup import stop_with_supervisor; "
+        "assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN; stop_with_supervisor(); "
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    )
+    env = {**os.environ, "VER_BRINGUP_PID": str(os.getpid())}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"

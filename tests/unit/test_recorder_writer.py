@@ -116,6 +116,11 @@ writer = BackgroundBagWriter(episode, 64, errors.append)
 for i in range(20):
     writer.submit(IMG, T0 + i, image(i, 8))
     time.sleep(0.03)
+# every small frame written before the pause (a loaded machine lags the writer thread), so that
+# the first large frame, more than a segment later, closes the segment that holds them
+deadline = time.monotonic() + 30
+while writer.stats()["written"].get(IMG, 0) < 20 and time.monotonic() < deadline:
+    time.sleep(0.01)
 time.sleep(0.25)
 for i in range(20, 40):
     writer.submit(IMG, T0 + i, image(i, 256))
