@@ -235,7 +235,7 @@ def auto_rtf(
     size = policy.model.config.img_size
     x = torch.rand(policy.config.num_views, 3, size, size)
     state = torch.zeros(1, policy.config.state_dim)
-    tracker = policy.grasp_tracker() if hasattr(policy, "grasp_tracker") else None
+    tracker = policy.grasp_tracker()  # None: the policy detects no grasp point
 
     @torch.no_grad()
     def chain() -> None:
