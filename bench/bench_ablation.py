@@ -157,21 +157,46 @@ def read_recipe(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def recipe_paths(recipe_path: Path, recipe: dict) -> tuple[Path, Path]:
+    """The recipe's demos and feature cache as absolute paths.
+
+    A recipe's relative paths are relative to where its ``ver-train-router`` ran (the repository
+    root for make demo's), which need not be this checkout (a fresh clone's make demo): that
+    directory is found from the recipe's own location, which is its ``out``. The cache is the
+    recipe's ``cache_dir``, else ``ver-train-router``'s default ``<out>/cache``, so every row reads
+    make demo's cached frozen features instead of extracting its own.
+    """
+    recipe_path = recipe_path.resolve()
+    base = ROOT
+    out = Path(recipe.get("out") or recipe_path.parent)
+    if not out.is_absolute():
+        here = recipe_path.parent
+        if here.parts[-len(out.parts) :] == out.parts:
+            base = Path(*here.parts[: -len(out.parts)])
+    out = out if out.is_absolute() else base / out
+
+    def absolute(p: str | Path) -> Path:
+        return Path(p) if Path(p).is_absolute() else base / p
+
+    return absolute(recipe["bag"]), absolute(recipe.get("cache_dir") or out / "cache")
+
+
 def train_command(row: str, args: argparse.Namespace, recipe: dict, ckpt: Path) -> list[str]:
     """The command that trains the row's policy into ``ckpt``."""
     variant, head = row.rsplit("_", 1)
     train = recipe.get("train", {})
     steps = args.steps if args.steps is not None else train.get("steps", 100)
     head_steps = args.head_steps if args.head_steps is not None else train.get("head_steps", 0)
-    demos = args.demos or Path(recipe["bag"])
+    recipe_demos, recipe_cache = recipe_paths(args.recipe, recipe)
+    demos = args.demos or recipe_demos
     if variant == "effnet":
         return [sys.executable, "-m", "ver_core.eval.baselines", "--bag", str(demos), "--out", str(ckpt),
                 "--head", head, "--steps", str(steps + head_steps),
                 "--batch-size", str(train.get("batch_size", 32))]  # fmt: skip
     cmd = [str(BIN / "ver-train-router"), "--config", str(args.recipe), "--out", str(ckpt),
-           "--head", head, "--no-progress", *VARIANTS[variant][1]]  # fmt: skip
-    if args.demos is not None:
-        cmd += ["--bag", str(args.demos)]
+           "--head", head, "--no-progress", "--bag", str(demos), *VARIANTS[variant][1]]  # fmt: skip
+    if variant != "dense":  # make demo's cached frozen features (same demos, same library)
+        cmd += ["--cache-dir", str(recipe_cache)]
     if args.steps is not None:
         cmd += ["--steps", str(args.steps)]
     if args.head_steps is not None:

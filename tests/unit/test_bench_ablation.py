@@ -41,8 +41,11 @@ def test_rows_train_with_the_recipe_and_only_their_routing_changed(bench, recipe
     assert cmd[cmd.index("--config") + 1] == str(recipe)
     assert cmd[cmd.index("--routing") + 1] == "single"
     assert cmd[cmd.index("--head") + 1] == "mlp"
-    # the recipe's steps, demos and cache unless the bench is told otherwise
-    assert "--steps" not in cmd and "--bag" not in cmd and "--cache-dir" not in cmd
+    # the recipe's steps; its demos and feature cache, made absolute (this recipe names no out
+    # inside a checkout, so its relative paths are this checkout's)
+    assert "--steps" not in cmd and "--head-steps" not in cmd
+    assert cmd[cmd.index("--bag") + 1] == str(bench.ROOT / "runs/demo/demos")
+    assert cmd[cmd.index("--cache-dir") + 1] == str(bench.ROOT / "runs/demo/policy/cache")
     noanneal = bench.train_command("noanneal_diffusion", args, options, tmp_path / "n")
     assert "--no-anneal" in noanneal and noanneal[noanneal.index("--head") + 1] == "diffusion"
 
@@ -52,6 +55,30 @@ def test_rows_train_with_the_recipe_and_only_their_routing_changed(bench, recipe
     cmd = bench.train_command("ver_mlp", args, options, tmp_path / "v")
     assert cmd[cmd.index("--steps") + 1] == "7" and cmd[cmd.index("--head-steps") + 1] == "9"
     assert cmd[cmd.index("--bag") + 1] == "d"
+
+
+def test_recipe_paths_resolve_against_the_recipes_own_checkout(bench, tmp_path):
+    """A fresh clone's make demo recipe: relative paths point into that clone, not this one."""
+    clone = tmp_path / "clone"
+    policy = clone / "runs" / "demo" / "policy"
+    policy.mkdir(parents=True)
+    path = policy / "ver-train-router.yaml"
+    options = {"bag": "runs/demo/demos", "out": "runs/demo/policy", "cache_dir": None}
+    path.write_text(yaml.safe_dump(options))
+    demos, cache = bench.recipe_paths(path, options)
+    assert demos == clone.resolve() / "runs/demo/demos"
+    assert cache == clone.resolve() / "runs/demo/policy/cache"  # ver-train-router's default
+    # an explicit cache_dir, and absolute paths, are taken as they are
+    options.update(cache_dir="runs/shared_cache", bag="/data/demos")
+    assert bench.recipe_paths(path, options) == (
+        Path("/data/demos"),
+        clone.resolve() / "runs/shared_cache",
+    )
+    # every row but the dense one trains over that cache
+    args = bench.parse_args(["--recipe", str(path)])
+    cmd = bench.train_command("frame_mlp", args, options, tmp_path / "f")
+    assert cmd[cmd.index("--cache-dir") + 1] == str(clone.resolve() / "runs/shared_cache")
+    assert cmd[cmd.index("--bag") + 1] == "/data/demos"
 
 
 def test_missing_recipe_or_dense_student_is_a_clear_error(bench, recipe, tmp_path):
