@@ -2,8 +2,11 @@
 
 Starts ``sim_node``, ``scripted_expert`` and ``recorder_node`` as separate processes (talking over
 DDS, all with ``use_sim_time``) and orchestrates them through their services:
-reset sim -> start recorder -> start expert -> poll ``success`` -> hold -> stop recorder.
-Failed episodes (timeout) are kept with ``"success": false`` in episode.json, or dropped with
+reset sim -> start recorder -> start expert -> poll ``success`` -> hold -> check ``success`` again
+-> finish the recorder with that verdict (``/recorder_node/finish``, so episode.json says what the
+sim says at the end, not what the last ``/sim/episode`` message said). An episode succeeds when the
+cube is still lifted and held after the hold; one dropped during the hold is a failure. Failed
+episodes (timeout, dropped) are kept with ``"success": false`` in episode.json, or dropped with
 ``--discard-failed``. A summary goes to ``<out>/record_summary.json``.
 
 By default the graph runs in a random, localhost-only ROS domain so it never talks to a real
@@ -52,9 +55,9 @@ class DemoGraph:
         expert_args: list[str] | None = None,
     ) -> None:
         import rclpy
-        from std_srvs.srv import Trigger
+        from std_srvs.srv import SetBool, Trigger
 
-        self._rclpy, self._trigger = rclpy, Trigger
+        self._rclpy = rclpy
         self.procs: dict[str, subprocess.Popen] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
         common = ["-p", "use_sim_time:=true"]
@@ -69,7 +72,7 @@ class DemoGraph:
         rclpy.init()
         self.node = rclpy.create_node("ver_record_demos")
         self.clients = {
-            key: self.node.create_client(Trigger, srv)
+            key: self.node.create_client(SetBool if key == "rec_finish" else Trigger, srv)
             for key, srv in {
                 "reset": "/sim_node/reset",
                 "success": "/sim_node/success",
@@ -77,6 +80,7 @@ class DemoGraph:
                 "expert_stop": "/scripted_expert/stop",
                 "rec_start": "/recorder_node/start",
                 "rec_stop": "/recorder_node/stop",
+                "rec_finish": "/recorder_node/finish",
                 "rec_discard": "/recorder_node/discard",
             }.items()
         }
@@ -96,8 +100,13 @@ class DemoGraph:
             if p.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {p.returncode}; see its log")
 
-    def call(self, key: str, timeout: float = 15.0) -> tuple[bool, str]:
-        future = self.clients[key].call_async(self._trigger.Request())
+    def call(self, key: str, timeout: float = 15.0, data: bool | None = None) -> tuple[bool, str]:
+        """Call a Trigger service (or, with ``data``, a SetBool one); -> (success, message)."""
+        client = self.clients[key]
+        request = client.srv_type.Request()
+        if data is not None:
+            request.data = data
+        future = client.call_async(request)
         self._rclpy.spin_until_future_complete(self.node, future, timeout_sec=timeout)
         if not future.done():
             self.check_alive()
@@ -136,18 +145,20 @@ def record_episode(graph: DemoGraph, timeout: float, hold: float, discard_failed
     if not ok:
         raise RuntimeError(f"recorder refused to start: {path}")
     graph.call("expert_start")
-    deadline, success = time.monotonic() + timeout, False
+    deadline, reached, success = time.monotonic() + timeout, False, False
     while time.monotonic() < deadline:
         graph.sleep(0.2)
-        success, _ = graph.call("success")
-        if success:
+        reached, _ = graph.call("success")
+        if reached:
             graph.sleep(hold)
+            success, _ = graph.call("success")  # still lifted and held after the hold?
             break
     graph.call("expert_stop")
+    extra = {"dropped_in_hold": True} if reached and not success else {}
     if not success and discard_failed:
         graph.call("rec_discard")
-        return {"seed": seed, "success": False, "path": None}
-    ok, summary = graph.call("rec_stop")
+        return {"seed": seed, "success": False, "path": None, **extra}
+    ok, summary = graph.call("rec_finish", data=success)
     try:  # a failed stop (e.g. disk full) still answers the JSON summary, with "error"
         info = json.loads(summary)
     except json.JSONDecodeError:
@@ -156,7 +167,7 @@ def record_episode(graph: DemoGraph, timeout: float, hold: float, discard_failed
         print(
             f"ver-record-demos: episode incomplete: {info.get('error', summary)}", file=sys.stderr
         )
-    return {"seed": seed, "success": success, **info}
+    return {**info, "seed": seed, "success": success, **extra}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -18,8 +18,12 @@ Services (std_srvs/Trigger): ``~/start`` (refused while recording, or when the o
 is unwritable / too full: the node keeps running), ``~/stop`` (finalize; message = JSON summary
 with received/written counts; success false with ``"error"`` when writing failed mid-episode,
 e.g. disk full: the segments committed before stay readable), ``~/discard`` (drop the current
-episode). Episode metadata (task, seed, success from the sim-only
-``/sim/episode`` topic when present) goes to ``episode.json`` and the bag's custom_data.
+episode). ``~/finish`` (std_srvs/SetBool) is ``~/stop`` with the caller's verdict: ``data`` is
+the episode's success (an operator's judgement on a real rig; ``ver-record-demos``'s check of the
+sim after the hold). Episode metadata (task, seed, success, ``success_source``: ``caller`` from
+``~/finish``, else ``sim`` from the last ``/sim/episode`` message received before ``~/stop``,
+which can lag the sim by a publish period, else ``none``) goes to ``episode.json`` and the bag's
+custom_data.
 Crash safety: see ``EpisodeBagWriter`` (closed segments survive SIGKILL; SIGINT closes all).
 """
 
@@ -39,7 +43,7 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ver_core.data.background_writer import BackgroundBagWriter
@@ -151,6 +155,7 @@ class RecorderNode(Node):
             )
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(SetBool, "~/finish", self._on_finish)
         self.create_service(Trigger, "~/discard", self._on_discard)
         self.get_logger().info(
             f"recorder ready: {c.output_dir} ({c.storage}, {'jpeg' if c.compressed else 'raw'} images)"
@@ -204,20 +209,26 @@ class RecorderNode(Node):
         ]
         return root / f"episode_{max(taken, default=-1) + 1:06d}"
 
-    def _finish(self, **updates) -> dict:
+    def _finish(self, success: bool | None = None, **updates) -> dict:
+        """Close the episode; ``success`` None takes it from the last ``/sim/episode`` info."""
         writer, self.writer = self.writer, None
         if writer is None:
             return {}
+        if success is not None:
+            source = "caller"
+        elif "success" in self.episode_info:
+            success, source = bool(self.episode_info["success"]), "sim"
+        else:
+            success, source = False, "none"
         try:
             summary = writer.close(
-                stop_time_ns=self._now_ns(),
-                success=bool(self.episode_info.get("success", False)),
-                **updates,
+                stop_time_ns=self._now_ns(), success=success, success_source=source, **updates
             )
         except BagWriteError as e:
             summary = writer.stats()
             summary["error"] = str(e)
             self.get_logger().error(f"episode {writer.path} incomplete: {e}")
+        summary["success"], summary["success_source"] = success, source
         summary["counts"] = summary["written"]
         summary["messages"] = writer.writer.message_count
         summary["bytes"] = writer.writer.bytes_written
@@ -257,15 +268,18 @@ class RecorderNode(Node):
         response.success, response.message = True, str(path)
         return response
 
-    def _on_stop(self, request, response):
+    def _on_stop(self, request, response, success: bool | None = None):
         if self.writer is None:
             response.success, response.message = False, "not recording"
             return response
-        summary = self._finish()
+        summary = self._finish(success)
         response.success = summary.get("error") is None
         response.message = json.dumps(summary)
         self.get_logger().info(f"episode done: {response.message}")
         return response
+
+    def _on_finish(self, request, response):
+        return self._on_stop(request, response, success=bool(request.data))
 
     def _on_discard(self, request, response):
         if self.writer is None:

@@ -64,12 +64,19 @@ class Graph:
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text()
 
-    def call(self, service: str, timeout: float = 60.0) -> tuple[bool, str]:
-        from std_srvs.srv import Trigger
+    def call(
+        self, service: str, timeout: float = 60.0, data: bool | None = None
+    ) -> tuple[bool, str]:
+        """Call a std_srvs/Trigger service, or a SetBool one with ``data``."""
+        from std_srvs.srv import SetBool, Trigger
 
-        client = self.node.create_client(Trigger, service)
+        srv = Trigger if data is None else SetBool
+        client = self.node.create_client(srv, service)
         assert client.wait_for_service(timeout_sec=timeout), f"{service} not available"
-        fut = client.call_async(Trigger.Request())
+        request = srv.Request()
+        if data is not None:
+            request.data = data
+        fut = client.call_async(request)
         self.rclpy.spin_until_future_complete(self.node, fut, timeout_sec=timeout)
         assert fut.done(), f"{service} did not answer"
         self.node.destroy_client(client)
@@ -145,6 +152,7 @@ def test_expert_episode_recorded_and_read_back(graph, tmp_path):
     bag = Path(summary["path"])
     meta = json.loads((bag / "episode.json").read_text())
     assert meta["success"] is True and meta["seed"] == 5 and meta["task"] == "pick_cube"
+    assert meta["success_source"] == "sim" and summary["success"] is True
     assert meta["joint_names"] == [f"fr3_joint{i}" for i in range(1, 8)]
 
     got = _read(bag)
@@ -179,6 +187,17 @@ def test_expert_episode_recorded_and_read_back(graph, tmp_path):
             indep.setdefault(m.channel.topic, []).append(m.log_time_ns)
     assert {t: len(v) for t, v in indep.items()} == counts
     assert sorted(indep[IMG]) == [t for t, _ in got[IMG]]
+
+    # ~/finish writes the caller's verdict, not what /sim/episode last said (the cube is held)
+    ok, path2 = graph.call("/recorder_node/start")
+    assert ok, path2
+    graph.spin(0.5)
+    assert graph.call("/sim_node/success")[0]
+    ok, summary2 = graph.call("/recorder_node/finish", data=False)
+    assert ok, summary2
+    meta2 = json.loads((Path(path2) / "episode.json").read_text())
+    assert meta2["success"] is False and meta2["success_source"] == "caller"
+    assert json.loads(summary2)["success"] is False
 
     # the two-camera episode trains: both views aligned and resized to the model's input
     from ver_core.data import TopicConfig, load_demos
