@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,10 @@ import yaml
 
 from ver_core.eval.stats import fisher_exact_greater
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_ablation.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_ablation", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_bench):
+    return load_bench("bench_ablation")
 
 
 @pytest.fixture

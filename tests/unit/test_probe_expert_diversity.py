@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from ver_core.model.config import VERConfig
 from ver_core.model.vit import VisionExpertTransformer
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "probe_expert_diversity.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("probe_expert_diversity", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_bench):
+    return load_bench("probe_expert_diversity")
 
 
 def _model(seed: int) -> VisionExpertTransformer:
