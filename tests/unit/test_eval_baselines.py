@@ -96,3 +96,21 @@ def test_auto_rtf_slows_the_simulator_only_as_much_as_the_graph_needs(tmp_path):
     assert eval_graph.rtf_for(sim / 3, sim) == 1.0  # never faster than real time
     # session 10's machine: encoder + policy 0.27 s idle at make demo's 0.4 s budget -> 0.3
     assert eval_graph.rtf_for(0.27, sim) == 0.3
+
+
+def test_baseline_features_read_the_first_view_of_demo_images():
+    """DemoData images carry a view axis (N, V, s, s, 3); the baseline encodes view 0 only."""
+    import numpy as np
+
+    from ver_core.eval.baselines import _features
+
+    class Probe:
+        def features(self, x):  # (B, 3, S, S) -> one "token" per image: its mean
+            return x.mean(dim=(1, 2, 3))[:, None, None]
+
+    rng = np.random.default_rng(0)
+    views = rng.integers(0, 255, (5, 2, 32, 32, 3), dtype=np.uint8)
+    got = _features(Probe(), views, batch=2)
+    want = _features(Probe(), np.ascontiguousarray(views[:, 0]), batch=2)
+    assert got.shape == (5, 1, 1) and torch.equal(got, want)
+    assert not torch.equal(got, _features(Probe(), np.ascontiguousarray(views[:, 1]), batch=2))

@@ -132,11 +132,14 @@ class FrozenFeaturePolicy(ActionNormalization, nn.Module):
 
 
 def _features(policy: FrozenFeaturePolicy, images, batch: int = 32) -> torch.Tensor:
-    """uint8 (N, s, s, 3) -> frozen tokens (N, 50, 1280) float16 (computed once)."""
+    """uint8 (N, s, s, 3), or demo views (N, V, s, s, 3) of which the first (the scene camera)
+    is used -> frozen tokens (N, 50, 1280) float16 (computed once)."""
     from tqdm import tqdm
 
     from ver_core.model import preprocess_images
 
+    if images.ndim == 5:  # DemoData keeps a view axis; the baseline reads one camera
+        images = images[:, 0]
     out = []
     for start in tqdm(range(0, len(images), batch), desc="EfficientNet features", unit="batch"):
         out.append(policy.features(preprocess_images(images[start : start + batch])).half())
