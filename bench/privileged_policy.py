@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     p.add_argument("--pose-bias", type=float, default=0.0, help="m of error on x, y per episode")
     p.add_argument(
         "--gripper",
-        choices=("binary", "latest", "smooth"),
+        choices=("vote", "binary", "latest", "smooth"),
         default=None,
         help="deployed: the smoother's gripper mode (default: the config's)",
     )

@@ -120,7 +120,9 @@ class PolicyParams:
     ensemble_decay: float = param(5.0, "temporal ensembling: weight decay with chunk age (1/s)")
     blend_time_s: float = param(0.2, "blend smoothing: cross-fade duration (s)")
     gripper: str = param(
-        "binary", "gripper width: binary (open/closed), latest (newest chunk) or smooth"
+        "vote",
+        "gripper width: vote (open/closed by the majority of the chunks covering each time), "
+        "binary (the newest chunk's, open/closed), latest (newest chunk) or smooth",
     )
     observation_budget_s: float = param(
         DEFAULT_BUDGET.observation_s, "staleness budget: never act on views older than this (s)"

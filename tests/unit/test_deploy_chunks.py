@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ver_core.deploy import (
     ActionChunk,
@@ -142,8 +144,67 @@ def test_gripper_is_a_decision_not_an_average():
         np.testing.assert_allclose(out.actions[:, 0], 0.3)
 
 
+def _close_after(stamp: float, lead: float, horizon: int = 16) -> ActionChunk:
+    """A chunk at 10 Hz that says open until ``lead`` s after its observation, closed after."""
+    off = uniform_offsets(horizon, 10.0)
+    return gripper_chunk(stamp, np.where(off < lead - 1e-9, 0.08, 0.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(period=st.floats(0.02, 0.3), lead=st.floats(0.1, 0.5), delay=st.floats(0.0, 0.05))
+def test_vote_closes_the_hand_that_every_replan_postpones(period, lead, delay):
+    """Invariant: a policy that, observation after observation, predicts the close ``lead`` s
+    ahead (it cannot tell how long it has waited) gets the hand closed within 2 x lead (on the
+    chunk's 10 Hz grid) + 2 periods of its first such chunk, however fast it replans; the newest chunk's decision
+    (binary) never closes it once the loop replans faster than the lead."""
+    vote = ChunkSmoother(SmoothingConfig(gripper="vote"))
+    binary = ChunkSmoother(SmoothingConfig(gripper="binary"))
+    closed_at, binary_closed = None, False
+    for k in range(int(2.0 / period)):
+        stamp = k * period
+        now = stamp + delay  # published, then executed until the next chunk
+        chunk = _close_after(stamp, lead)
+        v, b = vote.add(chunk, now), binary.add(chunk, now)
+        until = now + period
+        if closed_at is None and v.sample(until)[-1] == 0.0:
+            closed_at = until
+        binary_closed |= bool(b.sample(until)[-1] == 0.0)
+    grid_lead = np.ceil(lead * 10 - 1e-9) / 10  # the first closed action of the 10 Hz chunk
+    assert closed_at is not None and closed_at <= 2 * grid_lead + 2 * period + delay + 1e-9
+    if period + delay < lead - 1e-9:
+        assert not binary_closed
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    opens=st.integers(2, 20),
+    period=st.floats(0.02, 0.2),
+    stray=st.integers(0, 15),
+)
+def test_vote_outvotes_one_stray_close(opens, period, stray):
+    """Invariant: one chunk that says "close now" after at least two that say open throughout
+    does not close the hand, anywhere in its horizon (the chunks before it outvote it)."""
+    vote = ChunkSmoother(SmoothingConfig(gripper="vote"))
+    for k in range(opens):
+        vote.add(gripper_chunk(k * period, [0.08] * 16), k * period)
+    widths = np.full(16, 0.08)
+    widths[stray:] = 0.0
+    out = vote.add(gripper_chunk(opens * period, widths), opens * period)
+    covered = out.times <= (opens - 2) * period + 1.5  # the two newest open chunks cover these
+    assert np.all(out.actions[covered, -1] == 0.08)
+    binary = ChunkSmoother(SmoothingConfig(gripper="binary"))
+    assert np.all(binary.add(gripper_chunk(0.0, widths)).actions[stray:, -1] == 0.0)
+
+
+def test_vote_with_one_chunk_is_binary():
+    widths = [0.08, 0.05, 0.03, 0.0, 0.0]
+    vote = ChunkSmoother(SmoothingConfig(gripper="vote")).add(gripper_chunk(0.0, widths))
+    binary = ChunkSmoother(SmoothingConfig(gripper="binary")).add(gripper_chunk(0.0, widths))
+    np.testing.assert_array_equal(vote.actions, binary.actions)
+
+
 def test_gripper_mode_validation_and_default():
-    assert SmoothingConfig().gripper == "binary"
+    assert SmoothingConfig().gripper == "vote"
     with pytest.raises(ValueError, match="gripper must be one of"):
         SmoothingConfig(gripper="half")
     with pytest.raises(ValueError, match="gripper_open"):

@@ -151,7 +151,7 @@ def test_deploy_settings_read_the_shipped_graph_config():
     assert s.budget.observation_s <= 0.25  # the budget: motion stops within 250 ms
     assert s.safety.observation_budget_s == s.budget.observation_s
     assert s.robot_type in ("fr3", "panda") and s.smoothing.mode == "ensemble"
-    assert s.smoothing.gripper == "binary"
+    assert s.smoothing.gripper == "vote"
     slow = s.with_observation_budget(0.4)
     assert slow.budget.observation_s == slow.safety.observation_budget_s == 0.4
     assert s.budget.observation_s <= 0.25  # the original is untouched

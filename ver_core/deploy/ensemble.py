@@ -15,8 +15,16 @@ The gripper (the last action dimension, a width) is a decision, not a motion, an
 decisions is what closes a hand too early: the mean of "still open" and "closing" is a half-closed
 hand, which the policy then sees in its proprioception and reads as "grasping", closing further.
 ``gripper`` says how the last dimension is treated: ``smooth`` (like the arm), ``latest`` (the
-newest chunk's values, never averaged) or ``binary`` (the newest chunk's values snapped to fully
-open / fully closed at half of ``gripper_open``).
+newest chunk's values, never averaged), ``binary`` (the newest chunk's values snapped to fully
+open / fully closed at half of ``gripper_open``) or ``vote`` (snapped the same way, but at each
+time the majority of the stored chunks covering it decides, the newest breaking a tie).
+
+Why ``vote``: a chunk policy that cannot tell from the state how long it has waited at the grasp
+(the arm is still) predicts the close a fixed time ahead of every observation, e.g. 0.3 s. Taking
+the newest chunk's decision, a loop that replans faster than that pushes the close ahead forever
+and the hand hovers open over the cube (session 12: 11/20 in-process at 0.03 s per view against
+18/20 at 0.08 s). Each stored chunk keeps the close at the time it predicted; once most chunks
+covering now have passed theirs, the hand closes. One chunk's stray decision is outvoted.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from ver_core.deploy.chunk import ActionChunk
 __all__ = ["GRIPPER_MODES", "SMOOTHING_MODES", "ChunkSmoother", "SmoothingConfig"]
 
 SMOOTHING_MODES = ("latest", "ensemble", "blend")
-GRIPPER_MODES = ("smooth", "latest", "binary")
+GRIPPER_MODES = ("smooth", "latest", "binary", "vote")
+VOTE_HISTORY = 64  # chunks the gripper vote may count: 2.1 s of chunks at 30 Hz
 
 
 @dataclass
@@ -40,7 +49,7 @@ class SmoothingConfig:
     decay: float = 5.0  # 1/s, ensemble weight decay with chunk age
     blend_time_s: float = 0.2
     max_chunks: int = 8
-    gripper: str = "binary"
+    gripper: str = "vote"
     gripper_open: float = 0.08  # m, the hand's full opening (binary: open = this, closed = 0)
 
     def __post_init__(self) -> None:
@@ -63,7 +72,9 @@ class ChunkSmoother:
 
     def __init__(self, config: SmoothingConfig | None = None) -> None:
         self.config = config or SmoothingConfig()
-        self._raw: deque[ActionChunk] = deque(maxlen=self.config.max_chunks)
+        # every chunk still covering the future: the gripper vote counts them all (a fast loop
+        # stores many), the arm's ensemble the newest ``max_chunks``
+        self._raw: deque[ActionChunk] = deque(maxlen=max(self.config.max_chunks, VOTE_HISTORY))
         self._last_out: ActionChunk | None = None
 
     def reset(self) -> None:
@@ -100,17 +111,35 @@ class ChunkSmoother:
             return out
         actions = out.actions.copy()
         width = raw.actions[:, -1]
+        half = self.config.gripper_open / 2
         if g == "binary":
-            half = self.config.gripper_open / 2
             width = np.where(width < half, 0.0, self.config.gripper_open)
+        elif g == "vote":
+            width = np.where(self._closed_by_vote(raw, half), 0.0, self.config.gripper_open)
         actions[:, -1] = width
         return ActionChunk(out.stamp, out.offsets, actions)
+
+    def _closed_by_vote(self, chunk: ActionChunk, half: float) -> np.ndarray:
+        """(H,) bool: at each of ``chunk``'s times, whether most stored chunks covering it (and
+        ``chunk`` itself) say closed (width below ``half``); a tie goes to ``chunk``."""
+        times = chunk.times
+        newest = chunk.actions[:, -1] < half
+        closed = newest.astype(np.float64)
+        voters = np.ones(chunk.horizon)
+        for old in self._raw:
+            if old.actions.shape[1] != chunk.actions.shape[1]:
+                continue
+            covered = (times >= old.start_time) & (times <= old.end_time)
+            if covered.any():
+                closed[covered] += old.sample(times[covered])[:, -1] < half
+                voters[covered] += 1
+        return np.where(2 * closed == voters, newest, 2 * closed > voters)
 
     def _ensemble(self, chunk: ActionChunk) -> ActionChunk:
         times = chunk.times  # (H,)
         total = chunk.actions.copy()  # weight 1 for the newest chunk
         weight = np.ones((chunk.horizon, 1))
-        for old in self._raw:
+        for old in list(self._raw)[-self.config.max_chunks :]:
             if old.actions.shape[1] != chunk.actions.shape[1]:
                 continue
             covered = (times >= old.start_time) & (times <= old.end_time)  # (H,)

@@ -1,0 +1,56 @@
+"""bench/probe_tracker.py: how it reads recorded tracker updates against the ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bench(load_bench):
+    return load_bench("probe_tracker")
+
+
+CUBE = np.array([0.5, 0.1])
+DISTRACTORS = [np.array([0.45, -0.1]), np.array([0.6, 0.3])]
+
+
+def _frame(sightings, estimate):
+    return {
+        "sightings": [
+            {"view": v, "on_arm": v == 1, "prob": p, "point": [x, y, 0.045], "range_m": 0.3}
+            for v, p, (x, y) in sightings
+        ],
+        "estimate": None if estimate is None else [*estimate, 0.045],
+    }
+
+
+def test_labels_name_the_nearest_object_within_reach(bench):
+    assert bench.label(np.array([0.51, 0.1, 0.0]), CUBE, DISTRACTORS, 0.04) == "cube"
+    assert bench.label(np.array([0.46, -0.1, 0.0]), CUBE, DISTRACTORS, 0.04) == "distractor0"
+    assert bench.label(np.array([0.7, 0.0, 0.0]), CUBE, DISTRACTORS, 0.04) == "elsewhere"
+
+
+def test_a_tracker_that_started_on_a_distractor_and_left_it_reads_so(bench):
+    frames = [
+        _frame([(1, 0.6, (0.45, -0.1))], (0.45, -0.1)),  # the wrist sees the distractor first
+        _frame([(0, 0.8, (0.5, 0.1)), (1, 0.3, (0.45, -0.1))], (0.45, -0.1)),
+        _frame([], None),  # nothing sighted: not counted as an estimate change
+        _frame([(0, 0.9, (0.505, 0.1))], (0.503, 0.1)),
+    ]
+    got = bench.summarize(frames, CUBE, DISTRACTORS, 0.04)
+    assert got["estimate_start"] == "distractor0"
+    assert got["estimate_end"] == "cube"
+    assert got["switches"] == 1
+    assert got["estimate_end_error_m"] == pytest.approx(0.003)
+    assert got["probability_mass"]["view1"] == {"distractor": pytest.approx(0.9)}
+    assert got["probability_mass"]["view0"] == {"cube": pytest.approx(1.7)}
+    assert got["first_update_with"] == {"distractor": 0, "cube": 1}
+
+
+def test_sightings_are_read_against_where_the_cube_is_at_each_update(bench):
+    lifted = _frame([(1, 0.9, (0.58, 0.1))], (0.58, 0.1))
+    lifted["cube_xy"] = [0.58, 0.1]  # pushed 8 cm: the detector followed it
+    got = bench.summarize([_frame([(0, 0.8, (0.5, 0.1))], (0.5, 0.1)), lifted], CUBE, [], 0.04)
+    assert (got["estimate_start"], got["estimate_end"], got["switches"]) == ("cube", "cube", 0)
+    assert got["probability_mass"]["view1"] == {"cube": pytest.approx(0.9)}
