@@ -158,6 +158,23 @@ def test_deploy_settings_read_the_shipped_graph_config():
 
 
 # ---------------------------------------------------------------- the in-process closed loop
+def test_policy_node_without_a_config_smooths_as_the_in_process_controller():
+    """The policy node builds its smoother from its own parameters; in-process evaluation from
+    DeploySettings. With no parameter file both must give the same smoother (session 12 moved
+    the gripper default to ``vote`` in both; this fails if one moves alone)."""
+    from ver_ros.policy_node import PolicyParams
+
+    p, s = PolicyParams(checkpoint="runs/task"), DeploySettings.from_params({}).smoothing
+    node = SmoothingConfig(
+        mode=p.smoothing, decay=p.ensemble_decay, blend_time_s=p.blend_time_s, gripper=p.gripper
+    )
+    assert node == s == SmoothingConfig()
+    assert (p.observation_budget_s, p.joint_state_budget_s) == (
+        StalenessBudget().observation_s,
+        StalenessBudget().joint_state_s,
+    )
+
+
 def test_closed_loop_runs_the_deployed_controller_on_the_sim_clock(two_camera_policy):
     """A short episode of an untrained two-camera policy: the loop delivers joint states and both
     views on schedule, the gate commands the arm inside the limits, nothing is non-finite."""
