@@ -114,3 +114,24 @@ def test_baseline_features_read_the_first_view_of_demo_images():
     want = _features(Probe(), np.ascontiguousarray(views[:, 0]), batch=2)
     assert got.shape == (5, 1, 1) and torch.equal(got, want)
     assert not torch.equal(got, _features(Probe(), np.ascontiguousarray(views[:, 1]), batch=2))
+
+
+def test_the_evaluation_predictor_runs_the_baseline_on_its_first_view():
+    """ver-eval's predictor over the baseline (bench_ablation's effnet row crashed here: the
+    baseline has no ``model.config.img_size`` and got a view axis): two rendered views in, the
+    chunk the first view alone gives out."""
+    import numpy as np
+
+    from ver_core.deploy import LatencyStats
+    from ver_core.eval.evaluate import PolicyPredictor
+
+    torch.manual_seed(0)
+    policy = FrozenFeaturePolicy(TaskConfig(chunk_len=4, hidden_dim=32, neck_dim=16)).eval()
+    rng = np.random.default_rng(0)
+    views = rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    predictor = PolicyPredictor(policy)
+    both = predictor(views, np.zeros(8), LatencyStats())
+    first = predictor(views[0], np.zeros(8), LatencyStats())
+    assert both.shape == (4, 8) and np.array_equal(both, first)
+    second = predictor(views[1], np.zeros(8), LatencyStats())
+    assert not np.array_equal(both, second)

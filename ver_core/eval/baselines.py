@@ -44,6 +44,8 @@ class FrozenFeaturePolicy(ActionNormalization, nn.Module):
     """``encode(images (B,3,224,224) ImageNet-normalized) -> FrozenFeatures``,
     ``predict_chunk(tokens, state (B, 8) raw) -> (B, H, 8) raw`` (the TaskPolicy interface)."""
 
+    image_size = 224  # EfficientNet-Lite0's input; a TaskPolicy reads model.config.img_size
+
     def __init__(
         self, config: TaskConfig, stats: NormStats | None = None, encoder: nn.Module | None = None
     ) -> None:
@@ -78,6 +80,10 @@ class FrozenFeaturePolicy(ActionNormalization, nn.Module):
         return torch.cat([patches.mean(1, keepdim=True), patches], dim=1)  # (B, 50, 1280)
 
     def encode(self, images: Tensor) -> FrozenFeatures:
+        """(B, 3, 224, 224), or (B, V, 3, 224, 224) of which view 0 is encoded (the baseline
+        trains on the first camera of the demos, ``_features``)."""
+        if images.ndim == 5:
+            images = images[:, 0]
         return FrozenFeatures(tokens=self.features(images), expert_index=[])
 
     def condition(self, tokens: Tensor, state: Tensor) -> Tensor:

@@ -99,7 +99,7 @@ class PolicyPredictor:
 
         from ver_core.model import preprocess_images
 
-        size = self.policy.model.config.img_size
+        size = getattr(self.policy, "image_size", None) or self.policy.model.config.img_size
         with torch.inference_mode():
             with latency.time("encode"):
                 views = preprocess_images(image if image.ndim == 4 else image[None], size)
