@@ -116,11 +116,16 @@ class PolicyParams:
     finger_joints: list[str] = param(
         [], "finger joints summed into the gripper width; empty = checkpoint's"
     )
-    smoothing: str = param("ensemble", "chunk boundary smoothing: ensemble, blend or latest")
-    ensemble_decay: float = param(5.0, "temporal ensembling: weight decay with chunk age (1/s)")
-    blend_time_s: float = param(0.2, "blend smoothing: cross-fade duration (s)")
+    # the smoother's defaults are SmoothingConfig's: the in-process controller builds the same
+    smoothing: str = param(
+        SmoothingConfig.mode, "chunk boundary smoothing: ensemble, blend or latest"
+    )
+    ensemble_decay: float = param(
+        SmoothingConfig.decay, "temporal ensembling: weight decay with chunk age (1/s)"
+    )
+    blend_time_s: float = param(SmoothingConfig.blend_time_s, "blend smoothing: cross-fade (s)")
     gripper: str = param(
-        "vote",
+        SmoothingConfig.gripper,
         "gripper width: vote (open/closed by the majority of the chunks covering each time), "
         "binary (the newest chunk's, open/closed), latest (newest chunk) or smooth",
     )

@@ -23,8 +23,9 @@ Why ``vote``: a chunk policy that cannot tell from the state how long it has wai
 (the arm is still) predicts the close a fixed time ahead of every observation, e.g. 0.3 s. Taking
 the newest chunk's decision, a loop that replans faster than that pushes the close ahead forever
 and the hand hovers open over the cube (session 12, make demo's checkpoint in-process: 22/50 at
-0.03 s per view against 42/50 at 0.08 s; with ``vote`` 42/50 at both). Each stored chunk keeps the close at the time it predicted; once most chunks
-covering now have passed theirs, the hand closes. One chunk's stray decision is outvoted.
+0.03 s per view against 42/50 at 0.08 s; with ``vote`` 42/50 at both). Each stored chunk keeps
+the close at the time it predicted; once most chunks covering now have passed theirs, the hand
+closes. One chunk's stray decision is outvoted.
 """
 
 from __future__ import annotations
