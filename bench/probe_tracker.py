@@ -35,6 +35,30 @@ def ground_truth(env) -> tuple[np.ndarray, list[np.ndarray]]:
     return cube, [p[:2].copy() for p in pos if p[2] > 0]
 
 
+CLOSE_M = 0.035  # m, TCP to cube centre: the fingers straddle the cube (a successful grasp ~0.026)
+
+
+def _yaw4(yaw_vec: np.ndarray) -> float:
+    """(cos 4 psi, sin 4 psi) -> psi in degrees, in [-45, 45)."""
+    return float(np.degrees(np.arctan2(yaw_vec[1], yaw_vec[0]) / 4))
+
+
+def _cube_yaw4(quat: np.ndarray) -> float:
+    """The cube's yaw about the vertical (w, x, y, z quaternion), modulo 90 degrees, in [-45, 45)."""
+    w, x, y, z = quat
+    yaw = np.degrees(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+    return float((yaw + 45) % 90 - 45)
+
+
+def failure_kind(row: dict) -> str:
+    """What a failed episode's row reads as: "identity" (the tracker's estimate ended on
+    something that is not the cube), "near_miss" (on the cube, but the TCP never came within
+    ``CLOSE_M`` of the cube's centre) or "at_cube" (it did, and the cube was not lifted)."""
+    if not row["estimate_end"].startswith("cube"):
+        return "identity"
+    return "near_miss" if row["closest_m"] > CLOSE_M else "at_cube"
+
+
 def label(point: np.ndarray, cube: np.ndarray, distractors: list[np.ndarray], near: float) -> str:
     """'cube', 'distractor<k>' or 'elsewhere': what a world point lies nearest to."""
     best, name = near, "elsewhere"
@@ -92,6 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", required=True)
     p.add_argument("--latency-s", type=float, default=0.08, help="fixed compute s per view")
     p.add_argument("--max-steps", type=int, default=100)
+    p.add_argument("--observation-budget-s", type=float, default=0.4)
+    p.add_argument(
+        "--media", type=Path, default=None, help="write the last frames of each failure here"
+    )
+    p.add_argument(
+        "--policy-s",
+        type=float,
+        default=None,
+        help="fixed policy compute s per chunk (default: measured, as ver-eval); fixed, a rerun "
+        "is the same episode, so two trackers or checkpoints compare seed by seed",
+    )
+    p.add_argument(
+        "--peak-start",
+        action="store_true",
+        help="the tracker without the views' probability maps: it starts on a camera on the arm's "
+        "sharpest peak (the rule before session 13), to compare against the fused start",
+    )
     p.add_argument("--near", type=float, default=0.04, help="m: a sighting this close is 'on' it")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench/results/probe_tracker.json"))
@@ -112,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     policy = TaskPolicy.from_pretrained(args.checkpoint)
-    settings = DeploySettings.from_yaml(default_config_path())
+    # the staleness budget make demo evaluates with (scripts/demo.sh): with the robot's 0.25 s
+    # two views at --latency-s each keep the gate holding
+    settings = DeploySettings.from_yaml(default_config_path()).with_observation_budget(
+        args.observation_budget_s
+    )
     controller = build_controller(policy, settings, checkpoint_dir=args.checkpoint)
     tracker = controller.policy.predictor.tracker
     if tracker is None:
@@ -120,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     frames: list[dict] = []
     update = tracker.update
 
-    def recording_update(seen):
-        est = update(seen)
+    def recording_update(seen, maps=None):
+        est = update(seen, None if args.peak_start else maps)
         frames.append(
             {
                 "sightings": [
@@ -137,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 "estimate": None if est is None else [round(float(x), 4) for x in est[0]],
                 "cube_xy": [round(float(x), 4) for x in env.observation().cube_pos[:2]],
+                # the grasp yaw, 4-fold (a cube's faces every 90 degrees), in degrees: the
+                # estimate's and the cube's about the vertical, and the hand's
+                "yaw4_deg": None if est is None else round(_yaw4(est[1]), 1),
+                "cube_yaw4_deg": round(_cube_yaw4(env.observation().cube_quat), 1),
             }
         )
         return est
@@ -144,8 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     tracker.update = recording_update
     cfg = policy.config
     size = EvalConfig()  # the render size the demos were recorded at, as ver-eval
-    env = FrankaPickEnv(SimConfig(width=size.width, height=size.height))
-    timing = LoopTiming(control_hz=cfg.control_rate_hz, encoder_s=args.latency_s)
+    # both cameras at the demos' render size, as ver-eval renders them (a 640x480 wrist render
+    # squashed to the model's square input is not what the policy was trained on)
+    env = FrankaPickEnv(
+        SimConfig(
+            width=size.width,
+            height=size.height,
+            wrist_width=size.width,
+            wrist_height=size.height,
+        )
+    )
+    timing = LoopTiming(
+        control_hz=cfg.control_rate_hz, encoder_s=args.latency_s, policy_s=args.policy_s
+    )
     stepper = SimStepper(env, timing.image_rate_hz, timing.state_rate_hz)
     rows = []
     for seed in args.seeds:
@@ -154,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         # ground truth after the episode's reset: run_controller_episode resets from the seed
         env.reset(seed)
         cube, distractors = ground_truth(env)
-        result, _ = run_controller_episode(stepper, controller, seed, args.max_steps, timing)
+        result, _ = run_controller_episode(
+            stepper, controller, seed, args.max_steps, timing, capture_frames=args.media is not None
+        )
+        if args.media is not None and not result.success and result.frames:
+            from ver_core.eval.media import save_strip
+
+            save_strip(result.frames[-40:], args.media / f"fail_{seed}.png", count=8, height=200)
         row = {
             "seed": seed,
             "success": bool(result.success),
@@ -178,8 +244,17 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "probe_tracker",
         "checkpoint": str(args.checkpoint),
         "latency_s": args.latency_s,
+        "policy_s": args.policy_s,
+        "tracker_start": "peak" if args.peak_start else "fused",
+        "observation_budget_s": args.observation_budget_s,
         "near_m": args.near,
         "machine": {"cpu": platform.processor() or platform.machine(), "load": os.getloadavg()},
+        "successes": sum(r["success"] for r in rows),
+        "episodes": len(rows),
+        "failures": {
+            kind: [r["seed"] for r in rows if not r["success"] and failure_kind(r) == kind]
+            for kind in ("identity", "near_miss", "at_cube")
+        },
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -54,3 +54,20 @@ def test_sightings_are_read_against_where_the_cube_is_at_each_update(bench):
     got = bench.summarize([_frame([(0, 0.8, (0.5, 0.1))], (0.5, 0.1)), lifted], CUBE, [], 0.04)
     assert (got["estimate_start"], got["estimate_end"], got["switches"]) == ("cube", "cube", 0)
     assert got["probability_mass"]["view1"] == {"cube": pytest.approx(0.9)}
+
+
+def test_failures_read_as_identity_near_miss_or_at_the_cube(bench):
+    row = {"estimate_end": "distractor1", "closest_m": 0.02}
+    assert bench.failure_kind(row) == "identity"  # wherever the hand got
+    assert bench.failure_kind({"estimate_end": "elsewhere", "closest_m": 0.2}) == "identity"
+    assert bench.failure_kind({"estimate_end": "cube", "closest_m": 0.06}) == "near_miss"
+    assert bench.failure_kind({"estimate_end": "cube", "closest_m": 0.026}) == "at_cube"
+
+
+def test_yaws_read_four_fold(bench):
+    assert bench._yaw4(np.array([np.cos(4 * 0.3), np.sin(4 * 0.3)])) == pytest.approx(
+        np.degrees(0.3)
+    )
+    half = np.radians(50) / 2
+    quat = np.array([np.cos(half), 0.0, 0.0, np.sin(half)])  # 50 degrees about z
+    assert bench._cube_yaw4(quat) == pytest.approx(-40.0)  # = 50 - 90: a cube's faces repeat
