@@ -201,6 +201,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-randomize", action="store_true", help="turn domain randomization off")
     p.add_argument(
+        "--min-distractors",
+        type=int,
+        default=0,
+        help="fewest distractors per scene (0-3; each scene draws min .. 3): more objects that "
+        "are not the cube for the grasp-point detector to learn from",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=40.0,
@@ -227,7 +234,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
-    from ver_core.sim.config import CAMERAS
+    from ver_core.sim.config import CAMERAS, MAX_DISTRACTORS
+
+    if not 0 <= args.min_distractors <= MAX_DISTRACTORS:
+        p.error(f"--min-distractors must be in [0, {MAX_DISTRACTORS}], got {args.min_distractors}")
 
     args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     bad = [c for c in args.cameras if c not in CAMERAS]
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "-p", f"width:={w}", "-p", f"height:={h}", "-p", f"image_rate_hz:={args.image_rate}",
         "-p", f"realtime:={str(args.realtime).lower()}", "-p", f"seed:={args.seed}",
         "-p", f"randomize:={str(not args.no_randomize).lower()}",
+        "-p", f"min_distractors:={args.min_distractors}",
     ]  # fmt: skip
     rec_args = [
         "-p",

@@ -73,6 +73,7 @@ class SimNodeConfig:
     max_rtf: float = param(0.0, "with realtime false: cap on sim/wall speed (0 = no cap)")
     seed: int = param(-1, "seed of the first reset (then +1 per reset); -1 = random seeds")
     randomize: bool = param(True, "domain randomization of colors, lights and distractors")
+    min_distractors: int = param(0, "fewest distractors a randomized scene places (0-3)")
     joint_names: list[str] = param(
         [f"fr3_joint{i}" for i in range(1, 8)], "arm joint names (Franka order)"
     )
@@ -107,6 +108,7 @@ class SimNodeConfig:
             wrist_width=self.wrist_width,
             wrist_height=self.wrist_height,
             randomize=self.randomize,
+            min_distractors=self.min_distractors,
             camera_pos=self.camera_pos,
             camera_target=self.camera_target,
         )

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from ver_ros.record_demos import record_episode
+from ver_ros.record_demos import parse_args, record_episode
 
 
 class ScriptedGraph:
@@ -67,3 +67,12 @@ def test_failed_episode_discarded_when_asked():
     assert result == {"seed": "7", "success": False, "path": None, "dropped_in_hold": True}
     keys = [k for k, _ in graph.calls]
     assert "rec_discard" in keys and "rec_finish" not in keys
+
+
+def test_min_distractors_flag_is_checked_before_any_process_starts(capsys):
+    base = ["--episodes", "2", "--out", "unused"]
+    assert parse_args(base + ["--min-distractors", "3"]).min_distractors == 3
+    assert parse_args(base).min_distractors == 0
+    with pytest.raises(SystemExit):
+        parse_args(base + ["--min-distractors", "4"])
+    assert "--min-distractors must be in [0, 3]" in capsys.readouterr().err

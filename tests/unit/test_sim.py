@@ -101,6 +101,31 @@ def test_domain_randomization_changes_appearance_only_when_enabled():
     np.testing.assert_allclose(c1, off.model.geom_rgba[cube])
 
 
+def _placed_distractors(env: FrankaPickEnv) -> int:
+    return sum(int(env.data.mocap_pos[m][2] > 0) for m in env._distractor_mocap)
+
+
+def test_min_distractors_raises_the_count_and_leaves_the_default_scenes_alone():
+    small = {"width": 32, "height": 32, "wrist_width": 32, "wrist_height": 32}
+    default, more = (
+        FrankaPickEnv(SimConfig(**small)),
+        FrankaPickEnv(SimConfig(**small, min_distractors=3)),
+    )
+    counts = []
+    for seed in range(12):
+        default.reset(seed)
+        more.reset(seed)
+        counts.append(_placed_distractors(default))
+        assert _placed_distractors(more) == 3
+        # the cube is drawn before the distractors: the same cube among more clutter
+        np.testing.assert_allclose(
+            default.observation().cube_pos, more.observation().cube_pos, atol=1e-9
+        )
+    assert min(counts) == 0 and max(counts) == 3  # the default still draws 0 .. 3
+    with pytest.raises(ValueError, match="min_distractors"):
+        SimConfig(min_distractors=4)
+
+
 def test_bad_commands_are_rejected_and_limits_clip(env):
     env.reset(0)
     before = env.data.ctrl.copy()

@@ -14,6 +14,7 @@ CAMERA_TARGET = (0.3, 0.0, 0.28)
 # The cameras of the pick world, by the name of their ROS namespace (realsense-ros naming:
 # /<name>/camera/color/image_raw): the fixed scene camera and the D405-like camera on the hand.
 CAMERAS = ("camera", "wrist_camera")
+MAX_DISTRACTORS = 3  # distractor bodies in the scene (ver_core.sim.scene)
 
 # Segmentation class ids returned by FrankaPickEnv.render_segmentation() (int32 per pixel).
 SEG_CLASSES: dict[str, int] = {
@@ -35,6 +36,8 @@ class SimConfig:
     control_hz: rate of ``step()`` (each step holds the command for 1/control_hz s of sim time).
     randomize: domain randomization of colors, lights and distractors (cube pose is always
         randomized per seed).
+    min_distractors: the fewest distractors a randomized scene places (it draws min .. 3); raise
+        it for demonstrations that show the detector more objects that are not the cube.
     lift_height: success when the cube bottom is this far (m) above the table top.
     cube_x / cube_y: ranges (m, robot base frame) of the cube's initial position.
     cube_yaw: half range (rad) of the cube's initial yaw.
@@ -53,6 +56,7 @@ class SimConfig:
     fy_at_480: float = 615.0
     control_hz: float = 10.0
     randomize: bool = True
+    min_distractors: int = 0
     lift_height: float = 0.10
     cube_x: tuple[float, float] = (0.40, 0.60)
     cube_y: tuple[float, float] = (-0.18, 0.18)
@@ -90,6 +94,10 @@ class SimConfig:
         ):
             raise ValueError(
                 f"wrist_pos needs 3 finite coordinates within 0.3 m, got {self.wrist_pos}"
+            )
+        if not 0 <= self.min_distractors <= MAX_DISTRACTORS:
+            raise ValueError(
+                f"min_distractors must be in [0, {MAX_DISTRACTORS}], got {self.min_distractors}"
             )
         if self.msaa_samples not in (0, 2, 4, 8):
             raise ValueError(f"msaa_samples must be 0, 2, 4 or 8, got {self.msaa_samples}")

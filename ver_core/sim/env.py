@@ -142,7 +142,7 @@ class FrankaPickEnv:
         )
         m.light_diffuse[self._light_ids] = self._light_defaults * rng.uniform(0.6, 1.4, (2, 1))
         m.light_pos[self._light_ids[0], :2] = rng.uniform(-1.0, 1.0, 2)
-        n = int(rng.integers(0, N_DISTRACTORS + 1))
+        n = int(rng.integers(self.config.min_distractors, N_DISTRACTORS + 1))
         for k in range(n):
             for _ in range(50):  # rejection sample a spot away from the cube and the robot base
                 xy = np.array([rng.uniform(0.3, 0.75), rng.uniform(-0.4, 0.4)])

@@ -22,7 +22,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from ver_core.sim.config import CAMERA_POS, CAMERA_TARGET
+from ver_core.sim.config import CAMERA_POS, CAMERA_TARGET, MAX_DISTRACTORS
 
 __all__ = [
     "CAMERA_NAME",
@@ -56,7 +56,7 @@ WRIST_BODY = "panda0_link7"  # the flange; its z axis points along the fingers
 # is perpendicular to the finger travel, y along it.
 HAND_YAW = -math.pi / 4
 CUBE_HALF = 0.025
-N_DISTRACTORS = 3
+N_DISTRACTORS = MAX_DISTRACTORS
 
 
 def franka_assets_dir() -> Path:
