@@ -16,12 +16,16 @@ from ver_core.policy.grasp_point import (
     MAX_CORRECTION,
     CameraRig,
     GraspPointTracker,
+    PatchMap,
     Sighting,
+    fused_mass,
     grasp_point_labels,
     grasp_yaw,
+    patch_maps,
     sightings,
     sim_calibration,
     top_down,
+    world_yaw_vec,
 )
 from ver_core.router import RouterConfig
 from ver_core.sim import HOME_Q
@@ -124,9 +128,15 @@ def test_labels_mark_the_patch_and_the_frames_without_a_keypose(rig):
     keyposes[1, 3] += 0.3  # a lower keypose
     valid = np.array([True, True, False])
     cls, offset, yaw, points = grasp_point_labels(rig, keyposes, valid, q, grid=14)
-    assert cls.shape == (3, 2) and offset.shape == (3, 2, 2) and yaw.shape == (3, 2)
+    assert cls.shape == (3, 2) and offset.shape == (3, 2, 2) and yaw.shape == (3, 2, 2)
     psi = rig.tcp_yaw(keyposes[0].astype(np.float64))
-    np.testing.assert_allclose(yaw[0], [np.cos(4 * psi), np.sin(4 * psi)], atol=1e-6)
+    for v, head in enumerate(rig.headings(q[0])):  # each view reads the yaw less its heading
+        seen = psi - head
+        np.testing.assert_allclose(yaw[0, v], [np.cos(4 * seen), np.sin(4 * seen)], atol=1e-6)
+        back = world_yaw_vec(yaw[0, v], head, 4, "camera")  # and deployment turns it back
+        np.testing.assert_allclose(back, [np.cos(4 * psi), np.sin(4 * psi)], atol=1e-6)
+    world = grasp_point_labels(rig, keyposes, valid, q, grid=14, yaw_frame="world")[2]
+    np.testing.assert_allclose(world[0, 1], [np.cos(4 * psi), np.sin(4 * psi)], atol=1e-6)
     assert np.all(cls[2] == -1) and np.isnan(points[2]).all()
     uv = rig.project(points[0], q[0])
     assert cls[0, 0] == int(uv[0, 1] * 14) * 14 + int(uv[0, 0] * 14)
@@ -322,3 +332,94 @@ def test_sightings_are_separate_peaks_of_a_view_that_sees_the_point():
     np.testing.assert_allclose(found[0].uv, [(1 + 0.5) / 4, (1 + 0.5) / 4])  # patch 5
     np.testing.assert_allclose(found[1].uv, [(3 + 0.5) / 4, (3 + 0.5) / 4])  # patch 15
     assert found[0].prob > found[1].prob
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    xy=st.tuples(st.floats(0.25, 0.8), st.floats(-0.35, 0.35)),
+    dq=st.lists(st.floats(-0.3, 0.3), min_size=7, max_size=7),
+)
+def test_patch_map_cells_are_the_rigs_projection(rig, xy, dq):
+    """Invariant: a PatchMap looks a world point up in the patch the rig projects it into."""
+    q = HOME_Q + np.array(dq)
+    heads = torch.nn.ModuleList([_Head(np.zeros(17)), _Head(np.zeros(17))])
+    maps = patch_maps(heads, torch.zeros(2, 17, 8), rig, q)
+    point = np.array([xy[0], xy[1], 0.045])
+    uv = rig.project(point, q)
+    for v in range(2):
+        cell = maps[v].cell(point)
+        if np.isnan(uv[v, 0]):
+            assert cell is None
+        else:
+            assert cell == (min(int(uv[v, 0] * 4), 3), min(int(uv[v, 1] * 4), 3))
+
+
+def _down_map(cells: dict[tuple[int, int], float], height: float) -> PatchMap:
+    """A 4 x 4 PatchMap of a camera ``height`` m above (0.5, 0, 0.045) looking straight down
+    (image x = world x, image y = -world y; the image spans 1 m at 1 m): ``cells`` (column, row)
+    -> probability."""
+    prob = np.zeros((4, 4))
+    for (c, r), p in cells.items():
+        prob[r, c] = p
+    pos = np.array([0.5, 0.0, 0.045 + height])
+    return PatchMap(prob, pos, np.diag([1.0, -1.0, -1.0]), np.array([1.0, 1.0, 0.5, 0.5]))
+
+
+def _at(c: int, r: int, height: float) -> np.ndarray:
+    """The world point at the centre of patch (c, r) of a ``_down_map`` at ``height``."""
+    return np.array([0.5 + ((c + 0.5) / 4 - 0.5) * height, -((r + 0.5) / 4 - 0.5) * height, 0.045])
+
+
+def test_fused_mass_sums_each_views_probability_around_a_point():
+    near = _down_map({(0, 0): 0.3, (2, 2): 0.2, (3, 3): 0.2}, 0.4)
+    far = _down_map({(2, 2): 0.6, (0, 0): 0.1}, 1.0)
+    cube = _at(2, 2, 0.4)  # in the far camera that is patch (2, 2) as well (both centred)
+    assert near.cell(cube) == (2, 2) and far.cell(cube) == (2, 2)
+    assert fused_mass(cube, [near, far]) == pytest.approx(0.2 + 0.2 + 0.6 + 0.0)
+    ball = _at(0, 0, 0.4)
+    # the ball is patch (1, 1) of the far camera, whose 3 x 3 reaches the cube's (2, 2): a far
+    # camera is coarse, and its mass counts wherever its blob could be
+    assert fused_mass(ball, [near, far]) == pytest.approx(0.3 + 0.6 + 0.1)
+    assert fused_mass(np.array([5.0, 5.0, 0.045]), [near, far]) == 0.0  # in no image
+
+
+def test_tracker_starts_where_the_views_agree_not_on_one_cameras_peak():
+    """The wrist camera's sharpest peak is a ball (0.3) while its cube blob holds 0.4 over two
+    patches and the fixed camera puts 0.6 on the cube: with the maps the tracker starts on the
+    cube, at the close camera's sighting of it (not the far camera's, 5 cm off); without the
+    maps (the peak rule: a camera on the arm, then the likeliest) on the ball."""
+    wrist = _down_map({(0, 3): 0.3, (2, 1): 0.2, (2, 2): 0.2}, 0.4)
+    fixed = _down_map({(2, 1): 0.6, (1, 3): 0.05}, 1.0)
+    cube, ball = _at(2, 1, 0.4), _at(0, 3, 0.4)
+    far_cube = cube + [0.05, 0.0, 0.0]  # the fixed camera's coarser sighting of the cube
+    assert fixed.cell(far_cube) == fixed.cell(cube)
+
+    def sight(point, prob, view, range_m):
+        return Sighting(view, np.zeros(2), prob, np.array([1.0, 0.0]), view == 1, point, range_m)
+
+    seen = [sight(ball, 0.3, 1, 0.4), sight(cube, 0.2, 1, 0.4), sight(far_cube, 0.6, 0, 1.0)]
+    fused = GraspPointTracker().update(seen, [fixed, wrist])[0]
+    np.testing.assert_allclose(fused, cube)
+    peak = GraspPointTracker().update(seen)[0]
+    np.testing.assert_allclose(peak, ball)
+
+
+def test_a_checkpoint_without_a_yaw_frame_reads_world_yaws_and_new_ones_camera_yaws():
+    new = TaskConfig(keypose=True, grasp_point=True, action_mode="keypose")
+    assert new.grasp_yaw_frame == "camera"
+    saved = new.to_dict()
+    assert TaskConfig.from_dict(saved).grasp_yaw_frame == "camera"
+    del saved["grasp_yaw_frame"]  # as written before session 13: its heads read world yaws
+    assert TaskConfig.from_dict(saved).grasp_yaw_frame == "world"
+    with pytest.raises(ValueError, match="grasp_yaw_frame"):
+        TaskConfig(grasp_yaw_frame="hand")
+
+
+@settings(max_examples=100, deadline=None)
+@given(psi=st.floats(-np.pi, np.pi), head=st.floats(-np.pi, np.pi), order=st.integers(1, 4))
+def test_a_camera_yaw_turns_back_into_the_world_yaw(psi, head, order):
+    """Invariant: what a view with heading h reads (psi - h) turns back into psi (n-fold)."""
+    seen = np.array([np.cos(order * (psi - head)), np.sin(order * (psi - head))])
+    back = world_yaw_vec(seen, head, order, "camera")
+    np.testing.assert_allclose(back, [np.cos(order * psi), np.sin(order * psi)], atol=1e-9)
+    np.testing.assert_array_equal(world_yaw_vec(seen, head, order, "world"), seen)

@@ -80,6 +80,9 @@ class TaskConfig:
     grasp_point: bool = False
     grasp_point_weight: float = 1.0
     grasp_yaw_order: int = 4  # the grasp looks alike every 360/n degrees about the vertical
+    # the yaw a view's head reads: "camera" (the grasp's yaw less the camera's heading, what a
+    # camera on the hand sees whatever the hand's yaw), "world" (checkpoints before session 13)
+    grasp_yaw_frame: str = "camera"
     camera_calibration: dict[str, Any] = field(default_factory=dict)
     grasp_height: float | None = None
 
@@ -128,6 +131,10 @@ class TaskConfig:
             raise ValueError("grasp_point_weight must be >= 0")
         if self.grasp_yaw_order < 1:
             raise ValueError("grasp_yaw_order must be >= 1")
+        if self.grasp_yaw_frame not in ("camera", "world"):
+            raise ValueError(
+                f"grasp_yaw_frame must be 'camera' or 'world', got {self.grasp_yaw_frame!r}"
+            )
         for name in ("neck_dim", "hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -164,6 +171,7 @@ class TaskConfig:
             data.setdefault("image_topics", [data.pop("image_topic")])
         for name in ("action_source", "gripper_source"):  # checkpoints before the sources:
             data.setdefault(name, "command")  # trained on recorded commands
+        data.setdefault("grasp_yaw_frame", "world")  # checkpoints before it read world yaws
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -44,13 +44,17 @@ __all__ = [
     "CameraRig",
     "GraspPointHead",
     "GraspPointTracker",
+    "PatchMap",
     "Sighting",
+    "fused_mass",
     "grasp_point_labels",
     "grasp_point_loss",
     "grasp_yaw",
+    "patch_maps",
     "sightings",
     "sim_calibration",
     "top_down",
+    "world_yaw_vec",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,7 @@ OPTICAL_FROM_MUJOCO = np.diag([1.0, -1.0, -1.0])  # MuJoCo cameras look along -z
 MAX_CORRECTION = 0.25  # m: the keypose's TCP moves at most this far toward a detected point
 OFFSET_WEIGHT = 4.0
 YAW_WEIGHT = 1.0  # weight of the grasp yaw's (cos n psi, sin n psi) L1 at the labelled patch
+YAW_FRAMES = ("camera", "world")  # what a grasp-point head's yaw is relative to (labels)
 TOP_DOWN = np.diag(
     [1.0, -1.0, -1.0]
 )  # TCP z pointing down (Rx(pi)); a yaw turns it about z  # weight of the in-patch offset (L1, patch units) beside the patch CE
@@ -94,6 +99,26 @@ def sim_calibration(cameras: list[str], model: mujoco.MjModel | None = None) -> 
             "intrinsics": [round(f, 6), round(f, 6), 0.5, 0.5],
         }
     return out
+
+
+def heading(rot: np.ndarray) -> float:
+    """The heading (rad) about the world's vertical of a camera with optical frame ``rot``
+    (world): its image x axis' yaw."""
+    return float(np.arctan2(rot[1, 0], rot[0, 0]))
+
+
+def to_image(
+    point: np.ndarray, pos: np.ndarray, rot: np.ndarray, intrinsics: np.ndarray
+) -> np.ndarray:
+    """A world point -> image coordinates (2,) in [0, 1) of a camera at ``pos`` with optical
+    frame ``rot`` (world) and ``intrinsics`` (fx, fy, cx, cy in image units); NaN where the
+    point is behind the camera or outside its image."""
+    x, y, z = rot.T @ (np.asarray(point, np.float64) - pos)
+    if z < 0.02:
+        return np.full(2, np.nan)
+    fx, fy, cx, cy = intrinsics
+    u, w = cx + fx * x / z, cy + fy * y / z
+    return np.array([u, w]) if 0 <= u < 1 and 0 <= w < 1 else np.full(2, np.nan)
 
 
 class CameraRig:
@@ -150,13 +175,7 @@ class CameraRig:
         point is behind a camera or outside its image."""
         out = np.full((len(self.views), 2), np.nan)
         for v, (pos, rot) in enumerate(self.poses(q)):
-            x, y, z = rot.T @ (np.asarray(point, np.float64) - pos)
-            if z < 0.02:
-                continue
-            fx, fy, cx, cy = self.views[v][3]
-            u, w = cx + fx * x / z, cy + fy * y / z
-            if 0 <= u < 1 and 0 <= w < 1:
-                out[v] = (u, w)
+            out[v] = to_image(point, pos, rot, self.views[v][3])
         return out
 
     def ray_to_plane(self, view: int, uv: np.ndarray, q: np.ndarray, height: float) -> np.ndarray:
@@ -168,6 +187,11 @@ class CameraRig:
         if abs(ray[2]) < 1e-9 or (height - pos[2]) / ray[2] <= 0:
             return np.full(3, np.nan)
         return pos + (height - pos[2]) / ray[2] * ray
+
+    def headings(self, q: np.ndarray) -> np.ndarray:
+        """Each view's heading (V,) (rad) about the world's vertical at joints ``q``: the yaw of
+        its image's x axis. A grasp yaw seen in a camera's image is the world yaw less this."""
+        return np.array([heading(rot) for _, rot in self.poses(q)])
 
     def tcp_yaw(self, q: np.ndarray) -> float:
         """The TCP's yaw (rad) about the world's vertical at joints q (its x axis' heading)."""
@@ -226,17 +250,22 @@ def grasp_point_labels(
     joints: np.ndarray,
     grid: int,
     yaw_order: int = 4,
+    yaw_frame: str = "camera",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per frame and view: the patch holding the grasp point (``grid**2`` = not in view; -1 = no
-    label, the frame has no keypose), its offset inside the patch (N, V, 2) in [0, 1); per frame
-    the grasp's yaw as (cos n psi, sin n psi) (N, 2) (n = ``yaw_order``: grasps n-fold symmetric
-    about the vertical look alike), and the grasp points (N, 3) (NaN without a keypose).
-    keyposes (N, 7), valid (N,), joints (N, 7): the measured arm joints at each frame (they
-    place a camera on the hand)."""
+    label, the frame has no keypose), its offset inside the patch (N, V, 2) in [0, 1), and the
+    grasp's yaw as (cos n psi, sin n psi) (N, V, 2) (n = ``yaw_order``: grasps n-fold symmetric
+    about the vertical look alike); ``yaw_frame`` "camera": psi as that view sees it (the world
+    yaw less the camera's heading, ``CameraRig.headings``: what a camera on the hand can tell
+    from its image, whatever the hand's yaw), "world": the world yaw in every view. And the
+    grasp points (N, 3) (NaN without a keypose). keyposes (N, 7), valid (N,), joints (N, 7): the
+    measured arm joints at each frame (they place a camera on the hand)."""
+    if yaw_frame not in YAW_FRAMES:
+        raise ValueError(f"yaw_frame must be one of {YAW_FRAMES}, got {yaw_frame!r}")
     n, v = len(keyposes), len(rig.views)
     cls = np.full((n, v), -1, np.int64)
     offset = np.zeros((n, v, 2), np.float32)
-    yaw = np.zeros((n, 2), np.float32)
+    yaw = np.zeros((n, v, 2), np.float32)
     points = np.full((n, 3), np.nan)
     pose_of: dict[bytes, tuple[np.ndarray, float]] = {}
     for i in np.flatnonzero(valid):
@@ -245,8 +274,13 @@ def grasp_point_labels(
             q = keyposes[i].astype(np.float64)
             pose_of[key] = (rig.kin.tcp(q), rig.tcp_yaw(q))
         points[i], psi = pose_of[key]
-        yaw[i] = (np.cos(yaw_order * psi), np.sin(yaw_order * psi))
-        uv = rig.project(points[i], joints[i])
+        poses = rig.poses(joints[i])
+        for k, (_, rot) in enumerate(poses):
+            seen_yaw = psi - (heading(rot) if yaw_frame == "camera" else 0.0)
+            yaw[i, k] = (np.cos(yaw_order * seen_yaw), np.sin(yaw_order * seen_yaw))
+        uv = np.stack(
+            [to_image(points[i], pos, rot, rig.views[k][3]) for k, (pos, rot) in enumerate(poses)]
+        )
         for k in range(v):
             if np.isnan(uv[k, 0]):
                 cls[i, k] = grid * grid
@@ -290,7 +324,7 @@ def grasp_point_loss(
 ) -> Tensor:
     """Sum over views of the patch cross-entropy + OFFSET_WEIGHT x in-patch offset L1 +
     YAW_WEIGHT x yaw L1 at the labelled patch, over the frames that have a label. tokens
-    (B, V, 1+P, D), cls (B, V), offset (B, V, 2), yaw (B, 2)."""
+    (B, V, 1+P, D), cls (B, V), offset (B, V, 2), yaw (B, V, 2)."""
     total = tokens.new_zeros(())
     for v, head in enumerate(heads):
         labelled = cls[:, v] >= 0
@@ -304,7 +338,7 @@ def grasp_point_loss(
             got = offs[inside, target[inside]]
             total = total + OFFSET_WEIGHT * (got - offset[labelled, v][inside]).abs().mean()
             got = yaws[inside, target[inside]]
-            total = total + YAW_WEIGHT * (got - yaw[labelled][inside]).abs().mean()
+            total = total + YAW_WEIGHT * (got - yaw[labelled, v][inside]).abs().mean()
     return total
 
 
@@ -328,6 +362,16 @@ def detect(heads: nn.ModuleList, tokens: Tensor) -> tuple[np.ndarray, np.ndarray
         uv[:, v, 0] = (best % g + o[:, 0]) / g
         uv[:, v, 1] = (best // g + o[:, 1]) / g
     return uv, p_seen, yaw
+
+
+def world_yaw_vec(yaw_vec: np.ndarray, heading: float, order: int, frame: str) -> np.ndarray:
+    """A detected (cos n psi, sin n psi) in ``frame`` ("camera": as a view with ``heading``
+    (rad) sees it; "world": already the world's) -> the world's."""
+    if frame == "world":
+        return np.asarray(yaw_vec, np.float64)
+    c, s = np.cos(order * heading), np.sin(order * heading)
+    x, y = yaw_vec
+    return np.array([c * x - s * y, s * x + c * y])
 
 
 def grasp_yaw(yaw_vec: np.ndarray, order: int, near: float) -> float:
@@ -358,6 +402,55 @@ class Sighting:
     on_arm: bool
     point: np.ndarray | None = None
     range_m: float = math.inf
+
+
+@dataclass(frozen=True)
+class PatchMap:
+    """One view's grasp-point detection over its whole image, ``prob`` (grid, grid) (row = image
+    y), with the camera's world pose (``pos``, optical frame ``rot``) and ``intrinsics`` at that
+    moment, so that any world point can be looked up in it."""
+
+    prob: np.ndarray
+    pos: np.ndarray
+    rot: np.ndarray
+    intrinsics: np.ndarray
+
+    def cell(self, point: np.ndarray) -> tuple[int, int] | None:
+        """The (column, row) patch ``point`` falls in; None outside the image."""
+        uv = to_image(point, self.pos, self.rot, self.intrinsics)
+        if np.isnan(uv[0]):
+            return None
+        g = self.prob.shape[0]
+        return min(int(uv[0] * g), g - 1), min(int(uv[1] * g), g - 1)
+
+    def mass_near(self, point: np.ndarray) -> float:
+        """The probability of the 3 x 3 patches around ``point``'s: an object's whole blob (the
+        wrist camera sees the cube over four patches or more), at this camera's resolution."""
+        cell = self.cell(point)
+        if cell is None:
+            return 0.0
+        c, r = cell
+        return float(self.prob[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2].sum())
+
+
+@torch.no_grad()
+def patch_maps(
+    heads: nn.ModuleList, tokens: Tensor, rig: CameraRig, q: np.ndarray
+) -> list[PatchMap]:
+    """Routed tokens (V, 1+P, D) of one observation at arm joints ``q`` -> each view's
+    ``PatchMap`` (a view's patch probabilities sum to its P(in view))."""
+    out = []
+    for v, (head, (pos, rot)) in enumerate(zip(heads, rig.poses(q), strict=True)):
+        logits, _, _ = head(tokens[v : v + 1].float())
+        prob = logits.softmax(1)[0, :-1].numpy().reshape(head.grid, head.grid)
+        out.append(PatchMap(prob, pos.copy(), rot.copy(), rig.views[v][3].copy()))
+    return out
+
+
+def fused_mass(point: np.ndarray, maps: list[PatchMap]) -> float:
+    """The probability all views put around ``point`` (``PatchMap.mass_near``), summed: where two
+    cameras agree, and an object's whole blob, outweigh one camera's sharpest peak."""
+    return sum(m.mass_near(point) for m in maps)
 
 
 @torch.no_grad()
@@ -395,7 +488,9 @@ class GraspPointTracker:
     reaches it), so that one frame's detection cannot move the grasp.
 
     Each frame's sightings (``sightings``, met with the grasp plane) update the estimate:
-    - the first ones set it (a camera on the arm first, then the likeliest);
+    - the first ones set it: given the views' ``PatchMap``s, at the sighting with the most
+      probability around it over all views (``fused_mass``), refined to the sighting there that
+      weighs most (``_likeliest``); without maps a camera on the arm first, then the likeliest;
     - after that, the likeliest sighting within ``gate_m`` of the estimate joins it, weighted
       by its probability over its squared range (a close camera sees the point finer), with
       older evidence decaying by ``memory`` per frame, so the estimate follows the close-up
@@ -407,7 +502,12 @@ class GraspPointTracker:
     - no sighting (the point out of every view, or covered by the fingers) keeps the estimate.
     ``reset`` forgets it (a new episode)."""
 
-    def __init__(self, gate_m: float = 0.04, memory: float = 0.7, switch_after: int = 4) -> None:
+    def __init__(
+        self,
+        gate_m: float = 0.04,
+        memory: float = 0.7,
+        switch_after: int = 4,
+    ) -> None:
         if gate_m <= 0 or not 0 < memory <= 1 or switch_after < 1:
             raise ValueError(
                 f"need gate_m > 0, 0 < memory <= 1, switch_after >= 1; "
@@ -434,12 +534,33 @@ class GraspPointTracker:
         self._weight = self._weight_of(s)
         self._challenger, self._challenges = None, 0
 
-    def update(self, seen: list[Sighting]) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """This frame's sightings (``point`` set; others are ignored) -> the estimate: world
-        point (3,), yaw vector (2,) and the view that last joined it; None before any."""
+    def _likeliest(self, seen: list[Sighting], maps: list[PatchMap]) -> Sighting:
+        """The sighting to (re)start on: with maps, the place with the most fused mass, and of
+        the sightings at that place the one weighed most (the closest camera's). "At that place":
+        within a patch of it in the coarser (farther) of the two views; a far camera's patch is
+        several centimetres of table, and a start on its sighting could sit outside the gate of
+        the close camera's sightings of the same object."""
+        if not maps:
+            return max(seen, key=lambda s: (s.on_arm, s.prob))
+        best = max(seen, key=lambda s: (fused_mass(s.point, maps), s.on_arm))
+
+        def at_best(s: Sighting) -> bool:
+            coarse = maps[best.view if best.range_m >= s.range_m else s.view]
+            a, b = coarse.cell(best.point), coarse.cell(s.point)
+            return a is not None and b is not None and max(abs(a[0] - b[0]), abs(a[1] - b[1])) <= 1
+
+        return max([s for s in seen if s is best or at_best(s)], key=self._weight_of)
+
+    def update(
+        self, seen: list[Sighting], maps: list[PatchMap] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """This frame's sightings (``point`` set; others are ignored) and, optionally, every
+        view's ``PatchMap`` -> the estimate: world point (3,), yaw vector (2,) and the view that
+        last joined it; None before any."""
+        maps = maps or []
         seen = [s for s in seen if s.point is not None and np.all(np.isfinite(s.point))]
         if seen and self.point is None:
-            self._start(max(seen, key=lambda s: (s.on_arm, s.prob)))
+            self._start(self._likeliest(seen, maps))
         elif seen:
             near = [s for s in seen if np.linalg.norm(s.point[:2] - self.point[:2]) <= self.gate_m]
             if near:
@@ -451,7 +572,7 @@ class GraspPointTracker:
                 self.view = s.view
                 self._challenger, self._challenges = None, 0
             else:
-                best = max(seen, key=lambda s: (s.on_arm, s.prob))
+                best = self._likeliest(seen, maps)
                 same = self._challenger is not None and (
                     np.linalg.norm(best.point[:2] - self._challenger[:2]) <= self.gate_m
                 )

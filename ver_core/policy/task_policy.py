@@ -40,8 +40,10 @@ from ver_core.policy.grasp_point import (
     detect,
     grasp_point_loss,
     grasp_yaw,
+    patch_maps,
     sightings,
     top_down,
+    world_yaw_vec,
 )
 from ver_core.policy.heads import _mlp, build_head
 from ver_core.policy.neck import build_neck
@@ -352,7 +354,9 @@ class TaskPolicy(ActionNormalization, nn.Module):
             if np.all(np.isfinite(points[b])):
                 view[b] = v
                 order = self.config.grasp_yaw_order
-                yaws[b] = grasp_yaw(yaw_vec[b, v], order, self.rig.tcp_yaw(q[b]))
+                heading = self.rig.headings(q[b])[v]
+                vec = world_yaw_vec(yaw_vec[b, v], heading, order, self.config.grasp_yaw_frame)
+                yaws[b] = grasp_yaw(vec, order, self.rig.tcp_yaw(q[b]))
         return points, yaws, view
 
     def _tracked_grasp_point(
@@ -362,13 +366,19 @@ class TaskPolicy(ActionNormalization, nn.Module):
             raise ValueError(f"a grasp-point tracker follows one robot: batch 1, got {len(q)}")
         on_arm = [body != 0 for body, *_ in self.rig.views]
         cameras = self.rig.poses(q[0])
+        headings = self.rig.headings(q[0])
+        order, frame = self.config.grasp_yaw_order, self.config.grasp_yaw_frame
         found = []
         for s in sightings(self.grasp_heads, tokens[0], on_arm):
             point = self.rig.ray_to_plane(s.view, s.uv, q[0], self.config.grasp_height)
             if np.all(np.isfinite(point)):
                 rng = float(np.linalg.norm(point - cameras[s.view][0]))
-                found.append(dataclasses.replace(s, point=point, range_m=rng))
-        estimate = tracker.update(found)
+                vec = world_yaw_vec(s.yaw_vec, headings[s.view], order, frame)
+                found.append(dataclasses.replace(s, point=point, range_m=rng, yaw_vec=vec))
+        maps = []
+        if found:  # the tracker weighs its candidates by every view's whole probability map
+            maps = patch_maps(self.grasp_heads, tokens[0], self.rig, q[0])
+        estimate = tracker.update(found, maps)
         if estimate is None:
             return np.full((1, 3), np.nan), np.full(1, np.nan), np.full(1, -1)
         point, yaw_vec, view = estimate
@@ -422,7 +432,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
 
         A keypose policy's head acts on the demonstrated keypose plus noise (``keypose_noise``
         rad), and its estimator learns the keypose (L1, ``keypose_weight``). With grasp-point
-        detection, ``grasp`` = (patch class (B, V), in-patch offset (B, V, 2), yaw (B, 2)) labels
+        detection, ``grasp`` = (patch class (B, V), in-patch offset (B, V, 2), yaw (B, V, 2)) labels
         (ver_core.policy.grasp_point.grasp_point_labels), weighted ``grasp_point_weight``."""
         extra = tokens.new_zeros(())
         if self.config.grasp_point:

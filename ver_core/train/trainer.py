@@ -178,9 +178,10 @@ class RouterTrainer:
     def _grasp_labels(
         self, keyposes: np.ndarray, valid: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Grasp-point labels (patch class (N, V), offset (N, V, 2), yaw (N, 2)) from the keyposes, the
-        measured joints and the cameras' calibration (the simulator's where none is given); sets
-        the policy's ``grasp_height`` (unless given) to the training grasps' median height."""
+        """Grasp-point labels (patch class (N, V), offset (N, V, 2), yaw (N, V, 2)) from the
+        keyposes, the measured joints and the cameras' calibration (the simulator's where none is
+        given); sets the policy's ``grasp_height`` (unless given) to the training grasps' median
+        height."""
         cfg, model = self.policy.config, self.policy.model.config
         if not cfg.camera_calibration:
             cfg.camera_calibration = sim_calibration(cfg.cameras)
@@ -193,6 +194,7 @@ class RouterTrainer:
             self.data.states[:, :n_joints],
             model.grid_size,
             cfg.grasp_yaw_order,
+            cfg.grasp_yaw_frame,
         )
         labelled = self.train_idx[valid[self.train_idx]]
         if cfg.grasp_height is None:  # the plane detections are intersected with
