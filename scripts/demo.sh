@@ -14,7 +14,8 @@
 # targets relative to it), the gripper width snapped open/closed in the controller.
 #
 # Knobs (environment): VER_DEMO_EPISODES (demos, default 100: the keypose estimator generalizes with scenes, docs/RESULTS.md session 6), VER_DEMO_NOISE (DART noise std in rad,
-# default 0.03), VER_DEMO_STEPS (joint router + head training steps, default 100),
+# default 0.03), VER_DEMO_MIN_DISTRACTORS (fewest distractors in a demo scene, default 3: every demo
+# shows the detector three objects that are not the cube; held-out scenes draw 0-3, RESULTS.md session 13), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation
 # loss is lowest at 400-500 and rises after; in-process 17/20 vs 15/20 at 3000, docs/RESULTS.md session 10),
 # VER_DEMO_BATCH (training batch, default 32), VER_DEMO_EVAL_EPISODES
@@ -31,6 +32,7 @@ export PYTHONUNBUFFERED=1
 BIN=.venv/bin
 episodes="${VER_DEMO_EPISODES:-100}"
 noise="${VER_DEMO_NOISE:-0.03}"
+min_distractors="${VER_DEMO_MIN_DISTRACTORS:-3}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-600}"
 batch="${VER_DEMO_BATCH:-32}"
@@ -60,7 +62,7 @@ stage "1/3 recording $episodes scripted demonstrations through the ROS graph"
 rm -rf "$out/demos"
 t=$SECONDS
 $BIN/ver-record-demos --episodes "$episodes" --out "$out/demos" --seed 0 --noise "$noise" \
-  --cameras camera,wrist_camera
+  --cameras camera,wrist_camera --min-distractors "$min_distractors"
 echo "demos: $(find "$out/demos" -maxdepth 1 -name 'episode_*' -type d | wc -l) episodes in $out/demos ($(( SECONDS - t )) s)"
 
 stage "2/3 training the Robot Router + $head head on the demos"
