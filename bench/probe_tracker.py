@@ -144,9 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     from ver_core.deploy.controller import build_controller
     from ver_core.deploy.settings import DeploySettings
     from ver_core.eval.closed_loop import LoopTiming, run_controller_episode
-    from ver_core.eval.evaluate import EvalConfig
+    from ver_core.eval.evaluate import EvalConfig, eval_env
     from ver_core.policy import TaskPolicy
-    from ver_core.sim import FrankaPickEnv, SimConfig
     from ver_core.sim.stepper import SimStepper
     from ver_ros.graph import default_config_path
 
@@ -192,17 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tracker.update = recording_update
     cfg = policy.config
-    size = EvalConfig()  # the render size the demos were recorded at, as ver-eval
-    # both cameras at the demos' render size, as ver-eval renders them (a 640x480 wrist render
-    # squashed to the model's square input is not what the policy was trained on)
-    env = FrankaPickEnv(
-        SimConfig(
-            width=size.width,
-            height=size.height,
-            wrist_width=size.width,
-            wrist_height=size.height,
-        )
-    )
+    env = eval_env(EvalConfig())  # both cameras at the demos' render size, as ver-eval
     timing = LoopTiming(
         control_hz=cfg.control_rate_hz, encoder_s=args.latency_s, policy_s=args.policy_s
     )

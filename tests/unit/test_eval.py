@@ -250,3 +250,14 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "--obs-delay-steps models latency in-process" in capsys.readouterr().err
     assert main(["--checkpoint", str(tmp_path), "--obs-delay-steps", "-1"]) == 2
     assert "obs_delay_steps must be >= 0" in capsys.readouterr().err
+
+
+def test_every_evaluation_renders_both_cameras_at_the_demos_size():
+    """ver-eval's loops and the bench probes share one simulator builder: the wrist camera at the
+    render size the demos were recorded at (session 12's probe rendered it at 640x480)."""
+    from ver_core.eval.evaluate import EvalConfig, eval_env
+
+    config = EvalConfig(width=64, height=48)
+    env = eval_env(config)
+    assert env.config.size_of("camera") == env.config.size_of("wrist_camera") == (64, 48)
+    assert eval_env(config, (32, 32)).config.size_of("wrist_camera") == (32, 32)

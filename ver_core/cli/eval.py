@@ -135,16 +135,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _in_process(args, config: EvalConfig, out: Path, meta: dict, progress) -> dict:
-    from ver_core.eval.evaluate import evaluate, policy_predictor
+    from ver_core.eval.evaluate import eval_env, evaluate, policy_predictor
     from ver_core.eval.rollout import (
         ChunkController,
         ExpertController,
         HoldController,
         RandomController,
     )
-    from ver_core.sim import FrankaPickEnv, SimConfig
 
-    env = FrankaPickEnv(SimConfig(width=config.width, height=config.height))
+    env = eval_env(config)
     if args.controller == "policy":
         from ver_core.policy import TaskPolicy
 

@@ -126,6 +126,18 @@ class PolicyPredictor:
         return [(u / max(1, u.sum())).round(4).tolist() for u in self.usage]
 
 
+def eval_env(config: EvalConfig, wrist_size: tuple[int, int] | None = None):
+    """The simulator an evaluation runs: both cameras at ``config``'s render size, the size the
+    demos were recorded at (a wrist camera at the simulator's 640x480, squashed to the model's
+    square input, is not what the policy trained on), or the wrist at ``wrist_size`` (W, H)."""
+    from ver_core.sim import FrankaPickEnv, SimConfig
+
+    ww, wh = wrist_size or (config.width, config.height)
+    return FrankaPickEnv(
+        SimConfig(width=config.width, height=config.height, wrist_width=ww, wrist_height=wh)
+    )
+
+
 def policy_predictor(policy) -> PolicyPredictor:
     return PolicyPredictor(policy)
 
@@ -140,16 +152,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run ``config.episodes`` episodes; returns (and with ``out_dir`` writes) the report."""
     if env is None:
-        from ver_core.sim import FrankaPickEnv, SimConfig
-
-        env = FrankaPickEnv(
-            SimConfig(
-                width=config.width,
-                height=config.height,
-                wrist_width=config.width,
-                wrist_height=config.height,
-            )
-        )
+        env = eval_env(config)
     episodes: list[EpisodeResult] = []
     start = time.perf_counter()
     for i in range(config.episodes):
@@ -194,14 +197,10 @@ def evaluate_controller(
     held-out seeds; the report says ``mode: in-process`` with the timing model used.
     ``wrist_size``: (W, H) of the wrist camera's renders (default: the scene camera's)."""
     from ver_core.eval.closed_loop import LoopTiming, run_controller_episode
-    from ver_core.sim import FrankaPickEnv, SimConfig
     from ver_core.sim.stepper import SimStepper
 
     timing = timing or LoopTiming()
-    ww, wh = wrist_size or (config.width, config.height)
-    env = FrankaPickEnv(
-        SimConfig(width=config.width, height=config.height, wrist_width=ww, wrist_height=wh)
-    )
+    env = eval_env(config, wrist_size)
     stepper = SimStepper(env, timing.image_rate_hz, timing.state_rate_hz)
     episodes: list[EpisodeResult] = []
     latency = LatencyStats()
