@@ -21,6 +21,7 @@ from ver_core.policy.grasp_point import (
     fused_mass,
     grasp_point_labels,
     grasp_yaw,
+    head_outputs,
     patch_maps,
     sightings,
     sim_calibration,
@@ -343,7 +344,7 @@ def test_patch_map_cells_are_the_rigs_projection(rig, xy, dq):
     """Invariant: a PatchMap looks a world point up in the patch the rig projects it into."""
     q = HOME_Q + np.array(dq)
     heads = torch.nn.ModuleList([_Head(np.zeros(17)), _Head(np.zeros(17))])
-    maps = patch_maps(heads, torch.zeros(2, 17, 8), rig, q)
+    maps = patch_maps(head_outputs(heads, torch.zeros(2, 17, 8)), rig, rig.poses(q))
     point = np.array([xy[0], xy[1], 0.045])
     uv = rig.project(point, q)
     for v in range(2):

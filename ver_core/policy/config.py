@@ -13,6 +13,9 @@ from ver_core.robot import DEFAULT_JOINTS as _JOINTS
 from ver_core.robot import camera_names
 from ver_core.router import RouterConfig
 
+# what a grasp-point head's yaw reading is relative to (TaskConfig.grasp_yaw_frame)
+GRASP_YAW_FRAMES = ("camera", "world")
+
 DEFAULT_JOINTS = list(_JOINTS)
 DEFAULT_FINGERS = list(_FINGERS)
 SCENE_TOPIC = "/camera/camera/color/image_raw"
@@ -131,9 +134,9 @@ class TaskConfig:
             raise ValueError("grasp_point_weight must be >= 0")
         if self.grasp_yaw_order < 1:
             raise ValueError("grasp_yaw_order must be >= 1")
-        if self.grasp_yaw_frame not in ("camera", "world"):
+        if self.grasp_yaw_frame not in GRASP_YAW_FRAMES:
             raise ValueError(
-                f"grasp_yaw_frame must be 'camera' or 'world', got {self.grasp_yaw_frame!r}"
+                f"grasp_yaw_frame must be one of {GRASP_YAW_FRAMES}, got {self.grasp_yaw_frame!r}"
             )
         for name in ("neck_dim", "hidden_dim"):
             if getattr(self, name) < 1:

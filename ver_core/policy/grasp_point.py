@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ver_core.policy.config import GRASP_YAW_FRAMES
+
 __all__ = [
     "CameraRig",
     "GraspPointHead",
@@ -50,6 +52,7 @@ __all__ = [
     "grasp_point_labels",
     "grasp_point_loss",
     "grasp_yaw",
+    "head_outputs",
     "patch_maps",
     "sightings",
     "sim_calibration",
@@ -65,7 +68,6 @@ OPTICAL_FROM_MUJOCO = np.diag([1.0, -1.0, -1.0])  # MuJoCo cameras look along -z
 MAX_CORRECTION = 0.25  # m: the keypose's TCP moves at most this far toward a detected point
 OFFSET_WEIGHT = 4.0
 YAW_WEIGHT = 1.0  # weight of the grasp yaw's (cos n psi, sin n psi) L1 at the labelled patch
-YAW_FRAMES = ("camera", "world")  # what a grasp-point head's yaw is relative to (labels)
 TOP_DOWN = np.diag(
     [1.0, -1.0, -1.0]
 )  # TCP z pointing down (Rx(pi)); a yaw turns it about z  # weight of the in-patch offset (L1, patch units) beside the patch CE
@@ -260,8 +262,8 @@ def grasp_point_labels(
     from its image, whatever the hand's yaw), "world": the world yaw in every view. And the
     grasp points (N, 3) (NaN without a keypose). keyposes (N, 7), valid (N,), joints (N, 7): the
     measured arm joints at each frame (they place a camera on the hand)."""
-    if yaw_frame not in YAW_FRAMES:
-        raise ValueError(f"yaw_frame must be one of {YAW_FRAMES}, got {yaw_frame!r}")
+    if yaw_frame not in GRASP_YAW_FRAMES:
+        raise ValueError(f"yaw_frame must be one of {GRASP_YAW_FRAMES}, got {yaw_frame!r}")
     n, v = len(keyposes), len(rig.views)
     cls = np.full((n, v), -1, np.int64)
     offset = np.zeros((n, v, 2), np.float32)
@@ -434,16 +436,25 @@ class PatchMap:
 
 
 @torch.no_grad()
+def head_outputs(heads: nn.ModuleList, tokens: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Routed tokens (V, 1+P, D) of one observation -> each view's head output (logits, offsets,
+    yaws), batch 1: what ``sightings`` and ``patch_maps`` read (one pass for both)."""
+    return [head(tokens[v : v + 1].float()) for v, head in enumerate(heads)]
+
+
 def patch_maps(
-    heads: nn.ModuleList, tokens: Tensor, rig: CameraRig, q: np.ndarray
+    outputs: list[tuple[Tensor, Tensor, Tensor]],
+    rig: CameraRig,
+    poses: list[tuple[np.ndarray, np.ndarray]],
 ) -> list[PatchMap]:
-    """Routed tokens (V, 1+P, D) of one observation at arm joints ``q`` -> each view's
-    ``PatchMap`` (a view's patch probabilities sum to its P(in view))."""
+    """Each view's head output (``head_outputs``) with the cameras' world ``poses``
+    (``CameraRig.poses`` at the frame's joints) -> each view's ``PatchMap`` (a view's patch
+    probabilities sum to its P(in view))."""
     out = []
-    for v, (head, (pos, rot)) in enumerate(zip(heads, rig.poses(q), strict=True)):
-        logits, _, _ = head(tokens[v : v + 1].float())
-        prob = logits.softmax(1)[0, :-1].numpy().reshape(head.grid, head.grid)
-        out.append(PatchMap(prob, pos.copy(), rot.copy(), rig.views[v][3].copy()))
+    for v, ((logits, _, _), (pos, rot)) in enumerate(zip(outputs, poses, strict=True)):
+        prob = logits.softmax(1)[0, :-1].numpy()
+        grid = math.isqrt(len(prob))
+        out.append(PatchMap(prob.reshape(grid, grid), pos, rot, rig.views[v][3]))
     return out
 
 
@@ -455,16 +466,22 @@ def fused_mass(point: np.ndarray, maps: list[PatchMap]) -> float:
 
 @torch.no_grad()
 def sightings(
-    heads: nn.ModuleList, tokens: Tensor, on_arm: list[bool], top: int = 3, min_prob: float = 0.05
+    heads: nn.ModuleList,
+    tokens: Tensor,
+    on_arm: list[bool],
+    top: int = 3,
+    min_prob: float = 0.05,
+    outputs: list[tuple[Tensor, Tensor, Tensor]] | None = None,
 ) -> list[Sighting]:
-    """Routed tokens (V, 1+P, D) of one observation -> up to ``top`` candidates per view that
+    """Routed tokens (V, 1+P, D) of one observation (or their ``head_outputs``, given) -> up
+    to ``top`` candidates per view that
     sees the point (P(in view) > 0.5): the most likely patches, each at least two patches from a
     likelier one (one peak is one candidate), with probability >= ``min_prob``. The best first
     per view. A distractor can outscore the object in one frame; the object stays a candidate,
     and ``GraspPointTracker`` keeps to it."""
     out = []
-    for v, head in enumerate(heads):
-        logits, offs, yaws = head(tokens[v : v + 1].float())
+    outputs = outputs if outputs is not None else head_outputs(heads, tokens)
+    for v, (head, (logits, offs, yaws)) in enumerate(zip(heads, outputs, strict=True)):
         prob = logits.softmax(1)[0]
         if float(prob[-1]) >= 0.5:
             continue
@@ -502,12 +519,7 @@ class GraspPointTracker:
     - no sighting (the point out of every view, or covered by the fingers) keeps the estimate.
     ``reset`` forgets it (a new episode)."""
 
-    def __init__(
-        self,
-        gate_m: float = 0.04,
-        memory: float = 0.7,
-        switch_after: int = 4,
-    ) -> None:
+    def __init__(self, gate_m: float = 0.04, memory: float = 0.7, switch_after: int = 4) -> None:
         if gate_m <= 0 or not 0 < memory <= 1 or switch_after < 1:
             raise ValueError(
                 f"need gate_m > 0, 0 < memory <= 1, switch_after >= 1; "

@@ -40,6 +40,8 @@ from ver_core.policy.grasp_point import (
     detect,
     grasp_point_loss,
     grasp_yaw,
+    head_outputs,
+    heading,
     patch_maps,
     sightings,
     top_down,
@@ -366,10 +368,11 @@ class TaskPolicy(ActionNormalization, nn.Module):
             raise ValueError(f"a grasp-point tracker follows one robot: batch 1, got {len(q)}")
         on_arm = [body != 0 for body, *_ in self.rig.views]
         cameras = self.rig.poses(q[0])
-        headings = self.rig.headings(q[0])
+        headings = [heading(rot) for _, rot in cameras]
         order, frame = self.config.grasp_yaw_order, self.config.grasp_yaw_frame
+        outputs = head_outputs(self.grasp_heads, tokens[0])  # one pass: sightings and maps
         found = []
-        for s in sightings(self.grasp_heads, tokens[0], on_arm):
+        for s in sightings(self.grasp_heads, tokens[0], on_arm, outputs=outputs):
             point = self.rig.ray_to_plane(s.view, s.uv, q[0], self.config.grasp_height)
             if np.all(np.isfinite(point)):
                 rng = float(np.linalg.norm(point - cameras[s.view][0]))
@@ -377,7 +380,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
                 found.append(dataclasses.replace(s, point=point, range_m=rng, yaw_vec=vec))
         maps = []
         if found:  # the tracker weighs its candidates by every view's whole probability map
-            maps = patch_maps(self.grasp_heads, tokens[0], self.rig, q[0])
+            maps = patch_maps(outputs, self.rig, cameras)
         estimate = tracker.update(found, maps)
         if estimate is None:
             return np.full((1, 3), np.nan), np.full(1, np.nan), np.full(1, -1)
