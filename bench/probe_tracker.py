@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         "--policy-s",
         type=float,
         default=None,
-        help="fixed policy compute s per chunk (default: measured, as ver-eval); fixed, a rerun "
-        "is the same episode, so two trackers or checkpoints compare seed by seed",
+        help="fixed policy compute s per chunk (default: measured, as ver-eval); fixed, back-to-back "
+        "reruns at one thread count repeat each episode (runs hours apart differed by a few cm in "
+        "some seeds), so two trackers or checkpoints run side by side compare seed by seed",
     )
     p.add_argument(
         "--peak-start",
