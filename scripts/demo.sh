@@ -33,6 +33,8 @@ BIN=.venv/bin
 episodes="${VER_DEMO_EPISODES:-100}"
 noise="${VER_DEMO_NOISE:-0.03}"
 min_distractors="${VER_DEMO_MIN_DISTRACTORS:-3}"
+image_rate="${VER_DEMO_IMAGE_RATE:-15}"
+detour="${VER_DEMO_DETOUR:-0}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-600}"
 batch="${VER_DEMO_BATCH:-32}"
@@ -62,7 +64,8 @@ stage "1/3 recording $episodes scripted demonstrations through the ROS graph"
 rm -rf "$out/demos"
 t=$SECONDS
 $BIN/ver-record-demos --episodes "$episodes" --out "$out/demos" --seed 0 --noise "$noise" \
-  --cameras camera,wrist_camera --min-distractors "$min_distractors"
+  --cameras camera,wrist_camera --min-distractors "$min_distractors" --image-rate "$image_rate" \
+  --detour "$detour"
 echo "demos: $(find "$out/demos" -maxdepth 1 -name 'episode_*' -type d | wc -l) episodes in $out/demos ($(( SECONDS - t )) s)"
 
 stage "2/3 training the Robot Router + $head head on the demos"

@@ -223,6 +223,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--action-topic /scripted_expert/intended_trajectory)",
     )
     p.add_argument(
+        "--detour",
+        type=float,
+        default=0.0,
+        help="fraction of episodes whose arm first hovers over a distractor while the recorded "
+        "label goes to the cube (ver_core.sim.Detour): demos of the hand over the wrong object",
+    )
+    p.add_argument(
         "--discard-failed", action="store_true", help="drop failed episodes instead of marking them"
     )
     p.add_argument(
@@ -238,6 +245,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     if not 0 <= args.min_distractors <= MAX_DISTRACTORS:
         p.error(f"--min-distractors must be in [0, {MAX_DISTRACTORS}], got {args.min_distractors}")
+    if not 0.0 <= args.detour <= 1.0:
+        p.error(f"--detour must be in [0, 1], got {args.detour}")
 
     args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     bad = [c for c in args.cameras if c not in CAMERAS]
@@ -296,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         f"compressed:={str(args.compressed).lower()}",
     ]
     expert_args = ["-p", f"noise_std:={args.noise}", "-p", f"noise_seed:={args.seed}"]
+    expert_args += ["-p", f"detour_prob:={args.detour}", "-p", f"detour_seed:={args.seed}"]
     graph = DemoGraph(env, sim_args, rec_args, out / "logs", expert_args)
     results: list[dict] = []
     t0 = time.monotonic()

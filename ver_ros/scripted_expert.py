@@ -5,7 +5,9 @@ active, publishes every control period one JointTrajectory point on
 ``/fr3_arm_controller/joint_trajectory`` (stamped now, due one period later: the sim interpolates
 toward it) and the gripper width on ``/gripper/command``. With ``noise_std`` > 0 (DART noise
 injection, ``ver_core.sim.ExecutionNoise``) the arm executes the command plus a smooth random
-offset, and the expert's clean command goes to ``intended_topic`` (the label to train on). Services: ``~/start`` (reset the expert
+offset, and the expert's clean command goes to ``intended_topic`` (the label to train on). With
+``detour_prob`` > 0 (``ver_core.sim.Detour``) that share of episodes first flies the arm over a
+distractor (from the sim-only ``/sim/distractors`` PoseArray) while the label heads for the cube. Services: ``~/start`` (reset the expert
 from the latest state and start acting), ``~/stop`` (stop publishing; the sim holds position).
 Run with ``use_sim_time:=true`` next to sim_node so the control timer follows sim time.
 """
@@ -17,17 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ver_core.sim import ExecutionNoise, ExpertConfig, ScriptedExpert
+from ver_core.sim import Detour, ExecutionNoise, ExpertConfig, ScriptedExpert
 from ver_ros.conversions import joint_positions
 from ver_ros.params import declare_config, param
-from ver_ros.qos import COMMAND_QOS, sensor_qos
+from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, sensor_qos
 
 
 @dataclass
@@ -43,6 +45,10 @@ class ExpertNodeConfig:
     noise_std: float = param(0.0, "DART noise on the executed arm command (rad); 0 = none")
     noise_corr_s: float = param(0.5, "correlation time of the DART noise (s)")
     noise_seed: int = param(-1, "seed of the DART noise (-1 = random)")
+    detour_prob: float = param(
+        0.0, "fraction of episodes whose arm first hovers over a distractor (ver_core.sim.Detour)"
+    )
+    detour_seed: int = param(-1, "seed of the detour draws (-1 = random)")
     intended_topic: str = param(
         "/scripted_expert/intended_trajectory", "the expert's clean command (the label)"
     )
@@ -57,6 +63,8 @@ class ExpertNodeConfig:
                 f"noise_std must be in [0, 0.2] rad and noise_corr_s > 0, got "
                 f"{self.noise_std}, {self.noise_corr_s}"
             )
+        if not 0.0 <= self.detour_prob <= 1.0:
+            raise ValueError(f"detour_prob must be in [0, 1], got {self.detour_prob}")
 
 
 class ScriptedExpertNode(Node):
@@ -80,7 +88,15 @@ class ScriptedExpertNode(Node):
             c.noise_std, c.noise_corr_s, c.control_hz, None if c.noise_seed < 0 else c.noise_seed
         )
         self.create_subscription(JointState, "/joint_states", self._on_state, sensor_qos(5))
+        self.detour = Detour(
+            c.detour_prob,
+            None if c.detour_seed < 0 else c.detour_seed,
+            config=self.expert.config,
+            model=self.expert.model,
+        )
+        self.decoys = np.zeros((0, 3))
         self.create_subscription(PoseStamped, "/sim/object_pose", self._on_pose, sensor_qos(5))
+        self.create_subscription(PoseArray, "/sim/distractors", self._on_decoys, LATCHED_QOS)
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_timer(1.0 / self.cfg.control_hz, self._tick)
@@ -90,6 +106,11 @@ class ScriptedExpertNode(Node):
 
     def _on_pose(self, msg: PoseStamped) -> None:
         self.pose = msg
+
+    def _on_decoys(self, msg: PoseArray) -> None:
+        self.decoys = np.array(
+            [[p.position.x, p.position.y, p.position.z] for p in msg.poses], dtype=np.float64
+        ).reshape(-1, 3)
 
     def _on_start(self, request, response):
         self.active, self._needs_reset = True, True
@@ -118,15 +139,20 @@ class ScriptedExpertNode(Node):
         if self._needs_reset:
             self.expert.reset(q)
             self.noise.reset()
+            self.detour.reset(q, self.decoys)
             self._needs_reset = False
         target, grip = self.expert.act(
-            q, width, np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z])
+            q,
+            width,
+            np.array([p.x, p.y, p.z]),
+            np.array([o.w, o.x, o.y, o.z]),
+            detouring=self.detour.active,
         )
         stamp = self.get_clock().now().to_msg()
-        executed = self.noise(target, self.expert.phase)
+        executed = self.noise(self.detour(target, q), self.expert.phase)
         self.pub_traj.publish(self._point(executed, stamp))
         self.pub_grip.publish(Float64(data=grip))
-        if self.cfg.noise_std > 0:
+        if c.noise_std > 0 or c.detour_prob > 0:
             self.pub_intended.publish(self._point(target, stamp))
 
     def _point(self, q: np.ndarray, stamp) -> JointTrajectory:

@@ -5,7 +5,8 @@ Publishes (sim time stamps, see below), for every camera in ``cameras``: the sce
 on ``/wrist_camera/camera/color/image_raw`` + its camera_info (topics are parameters; both
 cameras render the same instant and carry the same stamp); ``/joint_states`` (7 arm joints + 2 fingers, each finger
 = half the opening), ``/clock``; sim-only privileged topics ``/sim/object_pose``
-(geometry_msgs/PoseStamped, cube pose in the robot base frame ``world``) and ``/sim/episode``
+(geometry_msgs/PoseStamped, cube pose in the robot base frame ``world``), ``/sim/distractors``
+(geometry_msgs/PoseArray, the scene's distractor positions, latched, per reset) and ``/sim/episode``
 (std_msgs/String JSON ``{"seed", "task", "success", "sim_time"}``, latched).
 Accepts arm commands on ``/fr3_arm_controller/joint_trajectory`` (JointTrajectory, followed over
 time; an extra ``gripper`` column is honoured) and ``/forward_position_controller/commands``
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rclpy
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import Pose, PoseArray, PoseStamped
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -149,6 +150,7 @@ class SimNode(Node):
         self.pub_joints = self.create_publisher(JointState, "/joint_states", SENSOR_QOS)
         self.pub_pose = self.create_publisher(PoseStamped, "/sim/object_pose", SENSOR_QOS)
         self.pub_episode = self.create_publisher(String, "/sim/episode", LATCHED_QOS)
+        self.pub_distractors = self.create_publisher(PoseArray, "/sim/distractors", LATCHED_QOS)
         self.pub_clock = self.create_publisher(Clock, "/clock", 10)
         self.create_subscription(
             JointTrajectory, "/fr3_arm_controller/joint_trajectory", self.on_trajectory, COMMAND_QOS
@@ -226,6 +228,7 @@ class SimNode(Node):
         self.resets += int(count)
         self.stepper.reset(self.current_seed)
         self._publish_episode()
+        self._publish_distractors()
 
     def on_reset(self, request, response):
         with self.lock:
@@ -250,6 +253,17 @@ class SimNode(Node):
             "sim_time": self.now_s(),
         }
         self.pub_episode.publish(String(data=json.dumps(info)))
+
+    def _publish_distractors(self) -> None:
+        """The scene's distractor positions (sim-only, latched; ``ver_core.sim.Detour``'s decoys)."""
+        msg = PoseArray()
+        msg.header.stamp, msg.header.frame_id = ns_to_stamp(self.now_ns()), "world"
+        for x, y, z in self.env.distractor_positions():
+            pose = Pose()
+            pose.position.x, pose.position.y, pose.position.z = float(x), float(y), float(z)
+            pose.orientation.w = 1.0
+            msg.poses.append(pose)
+        self.pub_distractors.publish(msg)
 
     def _publish_state(self, stamp) -> None:
         obs = self.env.observation()

@@ -304,3 +304,60 @@ def test_bad_commands_refused_and_recorder_crash_safety(graph, tmp_path):
     meta = json.loads((interrupted_dir / "episode.json").read_text())
     assert meta["interrupted"] is True and meta["stop_time_ns"] is not None
     assert "episode closed on shutdown" in graph.log("rec_int")
+
+
+def test_detour_demo_over_dds(graph):
+    """sim_node publishes the scene's distractors (latched); a scripted_expert with detour_prob 1
+    flies the executed arm away from its own label (the intended trajectory) to hover over one of
+    them, then picks the cube."""
+    from geometry_msgs.msg import PoseArray
+    from trajectory_msgs.msg import JointTrajectory
+
+    from ver_ros.qos import COMMAND_QOS, LATCHED_QOS
+
+    graph.start("sim_node", "sim_node", *SIM_ARGS, "-p", "min_distractors:=3")
+    graph.start(
+        "scripted_expert",
+        "scripted_expert",
+        "-p",
+        "use_sim_time:=true",
+        "-p",
+        "detour_prob:=1.0",
+        "-p",
+        "detour_seed:=0",
+    )
+    seen: dict[str, list] = {"decoys": []}
+    commands: dict[str, dict[int, np.ndarray]] = {"executed": {}, "label": {}}  # by stamp
+    graph.node.create_subscription(
+        PoseArray, "/sim/distractors", lambda m: seen["decoys"].append(m), LATCHED_QOS
+    )
+    for key, topic in (
+        ("executed", "/fr3_arm_controller/joint_trajectory"),
+        ("label", "/scripted_expert/intended_trajectory"),
+    ):
+        graph.node.create_subscription(
+            JointTrajectory,
+            topic,
+            lambda m, key=key: commands[key].__setitem__(
+                _stamp(m), np.array(m.points[0].positions)
+            ),
+            COMMAND_QOS,
+        )
+    assert graph.call("/sim_node/reset")[0]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        seen["decoys"] and len(seen["decoys"][-1].poses) == 3
+    ):
+        graph.spin(0.2)
+    assert seen["decoys"] and len(seen["decoys"][-1].poses) == 3
+    assert graph.call("/scripted_expert/start")[0]
+    success = False
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not success:
+        graph.spin(0.5)
+        success = graph.call("/sim_node/success")[0]
+    assert success, graph.log("scripted_expert")
+    both = commands["executed"].keys() & commands["label"].keys()  # the same tick's pair
+    assert len(both) > 20
+    gap = max(np.max(np.abs(commands["executed"][t] - commands["label"][t])) for t in both)
+    assert gap > 0.2, f"the executed arm never left the label (largest gap {gap:.3f} rad)"

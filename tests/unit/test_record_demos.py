@@ -76,3 +76,12 @@ def test_min_distractors_flag_is_checked_before_any_process_starts(capsys):
     with pytest.raises(SystemExit):
         parse_args(base + ["--min-distractors", "4"])
     assert "--min-distractors must be in [0, 3]" in capsys.readouterr().err
+
+
+def test_detour_flag_is_checked_before_any_process_starts(capsys):
+    base = ["--episodes", "2", "--out", "unused"]
+    assert parse_args(base + ["--detour", "0.3"]).detour == 0.3
+    assert parse_args(base).detour == 0.0
+    with pytest.raises(SystemExit):
+        parse_args(base + ["--detour", "1.5"])
+    assert "--detour must be in [0, 1]" in capsys.readouterr().err

@@ -210,3 +210,64 @@ def test_wrist_camera_rides_on_the_hand():
         assert e.render("camera").shape == (96, 96, 3)
     finally:
         e.close()
+
+
+@pytest.mark.parametrize("seed", [3, 21])
+def test_detour_hovers_over_a_distractor_while_the_label_goes_to_the_cube(seed):
+    """A detour episode (Detour, prob 1): the executed arm hovers over one of the scene's
+    distractors, the expert's command (the recorded label) never goes there and waits above the
+    cube, the executed command steps no faster than the expert's, and the pick still succeeds."""
+    from ver_core.sim import Detour
+
+    e = FrankaPickEnv(SimConfig(width=64, height=64, min_distractors=3))
+    try:
+        expert = ScriptedExpert(model=e.model)
+        detour = Detour(1.0, seed=seed, config=expert.config, model=e.model)
+        obs = e.reset(seed)
+        decoys = e.distractor_positions()
+        assert decoys.shape == (3, 3)
+        expert.reset(obs.arm_q)
+        detour.reset(obs.arm_q, decoys)
+        assert detour.active and any(np.allclose(detour.decoy, d) for d in decoys)
+        hover = label_near_decoy = 9.0
+        prev, success, was_active = obs.arm_q, False, []
+        step = expert.config.max_joint_speed / expert.config.control_hz
+        for _ in range(250):
+            was_active.append(detour.active)
+            label, w = expert.act(
+                obs.arm_q, obs.gripper_width, obs.cube_pos, obs.cube_quat, detouring=detour.active
+            )
+            q = detour(label, obs.arm_q)
+            assert np.max(np.abs(q - prev)) <= step + 1e-9
+            prev = q
+            label_tcp = expert._fk(label)[0]
+            label_near_decoy = min(
+                label_near_decoy, np.linalg.norm(label_tcp[:2] - detour.decoy[:2])
+            )
+            obs = e.step(q, w)
+            hover = min(hover, np.linalg.norm(obs.tcp_pos[:2] - detour.decoy[:2]))
+            if e.success():
+                success = True
+                break
+        assert hover < 0.03, f"the arm never hovered over the decoy (closest {hover:.3f} m)"
+        assert label_near_decoy > 0.10, "the label went to the decoy"
+        assert was_active[0] and not was_active[-1]
+        assert success, f"seed {seed}: the detour episode failed in phase {expert.phase_name}"
+    finally:
+        e.close()
+
+
+def test_detour_draws_per_episode_and_needs_a_decoy():
+    from ver_core.sim import Detour
+
+    d = Detour(0.5, seed=0)
+    drawn = []
+    for _ in range(200):
+        d.reset(np.zeros(7), np.array([[0.5, 0.2, 0.06]]))
+        drawn.append(d.active)
+    assert 0.35 < np.mean(drawn) < 0.65
+    d.reset(np.zeros(7), np.zeros((0, 3)))
+    assert not d.active
+    assert np.array_equal(d(np.ones(7), np.zeros(7)), np.ones(7))  # off: the expert's command
+    with pytest.raises(ValueError):
+        Detour(1.5)

@@ -2,12 +2,13 @@
 
 from ver_core.sim.config import SEG_CLASSES, SimConfig
 from ver_core.sim.env import HOME_Q, MAX_GRIPPER_WIDTH, FrankaPickEnv, Observation
-from ver_core.sim.expert import ExecutionNoise, ExpertConfig, ScriptedExpert
+from ver_core.sim.expert import Detour, ExecutionNoise, ExpertConfig, ScriptedExpert
 
 __all__ = [
     "HOME_Q",
     "MAX_GRIPPER_WIDTH",
     "SEG_CLASSES",
+    "Detour",
     "ExecutionNoise",
     "ExpertConfig",
     "FrankaPickEnv",

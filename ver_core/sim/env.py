@@ -195,6 +195,11 @@ class FrankaPickEnv:
             tcp_pos=d.site_xpos[self._tcp_site].copy(),
         )
 
+    def distractor_positions(self) -> np.ndarray:
+        """(n, 3) world positions (m) of the distractors placed in this scene (n = 0 .. 3)."""
+        pos = [self.data.mocap_pos[m].copy() for m in self._distractor_mocap]
+        return np.array([p for p in pos if p[2] > 0], dtype=np.float64).reshape(-1, 3)
+
     def finger_positions(self) -> np.ndarray:
         """(2,) finger joint positions (m), each half the opening."""
         return self.data.qpos[self._finger_qadr].copy()

@@ -24,9 +24,10 @@ import numpy as np
 from ver_core.sim.env import HOME_Q, MAX_GRIPPER_WIDTH
 from ver_core.sim.scene import JOINT_OFFSET, PANDA_LIMITS, build_model
 
-__all__ = ["ExecutionNoise", "ExpertConfig", "ScriptedExpert"]
+__all__ = ["Detour", "ExecutionNoise", "ExpertConfig", "ScriptedExpert"]
 
 APPROACH, DESCEND, CLOSE, LIFT, HOLD = range(5)
+MAX_GO_S = 3.0  # longest flight of a Detour to its decoy (s)
 PHASE_NAMES = ("approach", "descend", "close", "lift", "hold")
 
 
@@ -121,8 +122,13 @@ class ScriptedExpert:
         return rz @ np.diag([1.0, -1.0, -1.0])  # Rz(yaw) @ Rx(pi)
 
     # ------------------------------------------------------------------ policy
-    def act(self, arm_q, gripper_width: float, cube_pos, cube_quat) -> tuple[np.ndarray, float]:
-        """One control step. Returns joint position targets (7,) and gripper width (m)."""
+    def act(
+        self, arm_q, gripper_width: float, cube_pos, cube_quat, detouring: bool = False
+    ) -> tuple[np.ndarray, float]:
+        """One control step. Returns joint position targets (7,) and gripper width (m).
+
+        ``detouring``: the arm executes something else on purpose (``Detour``): the command goes
+        on from itself (no resync to the measured joints) and waits above the cube."""
         cfg = self.config
         q_meas = np.asarray(arm_q, dtype=np.float64)
         cube_pos = np.asarray(cube_pos, dtype=np.float64)
@@ -130,7 +136,9 @@ class ScriptedExpert:
             raise ValueError(
                 f"expert needs finite arm_q (7,) and cube_pos (3,), got {q_meas.shape}, {cube_pos.shape}"
             )
-        if np.max(np.abs(self._q_cmd - q_meas)) > 0.25:  # arm not tracking (blocked, reset): resync
+        if (
+            not detouring and np.max(np.abs(self._q_cmd - q_meas)) > 0.25
+        ):  # arm not tracking: resync
             self._q_cmd = q_meas.copy()
         dt = 1.0 / cfg.control_hz
         tcp, rot, jac = self._fk(self._q_cmd)
@@ -141,7 +149,8 @@ class ScriptedExpert:
         if self.phase == APPROACH:
             goal, self._width_cmd = above, MAX_GRIPPER_WIDTH
             rot_des = self._grasp_rotation(np.asarray(cube_quat, float), rot)
-            if np.linalg.norm(tcp - goal) < cfg.tolerance and _rot_err(rot, rot_des) < 0.05:
+            aligned = np.linalg.norm(tcp - goal) < cfg.tolerance and _rot_err(rot, rot_des) < 0.05
+            if aligned and not detouring:
                 self._advance(DESCEND)
         elif self.phase == DESCEND:
             goal, speed = grasp, cfg.descend_speed
@@ -238,3 +247,87 @@ class ExecutionNoise:
         if phase not in self.phases:
             return np.asarray(q_cmd, dtype=np.float64).copy()
         return np.asarray(q_cmd, dtype=np.float64) + self.offset
+
+
+class Detour:
+    """Detour demonstrations: the arm first visits a decoy, and the label still goes to the cube.
+
+    The learned policy's remaining failures start at the wrong object: the grasp-point detector
+    puts the grasp on a distractor, the hand heads there, and once the hand hovers over an object
+    every demonstration says "this is where the hand closes" (in every demo the hand ends where
+    the grasp is). No demo shows the hand over a distractor with the grasp elsewhere, so nothing
+    can pull the policy back. A detour is DART at the scale of that failure: with probability
+    ``prob`` an episode's executed arm command first flies to ``hover`` m above a decoy (one of
+    the scene's distractors), stays ``dwell_s``, and returns to the expert's command at the
+    expert's joint speed, while the expert's own command (the recorded label) heads for the cube
+    from the first step and waits above it (``ScriptedExpert.act(detouring=True)``) until the arm
+    is back. The frames then show the hand over a distractor labelled with the cube's grasp.
+
+    ``reset(arm_q, decoys)`` per episode (decoys (n, 3) world positions; none: no detour), then
+    per step ``executed = detour(q_cmd, arm_q)`` and ``detour.active`` for the expert's flag."""
+
+    GO, DWELL, RETURN, OFF = range(4)
+
+    def __init__(
+        self,
+        prob: float,
+        seed: int | None = None,
+        dwell_s: float = 0.5,
+        hover: float = 0.10,
+        config: ExpertConfig | None = None,
+        model: mujoco.MjModel | None = None,
+    ) -> None:
+        if not 0.0 <= prob <= 1.0 or dwell_s < 0 or hover <= 0:
+            raise ValueError(
+                f"need 0 <= prob <= 1, dwell_s >= 0, hover > 0; got {prob}, {dwell_s}, {hover}"
+            )
+        self.prob, self.dwell_s, self.hover = float(prob), float(dwell_s), float(hover)
+        self.config = config or ExpertConfig()
+        self.rng = np.random.default_rng(seed)
+        # the executed path to the decoy: an expert of its own, approaching the decoy as a cube
+        self._flyer = ScriptedExpert(
+            ExpertConfig(**{**vars(self.config), "pregrasp_height": hover}), model
+        )
+        self.state = self.OFF
+        self.decoy: np.ndarray | None = None
+        self._q: np.ndarray | None = None
+        self._ticks = 0
+
+    @property
+    def active(self) -> bool:
+        return self.state != self.OFF
+
+    def reset(self, arm_q, decoys) -> None:
+        decoys = np.asarray(decoys, dtype=np.float64).reshape(-1, 3)
+        self.state, self.decoy, self._ticks = self.OFF, None, 0
+        draw = self.rng.random()  # one draw per episode whatever the scene: reproducible
+        if len(decoys) == 0 or draw >= self.prob:
+            return
+        self.decoy = decoys[self.rng.integers(len(decoys))].copy()
+        self._flyer.reset(arm_q)
+        self._q = np.asarray(arm_q, dtype=np.float64).copy()
+        self.state = self.GO
+
+    def __call__(self, q_cmd, arm_q) -> np.ndarray:
+        """The command to execute for the expert's ``q_cmd`` (7,) at measured ``arm_q``."""
+        q_cmd = np.asarray(q_cmd, dtype=np.float64)
+        if self.state == self.OFF:
+            return q_cmd.copy()
+        cfg = self.config
+        if self.state == self.GO:
+            self._q, _ = self._flyer.act(arm_q, 0.08, self.decoy, np.array([1.0, 0, 0, 0]))
+            self._ticks += 1
+            # above the decoy and aligned (or out of time: an unreachable decoy ends the detour)
+            if self._flyer.phase != APPROACH or self._ticks >= round(MAX_GO_S * cfg.control_hz):
+                self.state, self._ticks = self.DWELL, 0
+        elif self.state == self.DWELL:
+            self._ticks += 1
+            if self._ticks >= round(self.dwell_s * cfg.control_hz):
+                self.state = self.RETURN
+        if self.state == self.RETURN:  # back to the expert's command at its joint speed
+            step = cfg.max_joint_speed / cfg.control_hz
+            self._q = self._q + np.clip(q_cmd - self._q, -step, step)
+            if np.max(np.abs(q_cmd - self._q)) < 1e-6:
+                self.state = self.OFF
+                return q_cmd.copy()
+        return self._q.copy()
