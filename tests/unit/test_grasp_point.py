@@ -13,6 +13,7 @@ from ver_core.data import TopicConfig, load_demos
 from ver_core.data.synthetic import write_synthetic_episode
 from ver_core.policy import TaskConfig, TaskPolicy
 from ver_core.policy.grasp_point import (
+    FUSE_FLOOR,
     MAX_CORRECTION,
     CameraRig,
     GraspPointTracker,
@@ -371,17 +372,33 @@ def _at(c: int, r: int, height: float) -> np.ndarray:
     return np.array([0.5 + ((c + 0.5) / 4 - 0.5) * height, -((r + 0.5) / 4 - 0.5) * height, 0.045])
 
 
-def test_fused_mass_sums_each_views_probability_around_a_point():
+def test_fused_mass_multiplies_each_views_probability_around_a_point():
     near = _down_map({(0, 0): 0.3, (2, 2): 0.2, (3, 3): 0.2}, 0.4)
     far = _down_map({(2, 2): 0.6, (0, 0): 0.1}, 1.0)
+    f = FUSE_FLOOR
     cube = _at(2, 2, 0.4)  # in the far camera that is patch (2, 2) as well (both centred)
     assert near.cell(cube) == (2, 2) and far.cell(cube) == (2, 2)
-    assert fused_mass(cube, [near, far]) == pytest.approx(0.2 + 0.2 + 0.6 + 0.0)
+    assert fused_mass(cube, [near, far]) == pytest.approx((0.2 + 0.2 + f) * (0.6 + 0.0 + f))
     ball = _at(0, 0, 0.4)
     # the ball is patch (1, 1) of the far camera, whose 3 x 3 reaches the cube's (2, 2): a far
     # camera is coarse, and its mass counts wherever its blob could be
-    assert fused_mass(ball, [near, far]) == pytest.approx(0.3 + 0.6 + 0.1)
-    assert fused_mass(np.array([5.0, 5.0, 0.045]), [near, far]) == 0.0  # in no image
+    assert fused_mass(ball, [near, far]) == pytest.approx((0.3 + f) * (0.6 + 0.1 + f))
+    # outside every image each view says "not in view" with 1 - its patch mass (0.3 each)
+    off = np.array([5.0, 5.0, 0.045])
+    assert fused_mass(off, [near, far]) == pytest.approx((0.3 + f) * (0.3 + f))
+
+
+def test_a_sharp_wrong_peak_in_one_view_loses_to_a_place_both_views_see():
+    """Seed 100004's home frame (session 14): the fixed camera is sure of a ball (0.68) and gives
+    the cube 0.1; the wrist camera sees the cube's square (0.31) and the ball hardly (0.02). The
+    sum of the views' masses picks the ball, their product the cube."""
+    wrist = _down_map({(1, 1): 0.31, (3, 3): 0.02}, 0.4)
+    fixed = _down_map({(1, 1): 0.1, (3, 3): 0.68}, 0.4)  # one grid: the same cells
+    cube, ball = _at(1, 1, 0.4), _at(3, 3, 0.4)
+    assert wrist.mass_near(ball) + fixed.mass_near(ball) > wrist.mass_near(cube) + fixed.mass_near(
+        cube
+    )
+    assert fused_mass(cube, [fixed, wrist]) > fused_mass(ball, [fixed, wrist])
 
 
 def test_tracker_starts_where_the_views_agree_not_on_one_cameras_peak():
