@@ -15,7 +15,10 @@
 #
 # Knobs (environment): VER_DEMO_EPISODES (demos, default 100: the keypose estimator generalizes with scenes, docs/RESULTS.md session 6), VER_DEMO_NOISE (DART noise std in rad,
 # default 0.03), VER_DEMO_MIN_DISTRACTORS (fewest distractors in a demo scene, default 3: every demo
-# shows the detector three objects that are not the cube; held-out scenes draw 0-3, RESULTS.md session 13), VER_DEMO_STEPS (joint router + head training steps, default 100),
+# shows the detector three objects that are not the cube; held-out scenes draw 0-3, RESULTS.md session 13),
+# VER_DEMO_IMAGE_RATE (camera rate of the recording, Hz, default 15), VER_DEMO_DETOUR (share of demos
+# whose arm first hovers over a distractor while the label goes to the cube, default 0: 0.3 measured
+# no gain, RESULTS.md session 14), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation
 # loss is lowest at 400-500 and rises after; in-process 17/20 vs 15/20 at 3000, docs/RESULTS.md session 10),
 # VER_DEMO_BATCH (training batch, default 32), VER_DEMO_EVAL_EPISODES
