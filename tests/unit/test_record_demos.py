@@ -69,19 +69,26 @@ def test_failed_episode_discarded_when_asked():
     assert "rec_discard" in keys and "rec_finish" not in keys
 
 
-def test_min_distractors_flag_is_checked_before_any_process_starts(capsys):
+@pytest.mark.parametrize(
+    ("flag", "attr", "good", "default", "bad", "message"),
+    [
+        (
+            "--min-distractors",
+            "min_distractors",
+            "3",
+            0,
+            "4",
+            "--min-distractors must be in [0, 3]",
+        ),
+        ("--detour", "detour", "0.3", 0.0, "1.5", "--detour must be in [0, 1]"),
+    ],
+)
+def test_scene_flags_are_checked_before_any_process_starts(
+    capsys, flag, attr, good, default, bad, message
+):
     base = ["--episodes", "2", "--out", "unused"]
-    assert parse_args(base + ["--min-distractors", "3"]).min_distractors == 3
-    assert parse_args(base).min_distractors == 0
+    assert getattr(parse_args(base + [flag, good]), attr) == float(good)
+    assert getattr(parse_args(base), attr) == default
     with pytest.raises(SystemExit):
-        parse_args(base + ["--min-distractors", "4"])
-    assert "--min-distractors must be in [0, 3]" in capsys.readouterr().err
-
-
-def test_detour_flag_is_checked_before_any_process_starts(capsys):
-    base = ["--episodes", "2", "--out", "unused"]
-    assert parse_args(base + ["--detour", "0.3"]).detour == 0.3
-    assert parse_args(base).detour == 0.0
-    with pytest.raises(SystemExit):
-        parse_args(base + ["--detour", "1.5"])
-    assert "--detour must be in [0, 1]" in capsys.readouterr().err
+        parse_args(base + [flag, bad])
+    assert message in capsys.readouterr().err
