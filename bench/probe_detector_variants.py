@@ -74,17 +74,12 @@ def main() -> None:
     a = p.parse_args()
 
     import torch
-    import torch.nn.functional as F
     from probe_start import score_starts
 
     from ver_core.policy import TaskPolicy
-    from ver_core.policy.grasp_point import (
-        OFFSET_WEIGHT,
-        YAW_WEIGHT,
-        GraspPointHead,
-        grasp_point_labels,
-    )
+    from ver_core.policy.grasp_point import GraspPointHead, grasp_point_labels, grasp_point_loss
     from ver_core.policy.keypose import keypose_labels
+    from ver_core.train import TrainConfig, split_episodes
 
     torch.set_num_threads(a.threads)
     pol = TaskPolicy.from_pretrained(a.checkpoint).eval()
@@ -98,9 +93,8 @@ def main() -> None:
     cls, off, yaw, pts = grasp_point_labels(
         pol.rig, kp, valid, states[:, :7], g, cfg.grasp_yaw_order, cfg.grasp_yaw_frame
     )
-    neps = int(ep.max()) + 1
-    n_train = neps - max(1, round(neps * 0.1))  # the trainer's split: last 10% validation
-    train = np.flatnonzero((ep < (a.episodes or n_train)) & valid)
+    train_eps, _ = split_episodes(int(ep.max()) + 1, TrainConfig().val_fraction)  # the trainer's
+    train = np.flatnonzero((ep < (a.episodes or len(train_eps))) & valid)
     tcp = np.stack([pol.rig.kin.tcp(q.astype(np.float64)) for q in states[:, :7]])
     far_idx = train[np.linalg.norm(tcp - pts, axis=1)[train] > (a.far or 0.2)]
     if a.far:
@@ -144,31 +138,17 @@ def main() -> None:
                 idx = rng.choice(train, 32, replace=False)
             idx = np.sort(idx)  # memory-mapped rows in order
             tok = torch.from_numpy(routed[idx].astype(np.float32))
-            total = tok.new_zeros(())
-            for v, head in enumerate(heads):
-                t = tok[:, v].clone()
-                c, o, y = cls[idx, v].copy(), off[idx, v].copy(), yaw[idx, v].copy()
-                keep = c >= 0
-                for b in np.flatnonzero(keep) if (a.shift or a.flip) else []:
+            c, o, y = cls[idx].copy(), off[idx].copy(), yaw[idx].copy()  # (B, V[, 2])
+            for v in range(len(heads)) if (a.shift or a.flip) else []:
+                for b in np.flatnonzero(c[:, v] >= 0):  # augment the view, labels moved along
                     dx, dy = rng.integers(-a.shift, a.shift + 1, 2) if a.shift else (0, 0)
-                    grid = t[b, 1:].T.reshape(-1, g, g)
-                    grid, c[b], o[b], y[b] = _shift_grid(
-                        grid, c[b], o[b], y[b], int(dx), int(dy), rng.random() < a.flip, g
+                    grid = tok[b, v, 1:].T.reshape(-1, g, g)
+                    grid, c[b, v], o[b, v], y[b, v] = _shift_grid(
+                        grid, c[b, v], o[b, v], y[b, v], int(dx), int(dy), rng.random() < a.flip, g
                     )
-                    t[b, 1:] = grid.reshape(-1, P).T
-                if not keep.any():
-                    continue
-                logits, offs, yaws = head(t[keep])
-                target = torch.from_numpy(c[keep])
-                total = total + F.cross_entropy(logits, target)
-                inside = target < P
-                if inside.any():
-                    got = offs[inside, target[inside]]
-                    want = torch.from_numpy(o[keep])[inside]
-                    total = total + OFFSET_WEIGHT * (got - want).abs().mean()
-                    got = yaws[inside, target[inside]]
-                    want = torch.from_numpy(y[keep])[inside]
-                    total = total + YAW_WEIGHT * (got - want).abs().mean()
+                    tok[b, v, 1:] = grid.reshape(-1, P).T
+            labels = (torch.from_numpy(c), torch.from_numpy(o), torch.from_numpy(y))
+            total = grasp_point_loss(heads, tok, *labels)  # the trainer's grasp loss
             opt.zero_grad()
             total.backward()
             torch.nn.utils.clip_grad_norm_(heads.parameters(), 1.0)

@@ -31,8 +31,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 def ground_truth(env) -> tuple[np.ndarray, list[np.ndarray]]:
     """The cube's xy and the visible distractors' xy (hidden ones wait below the table)."""
     cube = env.observation().cube_pos[:2].copy()
-    pos = [env.data.mocap_pos[m] for m in env._distractor_mocap]
-    return cube, [p[:2].copy() for p in pos if p[2] > 0]
+    return cube, [p[:2].copy() for p in env.distractor_positions()]
 
 
 CLOSE_M = 0.035  # m, TCP to cube centre: the fingers straddle the cube (a successful grasp ~0.026)

@@ -435,8 +435,9 @@ class PatchMap:
         """The probability of the 3 x 3 patches around ``point``'s: an object's whole blob (the
         wrist camera sees the cube over four patches or more), at this camera's resolution."""
         cell = self.cell(point)
-        if cell is None:
-            return 0.0
+        return 0.0 if cell is None else self._mass_around(cell)
+
+    def _mass_around(self, cell: tuple[int, int]) -> float:
         c, r = cell
         return float(self.prob[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2].sum())
 
@@ -476,8 +477,8 @@ def fused_mass(point: np.ndarray, maps: list[PatchMap]) -> float:
     within 3 cm of the cube in 1064 vs 1052: docs/RESULTS.md session 14)."""
     total = 1.0
     for m in maps:
-        inside = m.cell(point) is not None
-        total *= (m.mass_near(point) if inside else m.p_absent) + FUSE_FLOOR
+        cell = m.cell(point)
+        total *= (m.p_absent if cell is None else m._mass_around(cell)) + FUSE_FLOOR
     return total
 
 

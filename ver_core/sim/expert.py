@@ -281,7 +281,7 @@ class Detour:
             raise ValueError(
                 f"need 0 <= prob <= 1, dwell_s >= 0, hover > 0; got {prob}, {dwell_s}, {hover}"
             )
-        self.prob, self.dwell_s, self.hover = float(prob), float(dwell_s), float(hover)
+        self.prob, self.dwell_s = float(prob), float(dwell_s)
         self.config = config or ExpertConfig()
         self.rng = np.random.default_rng(seed)
         # the executed path to the decoy: an expert of its own, approaching the decoy as a cube
