@@ -38,6 +38,7 @@ noise="${VER_DEMO_NOISE:-0.03}"
 min_distractors="${VER_DEMO_MIN_DISTRACTORS:-3}"
 image_rate="${VER_DEMO_IMAGE_RATE:-15}"
 detour="${VER_DEMO_DETOUR:-0}"
+miss="${VER_DEMO_MISS:-0.3}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-600}"
 batch="${VER_DEMO_BATCH:-32}"
@@ -68,7 +69,7 @@ rm -rf "$out/demos"
 t=$SECONDS
 $BIN/ver-record-demos --episodes "$episodes" --out "$out/demos" --seed 0 --noise "$noise" \
   --cameras camera,wrist_camera --min-distractors "$min_distractors" --image-rate "$image_rate" \
-  --detour "$detour"
+  --detour "$detour" --miss "$miss"
 echo "demos: $(find "$out/demos" -maxdepth 1 -name 'episode_*' -type d | wc -l) episodes in $out/demos ($(( SECONDS - t )) s)"
 
 stage "2/3 training the Robot Router + $head head on the demos"
@@ -77,7 +78,7 @@ rm -rf "$out/policy"
 # shellcheck disable=SC2086
 $BIN/ver-train-router --bag "$out/demos" --out "$out/policy" --head "$head" --steps "$steps" \
   --head-steps "$head_steps" --batch-size "$batch" --keypose --grasp-point --action-mode keypose \
-  --action-topic /scripted_expert/intended_trajectory \
+  --action-topic /scripted_expert/intended_trajectory --gripper-topic /scripted_expert/intended_gripper \
   --image-topic /camera/camera/color/image_raw --image-topic /wrist_camera/camera/color/image_raw \
   "${lib_args[@]}" ${VER_DEMO_TRAIN_ARGS:-}
 echo "task checkpoint: $out/policy ($(( SECONDS - t )) s)"

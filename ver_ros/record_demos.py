@@ -230,6 +230,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "label goes to the cube (ver_core.sim.Detour): demos of the hand over the wrong object",
     )
     p.add_argument(
+        "--miss",
+        type=float,
+        default=0.0,
+        help="fraction of episodes whose hand first closes 3-5 cm beside the cube and lifts empty "
+        "while the recorded label (arm and gripper) reopens and goes to the cube (ver_core.sim.Miss): "
+        "demos of recovering from a missed grasp (train with --gripper-topic "
+        "/scripted_expert/intended_gripper)",
+    )
+    p.add_argument(
         "--discard-failed", action="store_true", help="drop failed episodes instead of marking them"
     )
     p.add_argument(
@@ -247,6 +256,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--min-distractors must be in [0, {MAX_DISTRACTORS}], got {args.min_distractors}")
     if not 0.0 <= args.detour <= 1.0:
         p.error(f"--detour must be in [0, 1], got {args.detour}")
+    if not 0.0 <= args.miss <= 1.0:
+        p.error(f"--miss must be in [0, 1], got {args.miss}")
 
     args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     bad = [c for c in args.cameras if c not in CAMERAS]
@@ -306,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     expert_args = ["-p", f"noise_std:={args.noise}", "-p", f"noise_seed:={args.seed}"]
     expert_args += ["-p", f"detour_prob:={args.detour}", "-p", f"detour_seed:={args.seed}"]
+    expert_args += ["-p", f"miss_prob:={args.miss}", "-p", f"miss_seed:={args.seed}"]
     graph = DemoGraph(env, sim_args, rec_args, out / "logs", expert_args)
     results: list[dict] = []
     t0 = time.monotonic()

@@ -71,6 +71,10 @@ class RecorderConfig:
         "/scripted_expert/intended_trajectory",
         "the scripted expert's clean command under DART noise (recorded when published); '' = none",
     )
+    intended_gripper_topic: str = param(
+        "/scripted_expert/intended_gripper",
+        "the scripted expert's own gripper command (recorded when published); '' = none",
+    )
     forward_topic: str = param(
         "/forward_position_controller/commands", "arm Float64MultiArray command topic"
     )
@@ -125,6 +129,15 @@ class RecorderNode(Node):
             self.topics[c.intended_topic] = "trajectory_msgs/msg/JointTrajectory"
             self.create_subscription(
                 JointTrajectory, c.intended_topic, self._raw_cb(c.intended_topic), cq, raw=True
+            )
+        if c.intended_gripper_topic:
+            self.topics[c.intended_gripper_topic] = "std_msgs/msg/Float64"
+            self.create_subscription(
+                Float64,
+                c.intended_gripper_topic,
+                self._raw_cb(c.intended_gripper_topic),
+                cq,
+                raw=True,
             )
         if c.object_pose_topic:
             self.topics[c.object_pose_topic] = "geometry_msgs/msg/PoseStamped"

@@ -7,8 +7,12 @@ toward it) and the gripper width on ``/gripper/command``. With ``noise_std`` > 0
 injection, ``ver_core.sim.ExecutionNoise``) the arm executes the command plus a smooth random
 offset, and the expert's clean command goes to ``intended_topic`` (the label to train on). With
 ``detour_prob`` > 0 (``ver_core.sim.Detour``) that share of episodes first flies the arm over a
-distractor (from the sim-only ``/sim/distractors`` PoseArray) while the label heads for the cube. Services: ``~/start`` (reset the expert
-from the latest state and start acting), ``~/stop`` (stop publishing; the sim holds position).
+distractor (from the sim-only ``/sim/distractors`` PoseArray) while the label heads for the cube.
+With ``miss_prob`` > 0 (``ver_core.sim.Miss``) that share of episodes first closes the gripper a
+few centimetres beside the cube and lifts the empty hand, while the label reopens and heads for the
+cube. The expert's own gripper command (the label) goes to ``intended_gripper_topic``; the executed
+one to ``/gripper/command``. Services: ``~/start`` (reset the expert from the latest state and
+start acting), ``~/stop`` (stop publishing; the sim holds position).
 Run with ``use_sim_time:=true`` next to sim_node so the control timer follows sim time.
 """
 
@@ -26,7 +30,7 @@ from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ver_core.sim import Detour, ExecutionNoise, ExpertConfig, ScriptedExpert
+from ver_core.sim import Detour, ExecutionNoise, ExpertConfig, Miss, ScriptedExpert
 from ver_ros.conversions import joint_positions
 from ver_ros.params import declare_config, param
 from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, sensor_qos
@@ -49,8 +53,15 @@ class ExpertNodeConfig:
         0.0, "fraction of episodes whose arm first hovers over a distractor (ver_core.sim.Detour)"
     )
     detour_seed: int = param(-1, "seed of the detour draws (-1 = random)")
+    miss_prob: float = param(
+        0.0, "fraction of episodes that first close beside the cube (ver_core.sim.Miss)"
+    )
+    miss_seed: int = param(-1, "seed of the missed-grasp draws (-1 = random)")
     intended_topic: str = param(
         "/scripted_expert/intended_trajectory", "the expert's clean command (the label)"
+    )
+    intended_gripper_topic: str = param(
+        "/scripted_expert/intended_gripper", "the expert's gripper command (the gripper label)"
     )
 
     def __post_init__(self) -> None:
@@ -65,6 +76,8 @@ class ExpertNodeConfig:
             )
         if not 0.0 <= self.detour_prob <= 1.0:
             raise ValueError(f"detour_prob must be in [0, 1], got {self.detour_prob}")
+        if not 0.0 <= self.miss_prob <= 1.0:
+            raise ValueError(f"miss_prob must be in [0, 1], got {self.miss_prob}")
 
 
 class ScriptedExpertNode(Node):
@@ -83,6 +96,9 @@ class ScriptedExpertNode(Node):
         self.pub_intended = self.create_publisher(
             JointTrajectory, self.cfg.intended_topic, COMMAND_QOS
         )
+        self.pub_intended_grip = self.create_publisher(
+            Float64, self.cfg.intended_gripper_topic, COMMAND_QOS
+        )
         c = self.cfg
         self.noise = ExecutionNoise(
             c.noise_std, c.noise_corr_s, c.control_hz, None if c.noise_seed < 0 else c.noise_seed
@@ -91,6 +107,12 @@ class ScriptedExpertNode(Node):
         self.detour = Detour(
             c.detour_prob,
             None if c.detour_seed < 0 else c.detour_seed,
+            config=self.expert.config,
+            model=self.expert.model,
+        )
+        self.miss = Miss(
+            c.miss_prob,
+            None if c.miss_seed < 0 else c.miss_seed,
             config=self.expert.config,
             model=self.expert.model,
         )
@@ -136,24 +158,25 @@ class ScriptedExpertNode(Node):
             self.get_logger().error(f"cannot act: {e}")
             return
         p, o = self.pose.pose.position, self.pose.pose.orientation
+        cube_pos, cube_quat = np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z])
         if self._needs_reset:
             self.expert.reset(q)
             self.noise.reset()
             self.detour.reset(q, self.decoys)
+            self.miss.reset(q, cube_pos, cube_quat)
+            if self.detour.active:  # one excursion per episode: a detour wins
+                self.miss.cancel()
             self._needs_reset = False
         target, grip = self.expert.act(
-            q,
-            width,
-            np.array([p.x, p.y, p.z]),
-            np.array([o.w, o.x, o.y, o.z]),
-            detouring=self.detour.active,
+            q, width, cube_pos, cube_quat, detouring=self.detour.active or self.miss.active
         )
         stamp = self.get_clock().now().to_msg()
-        executed = self.noise(self.detour(target, q), self.expert.phase)
+        executed = self.noise(self.miss(self.detour(target, q), q, width), self.expert.phase)
+        executed_grip = grip if self.miss.width is None else self.miss.width
         self.pub_traj.publish(self._point(executed, stamp))
-        self.pub_grip.publish(Float64(data=grip))
-        if c.noise_std > 0 or c.detour_prob > 0:
-            self.pub_intended.publish(self._point(target, stamp))
+        self.pub_grip.publish(Float64(data=executed_grip))
+        self.pub_intended.publish(self._point(target, stamp))
+        self.pub_intended_grip.publish(Float64(data=grip))
 
     def _point(self, q: np.ndarray, stamp) -> JointTrajectory:
         """One point due one control period after ``stamp``."""

@@ -257,6 +257,73 @@ def test_detour_hovers_over_a_distractor_while_the_label_goes_to_the_cube(seed):
         e.close()
 
 
+@pytest.mark.parametrize("seed", [3, 21])
+def test_miss_closes_beside_the_cube_while_the_label_reopens_and_picks(seed):
+    """A missed-grasp episode (Miss, prob 1): the executed gripper closes with the hand 3-5 cm
+    beside the cube and lifts empty; the expert's gripper command (the label) stays open the whole
+    time and its arm never descends to the miss; the executed arm steps no faster than the
+    expert's; and the episode ends with the expert's own pick."""
+    from ver_core.sim import Miss
+
+    e = FrankaPickEnv(SimConfig(width=64, height=64))
+    try:
+        expert = ScriptedExpert(model=e.model)
+        miss = Miss(1.0, seed=seed, config=expert.config, model=e.model)
+        obs = e.reset(seed)
+        expert.reset(obs.arm_q)
+        miss.reset(obs.arm_q, obs.cube_pos, obs.cube_quat)
+        assert miss.active
+        assert 0.03 - 1e-9 <= np.linalg.norm(miss.decoy[:2] - obs.cube_pos[:2]) <= 0.05 + 1e-9
+        prev, success = obs.arm_q, False
+        empty_close_off = None  # how far from the cube the hand closed empty
+        step = expert.config.max_joint_speed / expert.config.control_hz
+        label_widths, label_low_during_miss = [], False
+        for _ in range(300):
+            active = miss.active
+            label, w = expert.act(
+                obs.arm_q, obs.gripper_width, obs.cube_pos, obs.cube_quat, detouring=active
+            )
+            q = miss(label, obs.arm_q, obs.gripper_width)
+            width = w if miss.width is None else miss.width
+            assert np.max(np.abs(q - prev)) <= step + 1e-9
+            prev = q
+            if active:
+                label_widths.append(w)
+                label_tcp = expert._fk(label)[0]
+                label_low_during_miss |= bool(label_tcp[2] < obs.cube_pos[2] + 0.05)
+            obs = e.step(q, width)
+            if active and obs.gripper_width < 0.01 and empty_close_off is None:
+                empty_close_off = np.linalg.norm(obs.tcp_pos[:2] - obs.cube_pos[:2])
+            if e.success():
+                success = True
+                break
+        assert empty_close_off is not None, "the executed gripper never closed empty"
+        assert 0.02 < empty_close_off < 0.07, empty_close_off
+        assert min(label_widths) == pytest.approx(0.08), "the label closed during the miss"
+        assert not label_low_during_miss, "the label descended during the miss"
+        assert not miss.active
+        assert success, f"seed {seed}: the miss episode failed in phase {expert.phase_name}"
+    finally:
+        e.close()
+
+
+def test_miss_draws_per_episode_and_checks_its_settings():
+    from ver_core.sim import Miss
+
+    m = Miss(0.3, seed=1)
+    drawn = []
+    for _ in range(200):
+        m.reset(np.zeros(7), np.array([0.5, 0.0, 0.025]), np.array([1.0, 0, 0, 0]))
+        drawn.append(m.active)
+    assert 0.18 < np.mean(drawn) < 0.42
+    m.cancel()
+    assert not m.active and m.width is None
+    assert np.array_equal(m(np.ones(7), np.zeros(7), 0.08), np.ones(7))  # off: the expert's
+    for bad in (dict(prob=-0.1), dict(prob=0.5, offset=(0.05, 0.03)), dict(prob=0.5, lift_s=-1)):
+        with pytest.raises(ValueError):
+            Miss(**bad)
+
+
 def test_detour_draws_per_episode_and_needs_a_decoy():
     from ver_core.sim import Detour
 

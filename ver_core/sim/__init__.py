@@ -2,7 +2,7 @@
 
 from ver_core.sim.config import SEG_CLASSES, SimConfig
 from ver_core.sim.env import HOME_Q, MAX_GRIPPER_WIDTH, FrankaPickEnv, Observation
-from ver_core.sim.expert import Detour, ExecutionNoise, ExpertConfig, ScriptedExpert
+from ver_core.sim.expert import Detour, ExecutionNoise, ExpertConfig, Miss, ScriptedExpert
 
 __all__ = [
     "HOME_Q",
@@ -12,6 +12,7 @@ __all__ = [
     "ExecutionNoise",
     "ExpertConfig",
     "FrankaPickEnv",
+    "Miss",
     "Observation",
     "ScriptedExpert",
     "SimConfig",

@@ -24,10 +24,11 @@ import numpy as np
 from ver_core.sim.env import HOME_Q, MAX_GRIPPER_WIDTH
 from ver_core.sim.scene import JOINT_OFFSET, PANDA_LIMITS, build_model
 
-__all__ = ["Detour", "ExecutionNoise", "ExpertConfig", "ScriptedExpert"]
+__all__ = ["Detour", "ExecutionNoise", "ExpertConfig", "Miss", "ScriptedExpert"]
 
 APPROACH, DESCEND, CLOSE, LIFT, HOLD = range(5)
 MAX_GO_S = 3.0  # longest flight of a Detour to its decoy (s)
+MAX_MISS_S = 6.0  # longest missed grasp of a Miss, from home to the lift (s)
 PHASE_NAMES = ("approach", "descend", "close", "lift", "hold")
 
 
@@ -290,12 +291,26 @@ class Detour:
         )
         self.state = self.OFF
         self.decoy: np.ndarray | None = None
+        self.width: float | None = None  # an executed gripper command of the excursion's own
         self._q: np.ndarray | None = None
         self._ticks = 0
 
     @property
     def active(self) -> bool:
         return self.state != self.OFF
+
+    def cancel(self) -> None:
+        """No excursion this episode (the executed command is the expert's from now on)."""
+        self.state, self.decoy, self._ticks = self.OFF, None, 0
+        self.width = None
+
+    def _go(self, arm_q, gripper_width: float) -> bool:
+        """One step of the flight to the decoy (sets ``_q``); True when it is over: above the
+        decoy and aligned, or out of time (an unreachable decoy ends the detour)."""
+        self._q, _ = self._flyer.act(arm_q, MAX_GRIPPER_WIDTH, self.decoy, np.array([1.0, 0, 0, 0]))
+        return self._flyer.phase != APPROACH or self._ticks >= round(
+            MAX_GO_S * self.config.control_hz
+        )
 
     def reset(self, arm_q, decoys) -> None:
         decoys = np.asarray(decoys, dtype=np.float64).reshape(-1, 3)
@@ -308,17 +323,16 @@ class Detour:
         self._q = np.asarray(arm_q, dtype=np.float64).copy()
         self.state = self.GO
 
-    def __call__(self, q_cmd, arm_q) -> np.ndarray:
-        """The command to execute for the expert's ``q_cmd`` (7,) at measured ``arm_q``."""
+    def __call__(self, q_cmd, arm_q, gripper_width: float = MAX_GRIPPER_WIDTH) -> np.ndarray:
+        """The command to execute for the expert's ``q_cmd`` (7,) at measured ``arm_q`` (and
+        gripper width, m)."""
         q_cmd = np.asarray(q_cmd, dtype=np.float64)
         if self.state == self.OFF:
             return q_cmd.copy()
         cfg = self.config
         if self.state == self.GO:
-            self._q, _ = self._flyer.act(arm_q, 0.08, self.decoy, np.array([1.0, 0, 0, 0]))
             self._ticks += 1
-            # above the decoy and aligned (or out of time: an unreachable decoy ends the detour)
-            if self._flyer.phase != APPROACH or self._ticks >= round(MAX_GO_S * cfg.control_hz):
+            if self._go(arm_q, gripper_width):
                 self.state, self._ticks = self.DWELL, 0
         elif self.state == self.DWELL:
             self._ticks += 1
@@ -331,3 +345,66 @@ class Detour:
                 self.state = self.OFF
                 return q_cmd.copy()
         return self._q.copy()
+
+
+class Miss(Detour):
+    """Missed-grasp demonstrations: the arm closes beside the cube, and the label reopens.
+
+    A policy that closes a few centimetres off the cube (a grasp-point estimate that drifted, a
+    close issued a moment early) lifts an empty hand and holds it there: no demonstration ever
+    shows an empty closed hand, so nothing says "open and try again". With probability ``prob``
+    an episode's executed arm and gripper first run a whole grasp of their own at a point
+    ``offset`` m (drawn in that range, any direction) beside the cube: approach, descend, close,
+    lift ``lift_s``; then the arm returns to the expert's command at the expert's joint speed and
+    the gripper follows the expert's again. The expert's own command (the recorded label, arm
+    and gripper) meanwhile heads for the cube with the gripper open and waits above it
+    (``ScriptedExpert.act(detouring=True)``), so every frame of the miss, the empty close and the
+    lift is labelled "open, go over the cube", and the episode ends with the expert's grasp.
+
+    ``reset(arm_q, cube_pos, cube_quat)`` per episode, then per step ``executed = miss(q_cmd,
+    arm_q, width)``, ``miss.width`` (the executed gripper command while the miss runs its own,
+    else None) and ``miss.active`` for the expert's flag."""
+
+    def __init__(
+        self,
+        prob: float,
+        seed: int | None = None,
+        offset: tuple[float, float] = (0.03, 0.05),
+        lift_s: float = 0.4,
+        config: ExpertConfig | None = None,
+        model: mujoco.MjModel | None = None,
+    ) -> None:
+        if not 0 < offset[0] <= offset[1] or lift_s < 0:
+            raise ValueError(
+                f"need 0 < offset[0] <= offset[1] and lift_s >= 0; got {offset}, {lift_s}"
+            )
+        super().__init__(prob, seed, dwell_s=0.0, config=config, model=model)
+        self._flyer = ScriptedExpert(self.config, model)  # a whole grasp, at the expert's settings
+        self.offset, self.lift_s = (float(offset[0]), float(offset[1])), float(lift_s)
+        self.quat = np.array([1.0, 0.0, 0.0, 0.0])
+
+    def reset(self, arm_q, cube_pos, cube_quat) -> None:  # type: ignore[override]
+        # every draw made per episode whatever the outcome: the episodes' draws stay reproducible
+        draw, angle = self.rng.random(), self.rng.uniform(0.0, 2 * math.pi)
+        radius = self.rng.uniform(*self.offset)
+        self.state, self.decoy, self._ticks, self.width = self.OFF, None, 0, None
+        if draw >= self.prob:
+            return
+        self.decoy = np.asarray(cube_pos, dtype=np.float64) + radius * np.array(
+            [math.cos(angle), math.sin(angle), 0.0]
+        )
+        self.quat = np.asarray(cube_quat, dtype=np.float64).copy()
+        self._flyer.reset(arm_q)
+        self._q = np.asarray(arm_q, dtype=np.float64).copy()
+        self.state = self.GO
+
+    def _go(self, arm_q, gripper_width: float) -> bool:
+        """One step of the missed grasp; True once it has lifted ``lift_s`` (or ran out of time)."""
+        self._q, self.width = self._flyer.act(arm_q, gripper_width, self.decoy, self.quat)
+        lifted = self._flyer.phase in (LIFT, HOLD) and self._flyer._timer >= round(
+            self.lift_s * self.config.control_hz
+        )
+        if lifted or self._ticks >= round(MAX_MISS_S * self.config.control_hz):
+            self.width = None  # from here on the gripper follows the expert's (open) command
+            return True
+        return False
