@@ -15,7 +15,6 @@ from ver_core.policy import TaskConfig, TaskPolicy
 from ver_core.policy.grasp_point import (
     FUSE_FLOOR,
     MAX_CORRECTION,
-    REFUTE_M,
     CameraRig,
     GraspPointTracker,
     PatchMap,
@@ -297,72 +296,6 @@ def test_tracker_follows_an_object_that_moved(start, moved, frames):
     assert np.linalg.norm(point[:2] - moved) <= GATE / 4 * np.sqrt(2) + 1e-9
     tracker.reset()
     assert tracker.update([]) is None
-
-
-def test_an_empty_close_on_the_estimate_moves_it_to_the_place_left():
-    """The identity failure: the estimate sits on a distractor that outscores the cube; the hand
-    closes on nothing there. The estimate is dropped, and the next frame starts on the cube even
-    though the distractor is still sighted likelier."""
-    decoy, cube = np.array([0.5, 0.1]), np.array([0.55, -0.1])
-    tracker = GraspPointTracker()
-    assert np.allclose(tracker.update([_sight(decoy, 0.8), _sight(cube, 0.3)])[0][:2], decoy)
-    hand = np.array([0.505, 0.1, 0.047])
-    assert not tracker.observe_hand(hand, 0.05)  # holding something: nothing ruled out
-    assert tracker.observe_hand(hand, 0.002)  # closed on nothing at the grasp plane
-    assert tracker.point is None
-    assert not tracker.observe_hand(hand, 0.001)  # the same close, a frame later: counted once
-    for _ in range(6):
-        point = tracker.update([_sight(decoy + [0.005, -0.01], 0.8), _sight(cube, 0.3)])[0]
-        assert np.allclose(point[:2], cube)
-    tracker.reset()
-    assert tracker.refuted == [] and np.allclose(tracker.update([_sight(decoy, 0.8)])[0][:2], decoy)
-
-
-def test_a_close_in_mid_air_or_beside_the_estimate_keeps_it():
-    cube = np.array([0.55, -0.1])
-    tracker = GraspPointTracker()
-    tracker.update([_sight(cube, 0.5)])
-    assert not tracker.observe_hand(np.array([0.55, -0.1, 0.15]), 0.0)  # 10 cm above the plane
-    assert tracker.observe_hand(np.array([0.55, -0.05, 0.045]), 0.08) is False  # open
-    assert tracker.observe_hand(np.array([0.55, -0.05, 0.045]), 0.0)  # empty, 5 cm beside it
-    assert np.allclose(tracker.point[:2], cube)  # the estimate stands
-    assert np.allclose(tracker.update([_sight(cube + [0.004, 0.0])])[0][:2], cube, atol=0.005)
-    assert not tracker.observe_hand(np.array([0.55, -0.1, 0.045]), float("nan"))  # no width
-    with pytest.raises(ValueError, match="refute_m"):
-        GraspPointTracker(refute_m=-0.01)
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    places=st.lists(xy, min_size=2, max_size=4, unique=True),
-    probs=st.lists(st.floats(0.05, 1.0), min_size=4, max_size=4),
-    closes=st.lists(st.integers(0, 3), min_size=1, max_size=4),
-)
-def test_no_estimate_returns_to_where_the_hand_closed_empty(places, probs, closes):
-    """Invariant: after the hand closed empty at the estimate, however the sightings score, the
-    estimate never again lies within ``refute_m`` of any place the hand closed empty (in this
-    episode), and it is on a place still sighted when one is left."""
-    places = [np.array(p) for p in places]
-    assume(
-        all(np.linalg.norm(a - b) > 3 * REFUTE_M for i, a in enumerate(places) for b in places[:i])
-    )
-    tracker = GraspPointTracker()
-    sights = lambda: [_sight(p, probs[i]) for i, p in enumerate(places)]  # noqa: E731
-    tracker.update(sights())
-    for _ in closes:
-        if tracker.point is None:
-            break
-        hand = np.array([*tracker.point[:2], 0.045])
-        assert tracker.observe_hand(hand, 0.0) and tracker.point is None  # closed empty on it
-        tracker.observe_hand(hand, 0.08)  # reopened
-        estimate = tracker.update(sights())
-        left = [p for p in places if all(np.linalg.norm(p - r) > REFUTE_M for r in tracker.refuted)]
-        if not left:
-            assert estimate is None
-            continue
-        point = estimate[0][:2]
-        assert all(np.linalg.norm(point - r) > REFUTE_M for r in tracker.refuted)
-        assert min(np.linalg.norm(point - p) for p in left) < 1e-9
 
 
 def test_tracker_weighs_close_and_sure_sightings_more():

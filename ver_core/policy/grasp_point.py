@@ -46,7 +46,6 @@ __all__ = [
     "CameraRig",
     "GraspPointHead",
     "GraspPointTracker",
-    "EMPTY_WIDTH",
     "PatchMap",
     "Sighting",
     "fused_mass",
@@ -68,8 +67,6 @@ SIM_CAMERAS = {"camera": "realsense", "wrist_camera": "wrist_realsense"}
 OPTICAL_FROM_MUJOCO = np.diag([1.0, -1.0, -1.0])  # MuJoCo cameras look along -z, image y up
 MAX_CORRECTION = 0.25  # m: the keypose's TCP moves at most this far toward a detected point
 OFFSET_WEIGHT = 4.0
-EMPTY_WIDTH = 0.01  # m: a hand closed this far holds nothing (the pick task's cube is 5 cm)
-REFUTE_M = 0.025  # m: an empty close rules out a grasp point this close to where the hand closed
 FUSE_FLOOR = 1e-3  # added to each view's factor in fused_mass: one empty view does not zero a place
 YAW_WEIGHT = 1.0  # weight of the grasp yaw's (cos n psi, sin n psi) L1 at the labelled patch
 TOP_DOWN = np.diag(
@@ -537,28 +534,16 @@ class GraspPointTracker:
       outscores the object in some frames does not take the grasp), unless one place is sighted
       ``switch_after`` frames running with none near the estimate: the object moved (or a new
       scene began), and the estimate restarts there;
-    - no sighting (the point out of every view, or covered by the fingers) keeps the estimate;
-    - the hand itself is evidence (``observe_hand``): a hand that closes on nothing at the grasp
-      plane says the point is not there. Where the hand closed empty (within ``refute_m``) no
-      sighting counts again in this episode, and an estimate there is dropped, so the next
-      frame restarts on the likeliest place left (the other object the cameras confused with
-      it, or the object itself when the estimate had drifted off it).
-    ``reset`` forgets it all (a new episode)."""
+    - no sighting (the point out of every view, or covered by the fingers) keeps the estimate.
+    ``reset`` forgets it (a new episode)."""
 
-    def __init__(
-        self,
-        gate_m: float = 0.04,
-        memory: float = 0.7,
-        switch_after: int = 4,
-        refute_m: float = REFUTE_M,
-    ) -> None:
-        if gate_m <= 0 or not 0 < memory <= 1 or switch_after < 1 or refute_m < 0:
+    def __init__(self, gate_m: float = 0.04, memory: float = 0.7, switch_after: int = 4) -> None:
+        if gate_m <= 0 or not 0 < memory <= 1 or switch_after < 1:
             raise ValueError(
-                f"need gate_m > 0, 0 < memory <= 1, switch_after >= 1, refute_m >= 0; "
-                f"got {gate_m}, {memory}, {switch_after}, {refute_m}"
+                f"need gate_m > 0, 0 < memory <= 1, switch_after >= 1; "
+                f"got {gate_m}, {memory}, {switch_after}"
             )
         self.gate_m, self.memory, self.switch_after = gate_m, memory, switch_after
-        self.refute_m = refute_m
         self.reset()
 
     def reset(self) -> None:
@@ -568,31 +553,6 @@ class GraspPointTracker:
         self._weight = 0.0
         self._challenger: np.ndarray | None = None
         self._challenges = 0
-        self.refuted: list[np.ndarray] = []  # (x, y) where the hand closed on nothing
-        self._hand_empty = False
-
-    def observe_hand(self, tcp: np.ndarray, width: float, plane_tol: float = 0.04) -> bool:
-        """The hand's TCP (world, m) and gripper width (m) this frame. The frame it first reads
-        closed on nothing (``width`` < ``EMPTY_WIDTH``) with the TCP within ``plane_tol`` of the
-        estimate's height (a close at the grasp plane, not one in mid-air), the place under the
-        TCP is ruled out (``refuted``) and an estimate within ``refute_m`` of it dropped.
-        Returns whether this frame ruled a place out."""
-        empty = bool(np.isfinite(width) and width < EMPTY_WIDTH)
-        closed_now, self._hand_empty = empty and not self._hand_empty, empty
-        tcp = np.asarray(tcp, dtype=np.float64)
-        if not closed_now or self.point is None or not np.all(np.isfinite(tcp)):
-            return False
-        if abs(tcp[2] - self.point[2]) > plane_tol:
-            return False
-        self.refuted.append(tcp[:2].copy())
-        if np.linalg.norm(self.point[:2] - tcp[:2]) <= self.refute_m:
-            self.point, self.view, self._weight = None, -1, 0.0
-            self.yaw_vec = np.zeros(2)
-            self._challenger, self._challenges = None, 0
-        return True
-
-    def _ruled_out(self, point: np.ndarray) -> bool:
-        return any(np.linalg.norm(point[:2] - xy) <= self.refute_m for xy in self.refuted)
 
     @staticmethod
     def _weight_of(s: Sighting) -> float:
@@ -628,11 +588,7 @@ class GraspPointTracker:
         view's ``PatchMap`` -> the estimate: world point (3,), yaw vector (2,) and the view that
         last joined it; None before any."""
         maps = maps or []
-        seen = [
-            s
-            for s in seen
-            if s.point is not None and np.all(np.isfinite(s.point)) and not self._ruled_out(s.point)
-        ]
+        seen = [s for s in seen if s.point is not None and np.all(np.isfinite(s.point))]
         if seen and self.point is None:
             self._start(self._likeliest(seen, maps))
         elif seen:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,9 +340,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         tokens = as_views(tokens)
         q = state[:, : len(self.config.joint_names)].double().cpu().numpy()
         if tracker is not None:
-            n = len(self.config.joint_names)
-            width = float(state[0, n]) if state.shape[1] > n else math.nan
-            return self._tracked_grasp_point(tokens, q, tracker, width)
+            return self._tracked_grasp_point(tokens, q, tracker)
         uv, p_seen, yaw_vec = detect(self.grasp_heads, tokens)
         on_arm = np.array([body != 0 for body, *_ in self.rig.views])
         points = np.full((len(q), 3), np.nan)
@@ -365,11 +362,10 @@ class TaskPolicy(ActionNormalization, nn.Module):
         return points, yaws, view
 
     def _tracked_grasp_point(
-        self, tokens: Tensor, q: np.ndarray, tracker: GraspPointTracker, width: float = math.nan
+        self, tokens: Tensor, q: np.ndarray, tracker: GraspPointTracker
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if len(q) != 1:
             raise ValueError(f"a grasp-point tracker follows one robot: batch 1, got {len(q)}")
-        tracker.observe_hand(self.rig.kin.tcp(q[0]), width)  # an empty close rules a place out
         on_arm = [body != 0 for body, *_ in self.rig.views]
         cameras = self.rig.poses(q[0])
         headings = [heading(rot) for _, rot in cameras]
