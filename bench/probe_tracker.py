@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 "estimate": None if est is None else [round(float(x), 4) for x in est[0]],
                 "cube_xy": [round(float(x), 4) for x in env.observation().cube_pos[:2]],
+                # the hand: TCP (m) and finger width (m)
+                "tcp": [round(float(x), 4) for x in env.observation().tcp_pos],
+                "width": round(float(env.observation().gripper_width), 4),
                 # the grasp yaw, 4-fold (a cube's faces every 90 degrees), in degrees: the
                 # estimate's and the cube's about the vertical, and the hand's
                 "yaw4_deg": None if est is None else round(_yaw4(est[1]), 1),

@@ -361,3 +361,55 @@ def test_detour_demo_over_dds(graph):
     assert len(both) > 20
     gap = max(np.max(np.abs(commands["executed"][t] - commands["label"][t])) for t in both)
     assert gap > 0.2, f"the executed arm never left the label (largest gap {gap:.3f} rad)"
+
+
+def test_missed_grasp_demo_over_dds(graph, tmp_path):
+    """A scripted_expert with miss_prob 1, recorded: the executed gripper closes and the hand
+    reads empty (finger width < 1 cm) while the recorded gripper label is still open; the label
+    closes only later, on the cube, and the episode ends with the cube lifted."""
+    out = tmp_path / "demos"
+    graph.start("sim_node", "sim_node", *SIM_ARGS)
+    graph.start(
+        "scripted_expert",
+        "scripted_expert",
+        "-p",
+        "use_sim_time:=true",
+        "-p",
+        "miss_prob:=1.0",
+        "-p",
+        "miss_seed:=0",
+    )
+    graph.start(
+        "recorder_node",
+        "recorder_node",
+        "-p",
+        "use_sim_time:=true",
+        "-p",
+        f"output_dir:={out}",
+    )
+    assert graph.call("/sim_node/reset")[0]
+    graph.spin(0.5)
+    ok, path = graph.call("/recorder_node/start")
+    assert ok, path
+    assert graph.call("/scripted_expert/start")[0]
+    deadline, success = time.monotonic() + 120, False
+    while not success and time.monotonic() < deadline:
+        graph.spin(0.3)
+        success = graph.call("/sim_node/success")[0]
+    assert success, graph.log("scripted_expert")
+    graph.spin(0.5)
+    ok, summary = graph.call("/recorder_node/stop")
+    assert ok, summary
+    got = _read(Path(json.loads(summary)["path"]))
+    executed = [(t, m.data) for t, m in got["/gripper/command"]]
+    label = [(t, m.data) for t, m in got["/scripted_expert/intended_gripper"]]
+    first_close = min(t for t, w in executed if w < 0.01)
+    label_close = min(t for t, w in label if w < 0.01)
+    assert label_close > first_close + 1e9, "the label closed with the miss"
+    fingers = [
+        (t, sum(p for n, p in zip(m.name, m.position, strict=True) if "finger" in n))
+        for t, m in got["/joint_states"]
+    ]
+    empty = [t for t, w in fingers if t < label_close and t > first_close and w < 0.01]
+    assert empty, "the hand never read empty after the missed close"
+    assert all(w > 0.07 for t, w in label if t < label_close)  # the label stays open throughout

@@ -81,6 +81,7 @@ def test_failed_episode_discarded_when_asked():
             "--min-distractors must be in [0, 3]",
         ),
         ("--detour", "detour", "0.3", 0.0, "1.5", "--detour must be in [0, 1]"),
+        ("--miss", "miss", "0.3", 0.0, "-0.1", "--miss must be in [0, 1]"),
     ],
 )
 def test_scene_flags_are_checked_before_any_process_starts(
