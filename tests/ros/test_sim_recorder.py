@@ -365,7 +365,7 @@ def test_detour_demo_over_dds(graph):
 
 def test_missed_grasp_demo_over_dds(graph, tmp_path):
     """A scripted_expert with miss_prob 1, recorded: the executed gripper closes and the hand
-    reads empty (finger width < 1 cm) while the recorded gripper label is still open; the label
+    reads empty (finger width < 2 cm) while the recorded gripper label is still open; the label
     closes only later, on the cube, and the episode ends with the cube lifted."""
     out = tmp_path / "demos"
     graph.start("sim_node", "sim_node", *SIM_ARGS)
@@ -410,6 +410,6 @@ def test_missed_grasp_demo_over_dds(graph, tmp_path):
         (t, sum(p for n, p in zip(m.name, m.position, strict=True) if "finger" in n))
         for t, m in got["/joint_states"]
     ]
-    empty = [t for t, w in fingers if t < label_close and t > first_close and w < 0.01]
+    empty = [t for t, w in fingers if t < label_close and t > first_close and w < 0.02]
     assert empty, "the hand never read empty after the missed close"
     assert all(w > 0.07 for t, w in label if t < label_close)  # the label stays open throughout

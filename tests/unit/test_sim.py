@@ -259,7 +259,7 @@ def test_detour_hovers_over_a_distractor_while_the_label_goes_to_the_cube(seed):
 
 @pytest.mark.parametrize("seed", [3, 21])
 def test_miss_closes_beside_the_cube_while_the_label_reopens_and_picks(seed):
-    """A missed-grasp episode (Miss, prob 1): the executed gripper closes with the hand 3-5 cm
+    """A missed-grasp episode (Miss, prob 1): the executed gripper shuts on nothing with the hand 4.5-6 cm
     beside the cube and lifts empty; the expert's gripper command (the label) stays open the whole
     time and its arm never descends to the miss; the executed arm steps no faster than the
     expert's; and the episode ends with the expert's own pick."""
@@ -273,7 +273,7 @@ def test_miss_closes_beside_the_cube_while_the_label_reopens_and_picks(seed):
         expert.reset(obs.arm_q)
         miss.reset(obs.arm_q, obs.cube_pos, obs.cube_quat)
         assert miss.active
-        assert 0.03 - 1e-9 <= np.linalg.norm(miss.decoy[:2] - obs.cube_pos[:2]) <= 0.05 + 1e-9
+        assert 0.045 - 1e-9 <= np.linalg.norm(miss.decoy[:2] - obs.cube_pos[:2]) <= 0.06 + 1e-9
         prev, success = obs.arm_q, False
         empty_close_off = None  # how far from the cube the hand closed empty
         step = expert.config.max_joint_speed / expert.config.control_hz
@@ -292,7 +292,7 @@ def test_miss_closes_beside_the_cube_while_the_label_reopens_and_picks(seed):
                 label_tcp = expert._fk(label)[0]
                 label_low_during_miss |= bool(label_tcp[2] < obs.cube_pos[2] + 0.05)
             obs = e.step(q, width)
-            if active and obs.gripper_width < 0.01 and empty_close_off is None:
+            if active and obs.gripper_width < 0.02 and empty_close_off is None:
                 empty_close_off = np.linalg.norm(obs.tcp_pos[:2] - obs.cube_pos[:2])
             if e.success():
                 success = True

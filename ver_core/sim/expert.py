@@ -354,7 +354,8 @@ class Miss(Detour):
     close issued a moment early) lifts an empty hand and holds it there: no demonstration ever
     shows an empty closed hand, so nothing says "open and try again". With probability ``prob``
     an episode's executed arm and gripper first run a whole grasp of their own at a point
-    ``offset`` m (drawn in that range, any direction) beside the cube: approach, descend, close,
+    ``offset`` m (drawn in that range) beside the cube, on either side across the fingers'
+    closing direction: approach, descend, close,
     lift ``lift_s``; then the arm returns to the expert's command at the expert's joint speed and
     the gripper follows the expert's again. The expert's own command (the recorded label, arm
     and gripper) meanwhile heads for the cube with the gripper open and waits above it
@@ -369,7 +370,7 @@ class Miss(Detour):
         self,
         prob: float,
         seed: int | None = None,
-        offset: tuple[float, float] = (0.03, 0.05),
+        offset: tuple[float, float] = (0.045, 0.06),
         lift_s: float = 0.4,
         config: ExpertConfig | None = None,
         model: mujoco.MjModel | None = None,
@@ -385,15 +386,19 @@ class Miss(Detour):
 
     def reset(self, arm_q, cube_pos, cube_quat) -> None:  # type: ignore[override]
         # every draw made per episode whatever the outcome: the episodes' draws stay reproducible
-        draw, angle = self.rng.random(), self.rng.uniform(0.0, 2 * math.pi)
+        draw, side = self.rng.random(), self.rng.choice([-1.0, 1.0])
         radius = self.rng.uniform(*self.offset)
         self.state, self.decoy, self._ticks, self.width = self.OFF, None, 0, None
         if draw >= self.prob:
             return
-        self.decoy = np.asarray(cube_pos, dtype=np.float64) + radius * np.array(
-            [math.cos(angle), math.sin(angle), 0.0]
-        )
+        # beside the cube across the fingers' closing direction (the fingers close along the
+        # hand's x axis; this is its y axis at the grasp the expert would make): the open fingers
+        # straddle empty table and shut on nothing (of 40 scenes, none closed on more than 2 cm);
+        # a miss at 3.5-5 cm, or along the closing direction, pinches the cube's edge instead
         self.quat = np.asarray(cube_quat, dtype=np.float64).copy()
+        rot_now = self._flyer._fk(np.asarray(arm_q, dtype=np.float64))[1]
+        across = ScriptedExpert._grasp_rotation(self.quat, rot_now)[:, 1]
+        self.decoy = np.asarray(cube_pos, dtype=np.float64) + side * radius * across
         self._flyer.reset(arm_q)
         self._q = np.asarray(arm_q, dtype=np.float64).copy()
         self.state = self.GO
