@@ -119,32 +119,34 @@ def _stamp(msg) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
+def _start_demo_graph(graph, out: Path, expert: tuple = (), recorder: tuple = ()) -> None:
+    """sim_node + scripted_expert (with ``expert`` parameters) + recorder_node writing to ``out``."""
+    graph.start("sim_node", "sim_node", *SIM_ARGS)
+    graph.start("scripted_expert", "scripted_expert", "-p", "use_sim_time:=true", *expert)
+    rec = ("-p", "use_sim_time:=true", "-p", f"output_dir:={out}", *recorder)
+    graph.start("recorder_node", "recorder_node", *rec)
+
+
+def _until_lifted(graph, timeout: float = 120.0) -> bool:
+    """Start the expert and wait (generously) until the sim reports the cube lifted."""
+    assert graph.call("/scripted_expert/start")[0]
+    deadline, success = time.monotonic() + timeout, False
+    while not success and time.monotonic() < deadline:
+        graph.spin(0.3)
+        success = graph.call("/sim_node/success")[0]
+    return success
+
+
 def test_expert_episode_recorded_and_read_back(graph, tmp_path):
     out = tmp_path / "demos"
-    graph.start("sim_node", "sim_node", *SIM_ARGS)
-    graph.start("scripted_expert", "scripted_expert", "-p", "use_sim_time:=true")
-    graph.start(
-        "recorder_node",
-        "recorder_node",
-        "-p",
-        "use_sim_time:=true",
-        "-p",
-        f"output_dir:={out}",
-        "-p",
-        "segment_seconds:=0.5",
-    )
+    _start_demo_graph(graph, out, recorder=("-p", "segment_seconds:=0.5"))
     assert graph.call("/sim_node/reset") == (True, "seed=5")
     graph.spin(0.5)
     ok, path = graph.call("/recorder_node/start")
     assert ok, path
     ok, msg = graph.call("/recorder_node/start")  # a second start is refused, recording unaffected
     assert not ok and "already recording" in msg
-    assert graph.call("/scripted_expert/start")[0]
-    deadline, success = time.monotonic() + 120, False
-    while not success and time.monotonic() < deadline:
-        graph.spin(0.3)
-        success = graph.call("/sim_node/success")[0]
-    assert success, "scripted expert did not lift the cube through ROS"
+    assert _until_lifted(graph), "scripted expert did not lift the cube through ROS"
     graph.spin(0.5)
     ok, summary = graph.call("/recorder_node/stop")
     assert ok, summary
@@ -350,13 +352,7 @@ def test_detour_demo_over_dds(graph):
     ):
         graph.spin(0.2)
     assert seen["decoys"] and len(seen["decoys"][-1].poses) == 3
-    assert graph.call("/scripted_expert/start")[0]
-    success = False
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not success:
-        graph.spin(0.5)
-        success = graph.call("/sim_node/success")[0]
-    assert success, graph.log("scripted_expert")
+    assert _until_lifted(graph), graph.log("scripted_expert")
     both = commands["executed"].keys() & commands["label"].keys()  # the same tick's pair
     assert len(both) > 20
     gap = max(np.max(np.abs(commands["executed"][t] - commands["label"][t])) for t in both)
@@ -368,35 +364,12 @@ def test_missed_grasp_demo_over_dds(graph, tmp_path):
     reads empty (finger width < 2 cm) while the recorded gripper label is still open; the label
     closes only later, on the cube, and the episode ends with the cube lifted."""
     out = tmp_path / "demos"
-    graph.start("sim_node", "sim_node", *SIM_ARGS)
-    graph.start(
-        "scripted_expert",
-        "scripted_expert",
-        "-p",
-        "use_sim_time:=true",
-        "-p",
-        "miss_prob:=1.0",
-        "-p",
-        "miss_seed:=0",
-    )
-    graph.start(
-        "recorder_node",
-        "recorder_node",
-        "-p",
-        "use_sim_time:=true",
-        "-p",
-        f"output_dir:={out}",
-    )
+    _start_demo_graph(graph, out, expert=("-p", "miss_prob:=1.0", "-p", "miss_seed:=0"))
     assert graph.call("/sim_node/reset")[0]
     graph.spin(0.5)
     ok, path = graph.call("/recorder_node/start")
     assert ok, path
-    assert graph.call("/scripted_expert/start")[0]
-    deadline, success = time.monotonic() + 120, False
-    while not success and time.monotonic() < deadline:
-        graph.spin(0.3)
-        success = graph.call("/sim_node/success")[0]
-    assert success, graph.log("scripted_expert")
+    assert _until_lifted(graph), graph.log("scripted_expert")
     graph.spin(0.5)
     ok, summary = graph.call("/recorder_node/stop")
     assert ok, summary
