@@ -18,7 +18,7 @@
 # shows the detector three objects that are not the cube; held-out scenes draw 0-3, RESULTS.md session 13),
 # VER_DEMO_IMAGE_RATE (camera rate of the recording, Hz, default 15), VER_DEMO_DETOUR (share of demos
 # whose arm first hovers over a distractor while the label goes to the cube, default 0: 0.3 measured
-# no gain, RESULTS.md session 14), VER_DEMO_MISS (share of demos whose hand first closes 3-5 cm beside the
+# no gain, RESULTS.md session 14), VER_DEMO_MISS (share of demos whose hand first closes 4.5-6 cm beside the
 # cube and lifts empty while the label reopens and goes to the cube: the policy learns to retry a missed
 # grasp, default 0.3, RESULTS.md session 15), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation

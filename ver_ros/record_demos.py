@@ -233,7 +233,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--miss",
         type=float,
         default=0.0,
-        help="fraction of episodes whose hand first closes 3-5 cm beside the cube and lifts empty "
+        help="fraction of episodes whose hand first closes 4.5-6 cm beside the cube and lifts empty "
         "while the recorded label (arm and gripper) reopens and goes to the cube (ver_core.sim.Miss): "
         "demos of recovering from a missed grasp (train with --gripper-topic "
         "/scripted_expert/intended_gripper)",

@@ -125,29 +125,15 @@ class RecorderNode(Node):
             c.forward_topic: "std_msgs/msg/Float64MultiArray",
             c.gripper_topic: "std_msgs/msg/Float64",
         }
-        if c.intended_topic:
-            self.topics[c.intended_topic] = "trajectory_msgs/msg/JointTrajectory"
-            self.create_subscription(
-                JointTrajectory, c.intended_topic, self._raw_cb(c.intended_topic), cq, raw=True
-            )
-        if c.intended_gripper_topic:
-            self.topics[c.intended_gripper_topic] = "std_msgs/msg/Float64"
-            self.create_subscription(
-                Float64,
-                c.intended_gripper_topic,
-                self._raw_cb(c.intended_gripper_topic),
-                cq,
-                raw=True,
-            )
-        if c.object_pose_topic:
-            self.topics[c.object_pose_topic] = "geometry_msgs/msg/PoseStamped"
-            self.create_subscription(
-                PoseStamped,
-                c.object_pose_topic,
-                self._raw_cb(c.object_pose_topic),
-                sq,
-                raw=True,
-            )
+        optional = (  # recorded when configured ('' = not recorded)
+            (c.intended_topic, JointTrajectory, "trajectory_msgs/msg/JointTrajectory", cq),
+            (c.intended_gripper_topic, Float64, "std_msgs/msg/Float64", cq),
+            (c.object_pose_topic, PoseStamped, "geometry_msgs/msg/PoseStamped", sq),
+        )
+        for topic, msg_type, type_name, qos in optional:
+            if topic:
+                self.topics[topic] = type_name
+                self.create_subscription(msg_type, topic, self._raw_cb(topic), qos, raw=True)
         for topic in c.image_topics:
             self.create_subscription(Image, topic, self._image_cb(topic), sq, raw=True)
         self.create_subscription(

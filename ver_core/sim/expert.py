@@ -285,13 +285,9 @@ class Detour:
         self.prob, self.dwell_s = float(prob), float(dwell_s)
         self.config = config or ExpertConfig()
         self.rng = np.random.default_rng(seed)
-        # the executed path to the decoy: an expert of its own, approaching the decoy as a cube
-        self._flyer = ScriptedExpert(
-            ExpertConfig(**{**vars(self.config), "pregrasp_height": hover}), model
-        )
+        self._flyer = self._make_flyer(hover, model)
         self.state = self.OFF
         self.decoy: np.ndarray | None = None
-        self.width: float | None = None  # an executed gripper command of the excursion's own
         self._q: np.ndarray | None = None
         self._ticks = 0
 
@@ -299,10 +295,16 @@ class Detour:
     def active(self) -> bool:
         return self.state != self.OFF
 
+    def _make_flyer(self, hover: float, model: mujoco.MjModel | None) -> ScriptedExpert:
+        """The executed path to the decoy: an expert of its own, approaching the decoy as a cube
+        and stopping ``hover`` m above it."""
+        return ScriptedExpert(
+            ExpertConfig(**{**vars(self.config), "pregrasp_height": hover}), model
+        )
+
     def cancel(self) -> None:
         """No excursion this episode (the executed command is the expert's from now on)."""
         self.state, self.decoy, self._ticks = self.OFF, None, 0
-        self.width = None
 
     def _go(self, arm_q, gripper_width: float) -> bool:
         """One step of the flight to the decoy (sets ``_q``); True when it is over: above the
@@ -380,9 +382,16 @@ class Miss(Detour):
                 f"need 0 < offset[0] <= offset[1] and lift_s >= 0; got {offset}, {lift_s}"
             )
         super().__init__(prob, seed, dwell_s=0.0, config=config, model=model)
-        self._flyer = ScriptedExpert(self.config, model)  # a whole grasp, at the expert's settings
         self.offset, self.lift_s = (float(offset[0]), float(offset[1])), float(lift_s)
         self.quat = np.array([1.0, 0.0, 0.0, 0.0])
+        self.width: float | None = None  # the executed gripper command while the miss runs its own
+
+    def _make_flyer(self, hover: float, model: mujoco.MjModel | None) -> ScriptedExpert:
+        return ScriptedExpert(self.config, model)  # a whole grasp, at the expert's settings
+
+    def cancel(self) -> None:
+        super().cancel()
+        self.width = None
 
     def reset(self, arm_q, cube_pos, cube_quat) -> None:  # type: ignore[override]
         # every draw made per episode whatever the outcome: the episodes' draws stay reproducible
