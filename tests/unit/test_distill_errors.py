@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ver_core.cli.distill import main as distill_main
 from ver_core.cli.extract_teachers import main as extract_main
-from ver_core.distill.shards import ShardDataset, ShardError
+from ver_core.distill.shards import ShardDataset, ShardError, shards_hold
 from ver_core.distill.synthetic import make_synthetic_images
 
 
@@ -105,6 +106,34 @@ def test_missing_shard_dir_and_manifest(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ShardError, match="has no manifest.json"):
         ShardDataset(tmp_path / "empty")
+
+
+def test_shards_hold_names_the_teachers_with_their_arguments(images: Path, tmp_path: Path) -> None:
+    """make distill-sim extracts again when the shards hold other teachers: a segmentation
+    teacher with class weights is not the unweighted one, and order counts."""
+    out = tmp_path / "shards"
+    assert not shards_hold(out, ["sim_depth"])  # nothing extracted yet
+    assert _extract(images, out, "sim_depth,sim_segmentation:8:1=8/2=3") == 0
+    assert shards_hold(out, ["sim_depth", "sim_segmentation:8:1=8/2=3"])
+    assert not shards_hold(out, ["sim_depth", "sim_segmentation"])
+    assert not shards_hold(out, ["sim_segmentation:8:1=8/2=3", "sim_depth"])
+    # the weights act after z-normalization: the weighted channels' targets are that many times
+    # the unweighted run's, the others equal (scaling the raw fractions would be normalized away)
+    plain = tmp_path / "plain"
+    assert _extract(images, plain, "sim_depth,sim_segmentation:8") == 0
+    weighted, unweighted = ShardDataset(out), ShardDataset(plain)
+    w = torch.ones(8)
+    w[1], w[2] = 8.0, 3.0  # the synthetic scenes' object ids 1-3
+    got = weighted.batch(range(len(weighted)))[1]["sim_segmentation"]
+    ref = unweighted.batch(range(len(unweighted)))[1]["sim_segmentation"]
+    assert ref[..., 1].abs().max() > 0 and ref[..., 2].abs().max() > 0  # both classes present
+    assert torch.allclose(got, ref * w, rtol=1e-4, atol=1e-4)
+    assert json.loads((out / "manifest.json").read_text())["teachers"][1]["channel_weights"] == [
+        *w.tolist()
+    ]
+    (out / "manifest.json").write_text("{")
+    with pytest.raises(ShardError, match="not valid JSON"):
+        shards_hold(out, ["sim_depth"])
 
 
 def test_shard_images_of_the_wrong_size(images: Path, tmp_path: Path, capsys) -> None:

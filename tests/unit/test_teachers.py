@@ -137,6 +137,31 @@ def test_sim_teachers_read_maps_beside_images(tmp_path) -> None:
         build_teacher("sim_segmentation:many")
 
 
+def test_sim_segmentation_class_weights_are_parsed_and_described() -> None:
+    """cube=8/distractor=4 gives those classes' channels weights 8 and 4 (applied by the shards
+    after z-normalization: test_distill_errors), ids work as names do, bad specs fail clearly."""
+    from ver_core.sim.config import SEG_CLASSES
+
+    t = build_teacher("sim_segmentation:8:cube=8/distractor=4")
+    want = [1.0] * 8
+    want[SEG_CLASSES["cube"]], want[SEG_CLASSES["distractor"]] = 8.0, 4.0
+    assert t.channel_weights == want and t.channels == 8 and t.key == "sim_segmentation"
+    assert t.describe()["channel_weights"] == want
+    assert t.describe()["name"] == "sim_segmentation:8:cube=8/distractor=4"
+    assert build_teacher("sim_segmentation:8:4=8/5=4").channel_weights == want
+    assert "channel_weights" not in build_teacher("sim_segmentation:8").describe()
+    for spec, why in [
+        ("sim_segmentation:8:cube", "CLASS=WEIGHT"),
+        ("sim_segmentation:8:sphere=2", "unknown segmentation class 'sphere'"),
+        ("sim_segmentation:4:cube=2", r"outside 0\.\.3"),
+        ("sim_segmentation:8:cube=0", "finite and > 0"),
+        ("sim_segmentation:8:cube=nan", "finite and > 0"),
+        ("sim_segmentation:8:cube=x", "needs a number"),
+    ]:
+        with pytest.raises(TeacherError, match=why):
+            build_teacher(spec)
+
+
 def test_parse_teacher_list() -> None:
     assert parse_teacher_list("a, hf:/x ,b") == ["a", "hf:/x", "b"]
     with pytest.raises(ValueError, match="bad teacher list"):
@@ -157,3 +182,13 @@ def test_sim_dataset_feeds_the_sim_teachers(tmp_path) -> None:
     present = seg.sum(dim=(0, 1)) > 0
     assert present[0] and present[1] and present[2]  # background, table and robot are in view
     assert np.load(paths[0].with_name("sim_00000.seg.npy")).dtype == np.int32
+    # --min-distractors 3: every scene shows the cube among three others (make distill-sim's
+    # MIN_DISTRACTORS for a library that must tell them apart)
+    from ver_core.sim.config import SEG_CLASSES
+
+    crowded = render_sim_dataset(
+        tmp_path / "crowded", 3, width=64, height=48, progress=False, min_distractors=3
+    )
+    for p in crowded:
+        seg = np.load(p.with_name(f"{p.stem}.seg.npy"))
+        assert (seg == SEG_CLASSES["distractor"]).any() and (seg == SEG_CLASSES["cube"]).any()

@@ -6,8 +6,13 @@ meters; 0, negative, NaN or inf = no depth) and ``scene_0001.seg.npy`` (integer 
 
 - ``sim_depth``: 4 channels per cell: mean log-depth, horizontal and vertical log-depth gradient,
   and the fraction of valid pixels (the geometry expert of the simulated world).
-- ``sim_segmentation[:C]``: C channels (default 8), the fraction of the cell's pixels of each
-  class; ids >= C-1 share the last channel, negative ids count as background (class 0).
+- ``sim_segmentation[:C][:CLASS=W/...]``: C channels (default 8), the fraction of the cell's pixels
+  of each class; ids >= C-1 share the last channel, negative ids count as background (class 0).
+  ``CLASS=W`` (a name of ``ver_core.sim.SEG_CLASSES`` or an id) weighs that class's channel W times
+  in the distillation loss: the teacher's ``channel_weights``, which the shards apply after the
+  per-channel z-normalization (the stored std is divided by W), so the normalized target, and
+  the error on it, is W times larger. Scaling the fractions themselves would change nothing: the
+  z-normalization undoes any per-channel scale. E.g. ``sim_segmentation:8:cube=4/distractor=4``.
 """
 
 from __future__ import annotations
@@ -73,6 +78,39 @@ def segmentation_features(seg: np.ndarray, num_classes: int, grid: int = DENSE_G
     return F.adaptive_avg_pool2d(onehot, (grid, grid))[0]  # (C, g, g)
 
 
+def parse_class_weights(spec: str, num_classes: int) -> list[float]:
+    """``"cube=4/distractor=4"`` -> one weight per class (1 where not named). A class is a name of
+    ``ver_core.sim.SEG_CLASSES`` or an integer id below ``num_classes``; weights are finite, > 0.
+    ``/`` separates the pairs because commas separate the teachers of ``--teachers``."""
+    from ver_core.sim.config import SEG_CLASSES
+
+    weights = [1.0] * num_classes
+    for item in spec.split("/"):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise TeacherError(f"class weight {item!r} is not CLASS=WEIGHT (e.g. cube=8)")
+        if name in SEG_CLASSES:
+            cls = SEG_CLASSES[name]
+        else:
+            try:
+                cls = int(name)
+            except ValueError:
+                raise TeacherError(
+                    f"unknown segmentation class {name!r}; names: {', '.join(SEG_CLASSES)}"
+                ) from None
+        if not 0 <= cls < num_classes:
+            raise TeacherError(f"class {name!r} (id {cls}) is outside 0..{num_classes - 1}")
+        try:
+            w = float(value)
+        except ValueError:
+            raise TeacherError(f"class weight {item!r} needs a number after '='") from None
+        if not np.isfinite(w) or w <= 0:
+            raise TeacherError(f"class weight {item!r} must be finite and > 0")
+        weights[cls] = w
+    return weights
+
+
 class SimDepthTeacher(Teacher):
     def __init__(self, arg: str = "", device: str = "cpu") -> None:
         if arg:
@@ -87,14 +125,16 @@ class SimDepthTeacher(Teacher):
 
 class SimSegmentationTeacher(Teacher):
     def __init__(self, arg: str = "", device: str = "cpu") -> None:
+        classes, _, weights = arg.partition(":")
         try:
-            self.num_classes = int(arg) if arg else DEFAULT_SEG_CLASSES
+            self.num_classes = int(classes) if classes else DEFAULT_SEG_CLASSES
         except ValueError:
             raise TeacherError(
-                f"sim_segmentation:<classes> needs an integer, got {arg!r}"
+                f"sim_segmentation:<classes>[:<class>=<weight>/...] needs an integer, got {arg!r}"
             ) from None
         if self.num_classes < 2:
             raise TeacherError(f"sim_segmentation needs at least 2 classes, got {self.num_classes}")
+        self.channel_weights = parse_class_weights(weights, self.num_classes) if weights else None
         self.name = "sim_segmentation" + (f":{arg}" if arg else "")
         self.key = "sim_segmentation"
         self.channels, self.grid = self.num_classes, (DENSE_GRID, DENSE_GRID)

@@ -5,6 +5,8 @@ Directory layout::
     manifest.json          format, image size, teachers (name, key, channels, grid), shard list
                            (file, count, bytes, sha256), source image names
     stats.safetensors      per teacher: "<key>.mean", "<key>.std" (C,) float32 over all tokens
+                           (a teacher's ``channel_weights`` divide its std: the z-normalized
+                           target, and the distillation's error on it, grows by the weight)
     shard_00000.safetensors  "images" uint8 (n, S, S, 3) at student resolution,
                              "feat.<key>" (n, h*w, C) bf16 / fp16 raw teacher tokens
 """
@@ -116,6 +118,10 @@ class ShardWriter:
             var = (self._sq[key] / n - mean * mean).clamp_min(0.0)
             stats[f"{key}.mean"] = mean.float()
             stats[f"{key}.std"] = var.sqrt().float()
+        for t in self.teachers:  # weighted channels: the normalized target grows by the weight
+            if t.get("channel_weights") is not None:
+                w = torch.tensor(t["channel_weights"], dtype=torch.float32)
+                stats[f"{t['key']}.std"] = stats[f"{t['key']}.std"] / w
         save_file(stats, str(self.out / STATS))
         manifest = {
             "format": FORMAT,
@@ -148,6 +154,15 @@ def read_manifest(directory: str | Path) -> dict:
             f"{path} is not a teacher shard manifest (format {manifest.get('format')!r})"
         )
     return manifest
+
+
+def shards_hold(directory: str | Path, teachers: list[str]) -> bool:
+    """Do the shards in ``directory`` hold exactly these teachers, in this order, with these
+    arguments (``sim_segmentation:8:cube=8/distractor=8`` is not ``sim_segmentation``)? False
+    when there are no shards yet; a manifest that cannot be read raises :class:`ShardError`."""
+    if not (Path(directory) / MANIFEST).is_file():
+        return False
+    return [t["name"] for t in read_manifest(directory)["teachers"]] == list(teachers)
 
 
 class ShardDataset:

@@ -24,6 +24,7 @@ def render_sim_dataset(
     height: int = 240,
     arm_spread: float = 0.35,
     progress: bool = True,
+    min_distractors: int = 0,
 ) -> list[Path]:
     """Render ``count`` views: a randomized scene per seed, the arm moved to a random pose near home."""
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -33,7 +34,9 @@ def render_sim_dataset(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    env = FrankaPickEnv(SimConfig(width=width, height=height, randomize=True))
+    env = FrankaPickEnv(
+        SimConfig(width=width, height=height, randomize=True, min_distractors=min_distractors)
+    )
     paths = []
     try:
         for i in tqdm(range(count), desc="render", disable=not progress):
@@ -59,13 +62,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
+    p.add_argument(
+        "--min-distractors",
+        type=int,
+        default=0,
+        help="fewest distractors per scene (0-3; 3 shows every image the cube among others)",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.count < 1:
         print("sim_dataset: error: --count must be >= 1", file=sys.stderr)
         return 2
+    if not 0 <= args.min_distractors <= 3:
+        print("sim_dataset: error: --min-distractors must be in 0..3", file=sys.stderr)
+        return 2
     paths = render_sim_dataset(
-        args.out, args.count, args.seed, args.width, args.height, progress=not args.no_progress
+        args.out,
+        args.count,
+        args.seed,
+        args.width,
+        args.height,
+        progress=not args.no_progress,
+        min_distractors=args.min_distractors,
     )
     print(f"rendered {len(paths)} images with depth and segmentation maps to {args.out}")
     return 0

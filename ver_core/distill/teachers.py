@@ -44,18 +44,23 @@ class Teacher(ABC):
     key: str  # identifier safe for module names and file keys, e.g. "hf_dinov2_small"
     channels: int
     grid: tuple[int, int]
+    # per-channel loss weights, applied after the shards' z-normalization (None: all 1)
+    channel_weights: list[float] | None = None
 
     @abstractmethod
     def extract(self, images: Sequence[np.ndarray], paths: Sequence[Path]) -> Tensor:
         """images: uint8 (H_i, W_i, 3) each, paths: their files -> float32 (B, h*w, C)."""
 
     def describe(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "key": self.key,
             "channels": self.channels,
             "grid": list(self.grid),
         }
+        if self.channel_weights is not None:
+            out["channel_weights"] = list(self.channel_weights)
+        return out
 
 
 def resize_normalize(
