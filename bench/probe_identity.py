@@ -11,7 +11,8 @@ logistic regression, cube against distractor, on the object patches of the first
 scenes, per feature set:
 
 - ``bvt``: the frozen BVT tokens the policy caches,
-- ``library_average``: the library's output, every expert averaged,
+- ``library_average``: the library's output, every expert averaged (a dense distilled student's
+  output tokens when ``--library`` is one),
 - ``checkpoint_routed`` (with ``--checkpoint``): the tokens the trained policy's router gives its
   heads,
 - ``segmentation_teacher``: the per-class pixel fractions of each patch (what the
@@ -87,7 +88,9 @@ def feature_sets(library: str, checkpoint: str | None, views: np.ndarray) -> dic
     from ver_core.router import RouterConfig
 
     model = load_library(library).eval()
-    average = TaskPolicy(TaskConfig(router=RouterConfig(routing="average")), model).eval()
+    # a dense distilled student (moe_blocks=0) has no library: its output tokens stand in
+    routing = "dense" if model.config.moe_blocks == 0 else "average"
+    average = TaskPolicy(TaskConfig(router=RouterConfig(routing=routing)), model).eval()
     trained = TaskPolicy.from_pretrained(checkpoint).eval() if checkpoint else None
     n, v = views.shape[:2]
     grid = model.config.img_size // model.config.patch_size
