@@ -6,7 +6,9 @@ confirms it. Closed-loop evaluation spends ~7 s per episode to see that; this pr
 held-out scene at the home pose (both cameras at the demos' size), runs the checkpoint's encoder,
 router and grasp heads once, and asks a fresh ``GraspPointTracker`` for its first estimate, the
 way the deployed policy does. Per checkpoint and start rule (how the views' patch maps are fused:
-``product``, the default since session 14, or ``sum``, session 13's) it counts the scenes whose
+``product``, the default since session 14, its views weighted since session 16, the wrist's map
+counting twice; ``equal``, sessions 14-15's unweighted product; ``wrist4``; or ``sum``, session
+13's) it counts the scenes whose
 start lies within 3 cm of the cube and those whose start lies nearer a distractor than the cube.
 On session 13-14 checkpoints the distractor starts of seeds 100000-100049 were exactly the
 identity failures of the same checkpoint's 50 episodes through ROS.
@@ -35,6 +37,26 @@ OK_M = 0.03  # m: a start this close to the cube centre is "on the cube"
 
 def _sum_rule(point, maps) -> float:
     return sum(m.mass_near(point) for m in maps)
+
+
+def _weighted_product(arm_power: float):
+    """The product rule with the arm camera's (the wrist's, last in the policy's camera order)
+    factor raised to ``arm_power`` instead of its ``PatchMap.weight``: ``equal`` (1) is sessions
+    14-15's rule; the default ``product`` now uses ``ARM_VIEW_WEIGHT`` (2)."""
+    from ver_core.policy.grasp_point import FUSE_FLOOR
+
+    def rule(point, maps) -> float:
+        total = 1.0
+        for i, m in enumerate(maps):
+            cell = m.cell(point)
+            f = (m.p_absent if cell is None else m._mass_around(cell)) + FUSE_FLOOR
+            total *= f ** (arm_power if i == len(maps) - 1 else 1.0)
+        return total
+
+    return rule
+
+
+RULES = {"sum": _sum_rule, "equal": _weighted_product(1.0), "wrist4": _weighted_product(4.0)}
 
 
 def home_frames(policy, seeds) -> dict[str, np.ndarray]:
@@ -71,7 +93,7 @@ def score_starts(policy, frames: dict[str, np.ndarray], rule: str = "product") -
     from ver_core.policy import grasp_point as gp
 
     default = gp.fused_mass
-    gp.fused_mass = default if rule == "product" else _sum_rule
+    gp.fused_mass = default if rule == "product" else RULES[rule]
     try:
         ok, wrong, errors = [], [], []
         n_state = len(policy.config.joint_names) + 1
@@ -110,7 +132,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", nargs="+", required=True)
     p.add_argument("--seeds", type=int, nargs=2, default=(100000, 100300), metavar=("FROM", "TO"))
-    p.add_argument("--rules", nargs="+", default=["sum", "product"], choices=("sum", "product"))
+    p.add_argument("--rules", nargs="+", default=["sum", "product"], choices=("product", *RULES))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("bench/results/probe_start.json"))
     p.add_argument("--save-frames", type=Path, default=None)
