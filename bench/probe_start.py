@@ -6,9 +6,9 @@ confirms it. Closed-loop evaluation spends ~7 s per episode to see that; this pr
 held-out scene at the home pose (both cameras at the demos' size), runs the checkpoint's encoder,
 router and grasp heads once, and asks a fresh ``GraspPointTracker`` for its first estimate, the
 way the deployed policy does. Per checkpoint and start rule (how the views' patch maps are fused:
-``product``, the default since session 14, its views weighted since session 16, the wrist's map
-counting twice; ``equal``, sessions 14-15's unweighted product; ``wrist4``; or ``sum``, session
-13's) it counts the scenes whose
+``product``, the default since session 14, each view's factor raised to its ``PatchMap.weight``
+(``ARM_VIEW_WEIGHT``, 1); ``wrist2`` / ``wrist4``, the wrist's factor squared / to the fourth,
+measured in session 16; or ``sum``, session 13's) it counts the scenes whose
 start lies within 3 cm of the cube and those whose start lies nearer a distractor than the cube.
 On session 13-14 checkpoints the distractor starts of seeds 100000-100049 were exactly the
 identity failures of the same checkpoint's 50 episodes through ROS.
@@ -41,8 +41,8 @@ def _sum_rule(point, maps) -> float:
 
 def _weighted_product(arm_power: float):
     """The product rule with the arm camera's (the wrist's, last in the policy's camera order)
-    factor raised to ``arm_power`` instead of its ``PatchMap.weight``: ``equal`` (1) is sessions
-    14-15's rule; the default ``product`` now uses ``ARM_VIEW_WEIGHT`` (2)."""
+    factor raised to ``arm_power`` instead of its ``PatchMap.weight`` (the default ``product``
+    uses ``ARM_VIEW_WEIGHT``, 1)."""
     from ver_core.policy.grasp_point import FUSE_FLOOR
 
     def rule(point, maps) -> float:
@@ -56,7 +56,7 @@ def _weighted_product(arm_power: float):
     return rule
 
 
-RULES = {"sum": _sum_rule, "equal": _weighted_product(1.0), "wrist4": _weighted_product(4.0)}
+RULES = {"sum": _sum_rule, "wrist2": _weighted_product(2.0), "wrist4": _weighted_product(4.0)}
 
 
 def home_frames(policy, seeds) -> dict[str, np.ndarray]:

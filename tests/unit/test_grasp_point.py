@@ -402,19 +402,21 @@ def test_a_sharp_wrong_peak_in_one_view_loses_to_a_place_both_views_see():
     assert fused_mass(cube, [fixed, wrist]) > fused_mass(ball, [fixed, wrist])
 
 
-def test_a_camera_on_the_arm_counts_arm_view_weight_times_in_the_fused_mass():
+def test_a_camera_on_the_arm_counts_arm_view_weight_times_in_the_fused_mass(monkeypatch):
     """fused_mass raises each view's factor to its weight; patch_maps gives a view mounted on the
     arm ARM_VIEW_WEIGHT and a world-fixed one 1. With equal weights the fixed camera's sure
     distractor (0.5 vs 0.2 on the cube) wins against the wrist's milder preference for the cube
     (0.45 vs 0.25); with the wrist counted twice the cube wins."""
     from dataclasses import replace
 
+    from ver_core.policy import grasp_point as gp
+
     fixed = _down_map({(1, 1): 0.2, (3, 3): 0.5}, 0.4)
     wrist = _down_map({(1, 1): 0.45, (3, 3): 0.25}, 0.4)
     cube, ball = _at(1, 1, 0.4), _at(3, 3, 0.4)
     f = FUSE_FLOOR
     assert fused_mass(ball, [fixed, wrist]) > fused_mass(cube, [fixed, wrist])  # weights 1, 1
-    heavy = replace(wrist, weight=ARM_VIEW_WEIGHT)
+    heavy = replace(wrist, weight=2.0)
     assert fused_mass(cube, [fixed, heavy]) == pytest.approx((0.2 + f) * (0.45 + f) ** 2)
     assert fused_mass(cube, [fixed, heavy]) > fused_mass(ball, [fixed, heavy])
     # patch_maps weighs by the mount: the simulator's wrist camera rides on the hand
@@ -423,6 +425,8 @@ def test_a_camera_on_the_arm_counts_arm_view_weight_times_in_the_fused_mass():
     outputs = [(logits, None, None), (logits, None, None)]
     maps = patch_maps(outputs, rig, rig.poses(HOME_Q))
     assert [m.weight for m in maps] == [1.0, ARM_VIEW_WEIGHT]
+    monkeypatch.setattr(gp, "ARM_VIEW_WEIGHT", 2.0)  # the measured alternative
+    assert [m.weight for m in patch_maps(outputs, rig, rig.poses(HOME_Q))] == [1.0, 2.0]
 
 
 def test_tracker_starts_where_the_views_agree_not_on_one_cameras_peak():
