@@ -1,20 +1,20 @@
 """A small `make demo`: record demos through ROS, train the router, evaluate through the graph.
 
 Every stage must leave its artifact, and the trained policy must bring the gripper to the cube in
-the scenes it was shown (its demos' seeds) where an untrained one does not. The reach check: the
-closest gripper-to-cube distance, averaged over episodes, is under REACH_M (the scripted expert
+the scenes it was shown (its training demos' seeds) where an untrained one does not. The reach
+check: the closest gripper-to-cube distance is under REACH_M (the scripted expert
 gets 0.026 m; grasping needs about that). Moving "toward the workspace" is not enough: an
 untrained policy of the same architecture (same library, same normalization statistics) already
 drives the arm from its 0.35 m start to about 0.09 m of the cube by going to the middle of the
 demonstrated actions, so "distance decreased" would not tell a trained policy from an untrained
 one. The untrained policy must fail the check (asserted). On held-out seeds the check is a known
-shortfall from 4 demos (xfail; issue 6 and docs/RESULTS.md).
+shortfall from 4 training demos (xfail; issue 6 and docs/RESULTS.md).
 
 The small loop trains make demo's recipe minus the keypose policy and its grasp-point detector
 (`--no-keypose --no-grasp-point --action-mode absolute`): from 4 demos
 the keypose estimator does not reach the demonstrated scenes reliably (a fresh-clone run: 1 of 4
-within REACH_M, the check needs 2), while the image-feature policy memorizes its 4 scenes, which
-is what this check is for.
+within REACH_M), while the image-feature policy memorizes the scenes it trains on, which is what
+this check is for.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EPISODES, STEPS, HEAD_STEPS, EVAL_EPISODES = 4, 120, 600, 2
+EPISODES, STEPS, HEAD_STEPS, EVAL_EPISODES = 5, 120, 600, 2  # 4 shown + 1 validation demo
 CHECK_SEEDS, CHECK_EPISODES, CHECK_MAX_STEPS = 100_000, 2, 50
 REACH_M = 0.05  # mean closest gripper-to-cube distance (m) that counts as reaching the cube
 
@@ -126,34 +126,37 @@ def test_untrained_policy_fails_the_reach_check(demo_run):
 
 
 def test_trained_policy_reaches_the_cube_in_the_demonstrated_scenes(demo_run):
-    """The loop learns: closed loop in the scenes of its own demos (their seeds), the trained
-    policy brings the gripper within REACH_M of the cube in at least half of them, and the
-    untrained one of the same make does not. (Held-out scenes from 4 demos are the next test's
-    known shortfall.) Per scene, not on average: one scene gone wrong (measured: 0.026, 0.026,
-    0.030, 0.244 m) must not hide three reached."""
+    """The loop learns: closed loop in the scenes it was trained on (its training demos' seeds;
+    the trainer holds the last demo out for validation and records which), the trained policy
+    brings the gripper within REACH_M of the cube in at least half of them, and the untrained one
+    of the same make does not. Per scene, not on average: one scene gone wrong must not hide the
+    others reached. (Until session 17 this counted the validation demo's scene as shown: with 4
+    demos the check was 2 of 3 shown scenes plus one it never saw, which failed every time at
+    ~0.20 m: measured 0.026, 0.026, 0.031, 0.204 and, in a red fresh-clone run, 0.032, 0.075,
+    0.050, 0.202.)"""
     import torch
 
     from ver_core.policy import TaskPolicy
 
-    seeds = sorted(
-        json.loads((ep / "episode.json").read_text())["seed"]
-        for ep in (demo_run / "demos").glob("episode_*")
-    )
-    assert seeds == list(range(seeds[0], seeds[0] + EPISODES))
+    state = json.loads((demo_run / "policy" / "train_state.json").read_text())
+    # the trainer skips a failed demo (at most one here) and holds the last one out
+    assert len(state["val_episodes"]) == 1 and len(state["episodes"]) >= EPISODES - 1
+    shown = [name for name in state["episodes"] if name not in state["val_episodes"]]
+    seeds = [json.loads((Path(name) / "episode.json").read_text())["seed"] for name in shown]
     trained = TaskPolicy.from_pretrained(demo_run / "policy")
     torch.manual_seed(0)
     untrained = TaskPolicy.build(trained.config, trained.stats)
-    closest = closest_approach(trained, seeds[0], EPISODES)
-    baseline = closest_approach(untrained, seeds[0], EPISODES)
-    print(f"demo scenes: trained closest {closest} m, untrained {baseline} m")
+    closest = [closest_approach(trained, seed, 1)[0] for seed in seeds]
+    baseline = [closest_approach(untrained, seed, 1)[0] for seed in seeds]
+    print(f"shown scenes {seeds}: trained closest {closest} m, untrained {baseline} m")
     reached = sum(c < REACH_M for c in closest)
-    assert sum(c < REACH_M for c in baseline) < EPISODES / 2, f"check too weak: {baseline}"
-    assert reached >= EPISODES / 2, f"trained policy reached {reached}/{EPISODES}: {closest}"
+    assert sum(c < REACH_M for c in baseline) < len(shown) / 2, f"check too weak: {baseline}"
+    assert reached >= len(shown) / 2, f"trained policy reached {reached}/{len(shown)}: {closest}"
 
 
 @pytest.mark.xfail(
     strict=False,
-    reason="known shortfall, measured 2026-11-22: from 4 demos the policy does not generalize to "
+    reason="known shortfall, measured 2026-11-22: from 4 training demos the policy does not generalize to "
     "held-out cube positions (from 50 demos the full make demo reaches 15-30% in-process: the "
     "shipped library localizes the one-patch cube poorly); issue 6 and docs/RESULTS.md track it. "
     "XPASS here means the gap closed.",

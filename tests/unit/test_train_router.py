@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,12 +104,17 @@ def test_crash_then_resume_matches_uninterrupted_run(tmp_path, demos):
         crashing.fit()
     state = json.loads((tmp_path / "run" / "train_state.json").read_text())
     assert state["step"] == 8  # the periodic checkpoint at step 8 survived the crash
+    # which scenes were held out, by name (the small e2e loop checks only the shown ones)
+    assert [Path(e).name for e in state["episodes"]] == [f"episode_00{i}" for i in range(3)]
+    assert state["val_episodes"] == state["episodes"][-1:]
 
     resumed = RouterTrainer(
         TaskPolicy.from_pretrained(tmp_path / "run"), demos, tmp_path / "run", fast()
     )
     assert resumed.resume() and resumed.step == 8
     resumed.fit()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["val_episodes"] == state["episodes"][-1:]
     for (k, a), b in zip(
         ref.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True
     ):

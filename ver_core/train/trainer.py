@@ -131,6 +131,8 @@ class RouterTrainer:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         train_eps, val_eps = split_episodes(len(data.episode_names), config.val_fraction)
+        # by name, in train_state.json and metrics.json: which scenes the policy was shown
+        self.val_episodes = [data.episode_names[i] for i in val_eps]
         self.train_idx = np.flatnonzero(np.isin(data.episode, train_eps))
         self.val_idx = np.flatnonzero(np.isin(data.episode, val_eps))
         if len(self.train_idx) == 0:
@@ -251,6 +253,7 @@ class RouterTrainer:
             "history": self.history,
             "train_config": asdict(self.cfg),
             "episodes": self.data.episode_names,
+            "val_episodes": self.val_episodes,
             "skipped": self.data.skipped,
         }
         tmp = self.out / (STATE_FILE + ".tmp")
@@ -392,6 +395,7 @@ class RouterTrainer:
             "final_val_loss": self.history["val"][-1][1] if self.history["val"] else None,
             "samples": {"train": int(len(self.train_idx)), "val": int(len(self.val_idx))},
             "episodes": len(self.data.episode_names),
+            "val_episodes": self.val_episodes,
             "skipped": self.data.skipped,
             "parameters": self.policy.parameter_summary(),
             "expert_utilization": util,
