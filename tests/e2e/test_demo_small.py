@@ -29,7 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EPISODES, STEPS, HEAD_STEPS, EVAL_EPISODES = 5, 120, 600, 2  # 4 shown + 1 validation demo
 CHECK_SEEDS, CHECK_EPISODES, CHECK_MAX_STEPS = 100_000, 2, 50
-REACH_M = 0.05  # mean closest gripper-to-cube distance (m) that counts as reaching the cube
+REACH_M = 0.05  # an episode's closest gripper-to-cube distance (m) that counts as reached
 
 # a few minutes on a quiet 2-core machine; beside another torch job it took over 14 (session 13): the
 # limits are generous so that a loaded machine is slow, not red
