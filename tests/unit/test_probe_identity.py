@@ -28,7 +28,9 @@ def test_features_that_carry_the_class_score_perfectly(bench):
     out = bench.identity_scores(feats.astype(np.float32), cube, distractor, n_fit=40)
     assert out["balanced_accuracy"] >= 0.95 and out["identity_hit"] >= 0.95
     assert out["views_with_both"] == 20 and out["test_cube_patches"] == 20
-    assert out["test_distractor_patches"] == 40 and out["fit_cube_share"] == pytest.approx(1 / 3, abs=1e-3)
+    assert out["test_distractor_patches"] == 40 and out["fit_cube_share"] == pytest.approx(
+        1 / 3, abs=1e-3
+    )
 
 
 def test_features_blind_to_the_class_score_near_chance(bench):
