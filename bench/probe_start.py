@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +42,15 @@ def _sum_rule(point, maps) -> float:
 
 def _weighted_product(arm_power: float):
     """The product rule with the arm camera's (the wrist's, last in the policy's camera order)
-    factor raised to ``arm_power`` instead of its ``PatchMap.weight`` (the default ``product``
-    uses ``ARM_VIEW_WEIGHT``, 1)."""
-    from ver_core.policy.grasp_point import FUSE_FLOOR
+    ``PatchMap.weight`` set to ``arm_power`` (the default ``product`` uses ``ARM_VIEW_WEIGHT``,
+    1). Binds ``fused_mass`` now: ``score_starts`` swaps the module's for the rule it scores."""
+    from ver_core.policy.grasp_point import fused_mass
 
     def rule(point, maps) -> float:
-        total = 1.0
-        for i, m in enumerate(maps):
-            cell = m.cell(point)
-            f = (m.p_absent if cell is None else m._mass_around(cell)) + FUSE_FLOOR
-            total *= f ** (arm_power if i == len(maps) - 1 else 1.0)
-        return total
+        last = len(maps) - 1
+        return fused_mass(
+            point, [replace(m, weight=arm_power) if i == last else m for i, m in enumerate(maps)]
+        )
 
     return rule
 
