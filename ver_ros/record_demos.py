@@ -10,7 +10,9 @@ episodes (timeout, dropped) are kept with ``"success": false`` in episode.json, 
 ``--discard-failed``. A summary goes to ``<out>/record_summary.json``.
 
 By default the graph runs in a random, localhost-only ROS domain so it never talks to a real
-robot graph on the network; ``--domain-id`` picks one.
+robot graph on the network; ``--domain-id`` picks one. ``--workers N`` runs N such graphs at once
+(N processes of this command, domains d..d+N-1), each recording a contiguous block of the seeds into
+its block of episode directories, so the output reads as one serial run (``worker_blocks``).
 
 Fast DDS's default shared-memory segment (512 KB) cannot hold one 640x480 RGB frame: the fragments
 of a best-effort frame are overwritten before the reader gets them and most frames never arrive.
@@ -245,11 +247,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--domain-id",
         type=int,
         default=None,
-        help="ROS_DOMAIN_ID (default: random, localhost only)",
+        help="ROS_DOMAIN_ID (default: random, localhost only); with --workers N, worker k uses +k",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="graphs recording in parallel, each in its own ROS domain with a contiguous block of "
+        "seeds (0 = one per core, at most 8). The simulator renders on one core: on 2 cores two "
+        "graphs record 1.44x as many episodes per minute as one (docs/RESULTS.md session 18)",
+    )
+    p.add_argument(
+        "--first-index",
+        type=int,
+        default=-1,
+        help="index of the first episode directory (-1: after the highest one in --out)",
+    )
+    p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: <out>/logs)")
+    p.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="summary JSON (default: <out>/record_summary.json)",
     )
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
+    if args.workers < 0 or args.first_index < -1:
+        p.error("--workers must be >= 0 and --first-index >= -1")
+    if args.workers == 0:
+        args.workers = min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
+    args.workers = min(args.workers, args.episodes)
     from ver_core.sim.config import CAMERAS, MAX_DISTRACTORS
 
     if not 0 <= args.min_distractors <= MAX_DISTRACTORS:
@@ -266,6 +294,115 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+MAX_AUTO_WORKERS = 8
+
+
+def worker_blocks(episodes: int, workers: int) -> list[tuple[int, int]]:
+    """(first episode, count) per worker: contiguous blocks covering ``episodes``, the first
+    ``episodes % workers`` one longer. Worker k records seeds seed+first .. seed+first+count-1
+    into episode directories first_index+first ..: the merged directory reads as one serial run."""
+    if episodes < 1 or workers < 1:
+        raise ValueError(f"need episodes >= 1 and workers >= 1, got {episodes}, {workers}")
+    workers = min(workers, episodes)
+    base, extra = divmod(episodes, workers)
+    blocks, first = [], 0
+    for k in range(workers):
+        count = base + (k < extra)
+        blocks.append((first, count))
+        first += count
+    return blocks
+
+
+def _finished_episodes(out: Path) -> int:
+    """Episode directories whose recording was closed (episode.json has its stop time)."""
+    done = 0
+    for ep in out.glob("episode_*"):
+        try:
+            done += "stop_time_ns" in json.loads((ep / "episode.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+    return done
+
+
+def run_workers(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--workers N``: N ver-record-demos processes, each its own graph in its own ROS domain
+    with a block of seeds and episode indices (``worker_blocks``), writing into ``--out``; their
+    summaries are merged into one in seed order."""
+    from tqdm import tqdm
+
+    from ver_ros.recorder_node import episode_indices
+
+    out = args.out.resolve()
+    logs = (args.log_dir or out / "logs").resolve()
+    logs.mkdir(parents=True, exist_ok=True)
+    blocks = worker_blocks(args.episodes, args.workers)
+    base_index = (
+        args.first_index if args.first_index >= 0 else max(episode_indices(out), default=-1) + 1
+    )
+    domain = args.domain_id if args.domain_id is not None else random.randint(1, 200)
+    already = _finished_episodes(out)
+    procs: list[tuple[subprocess.Popen, Path]] = []
+    t0 = time.monotonic()
+    for k, (first, count) in enumerate(blocks):
+        wdir = logs / f"worker_{k}"
+        wdir.mkdir(parents=True, exist_ok=True)
+        # the user's options, then this worker's: argparse keeps the last of a repeated option
+        child = [*argv, "--episodes", str(count), "--seed", str(args.seed + first),
+                 "--first-index", str(base_index + first), "--domain-id", str(domain + k),
+                 "--log-dir", str(wdir), "--summary", str(wdir / "record_summary.json"),
+                 "--workers", "1"]  # fmt: skip
+        log = open(wdir / "record_demos.log", "w")  # noqa: SIM115 - closed with the process
+        cmd = [sys.executable, "-m", "ver_ros.record_demos", *child]
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), wdir))
+        log.close()
+    print(
+        f"ver-record-demos: {len(blocks)} graphs in parallel (ROS domains {domain}.."
+        f"{domain + len(blocks) - 1}), logs in {logs}/worker_*"
+    )
+    interrupted = False
+    bar = tqdm(total=args.episodes, desc="demos", unit="ep")
+    try:
+        while any(p.poll() is None for p, _ in procs):
+            time.sleep(1.0)
+            bar.update(max(0, _finished_episodes(out) - already - bar.n))
+    except KeyboardInterrupt:
+        interrupted = True
+        print("ver-record-demos: interrupted; finished episodes are kept", file=sys.stderr)
+        for p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p, _ in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    bar.close()
+    results: list[dict] = []
+    failed = []
+    for k, (p, wdir) in enumerate(procs):
+        try:
+            results += json.loads((wdir / "record_summary.json").read_text())["results"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            pass  # the worker died before writing it: its closed episodes are on disk all the same
+        if p.returncode != 0 and not interrupted:
+            failed.append(f"worker {k} (exit {p.returncode}, see {wdir / 'record_demos.log'})")
+    summary = {
+        "episodes": len(results),
+        "successes": sum(r["success"] for r in results),
+        "wall_s": round(time.monotonic() - t0, 2),
+        "workers": len(blocks),
+        "results": results,
+    }
+    (args.summary or out / "record_summary.json").write_text(json.dumps(summary, indent=2))
+    if failed:
+        print(f"ver-record-demos: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print(
+        f"ver-record-demos: {summary['successes']}/{summary['episodes']} successful episodes in {out}"
+    )
+    return 0
+
+
 CAMERA_TOPICS = {
     "camera": "/camera/camera/color/image_raw",
     "wrist_camera": "/wrist_camera/camera/color/image_raw",
@@ -275,6 +412,7 @@ CAMERA_TOPICS = {
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     out = args.out.resolve()
     try:
@@ -282,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"ver-record-demos: cannot create output directory {out}: {e}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        return run_workers(args, argv)
+    logs = (args.log_dir or out / "logs").resolve()
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "egl")
     env["ROS_DOMAIN_ID"] = str(
@@ -294,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     if "FASTDDS_DEFAULT_PROFILES_FILE" not in env:  # node processes only; see module docstring
         frames = 4 * len(args.cameras)
         segment = shm_segment_bytes(max(w, ww), max(h, wh), frames=frames)
-        profile = write_fastdds_profile(out / "logs" / "fastdds.xml", segment)
+        profile = write_fastdds_profile(logs / "fastdds.xml", segment)
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     cams = "[" + ",".join(args.cameras) + "]"
     topics = "[" + ",".join(CAMERA_TOPICS[c] for c in args.cameras) + "]"
@@ -311,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         "-p",
         f"output_dir:={out}",
         "-p",
+        f"first_index:={args.first_index}",
+        "-p",
         f"storage:={args.storage}",
         "-p",
         f"compressed:={str(args.compressed).lower()}",
@@ -318,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     expert_args = ["-p", f"noise_std:={args.noise}", "-p", f"noise_seed:={args.seed}"]
     expert_args += ["-p", f"detour_prob:={args.detour}", "-p", f"detour_seed:={args.seed}"]
     expert_args += ["-p", f"miss_prob:={args.miss}", "-p", f"miss_seed:={args.seed}"]
-    graph = DemoGraph(env, sim_args, rec_args, out / "logs", expert_args)
+    graph = DemoGraph(env, sim_args, rec_args, logs, expert_args)
     results: list[dict] = []
     t0 = time.monotonic()
     try:
@@ -330,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ver-record-demos: interrupted; finished episodes are kept", file=sys.stderr)
     except (RuntimeError, TimeoutError) as e:
-        print(f"ver-record-demos: {e} (logs in {out / 'logs'})", file=sys.stderr)
+        print(f"ver-record-demos: {e} (logs in {logs})", file=sys.stderr)
         return 1
     finally:
         graph.close()
@@ -340,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(time.monotonic() - t0, 2),
             "results": results,
         }
-        (out / "record_summary.json").write_text(json.dumps(summary, indent=2))
+        (args.summary or out / "record_summary.json").write_text(json.dumps(summary, indent=2))
     print(
         f"ver-record-demos: {summary['successes']}/{summary['episodes']} successful episodes in {out}"
     )

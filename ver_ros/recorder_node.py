@@ -53,9 +53,35 @@ from ver_ros.params import declare_config, param
 from ver_ros.qos import LATCHED_QOS, command_qos, sensor_qos
 
 
+def episode_indices(root: Path) -> list[int]:
+    """Indices of the ``episode_NNNNNN`` directories in ``root``."""
+    return [
+        int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"episode_(\d+)", p.name))
+    ]
+
+
+def next_episode_dir(root: Path, first_index: int = -1) -> Path:
+    """The next episode directory: after the highest index in ``root`` (``first_index`` -1), or
+    the lowest free index >= ``first_index`` (a recorder that owns a block of indices while
+    another recorder fills the block after it)."""
+    taken = set(episode_indices(root))
+    if first_index < 0:
+        index = max(taken, default=-1) + 1
+    else:
+        index = first_index
+        while index in taken:
+            index += 1
+    return root / f"episode_{index:06d}"
+
+
 @dataclass
 class RecorderConfig:
     output_dir: str = param("demos", "directory that receives episode_NNNNNN/ bag directories")
+    first_index: int = param(
+        -1,
+        "index of the first episode directory: -1 = after the highest one in output_dir; >= 0 = "
+        "the lowest free index from there (parallel recorders writing one directory, each its block)",
+    )
     storage: str = param("mcap", "rosbag2 storage: mcap or sqlite3")
     compressed: bool = param(False, "store the image as JPEG CompressedImage instead of raw")
     jpeg_quality: int = param(90, "JPEG quality with compressed:=true")
@@ -105,6 +131,8 @@ class RecorderConfig:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         if not self.image_topics or len(set(self.image_topics)) != len(self.image_topics):
             raise ValueError(f"image_topics must be distinct topics, got {self.image_topics}")
+        if self.first_index < -1:
+            raise ValueError(f"first_index must be >= -1, got {self.first_index}")
         if self.segment_seconds <= 0 or self.queue_depth < 1 or self.write_queue < 1:
             raise ValueError("segment_seconds must be > 0, queue_depth and write_queue >= 1")
 
@@ -202,12 +230,6 @@ class RecorderNode(Node):
         except json.JSONDecodeError as e:
             self.get_logger().warning(f"bad episode info JSON ignored: {e}")
 
-    def _next_episode_dir(self, root: Path) -> Path:
-        taken = [
-            int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"episode_(\d+)", p.name))
-        ]
-        return root / f"episode_{max(taken, default=-1) + 1:06d}"
-
     def _finish(self, success: bool | None = None, **updates) -> dict:
         """Close the episode; ``success`` None takes it from the last ``/sim/episode`` info."""
         writer, self.writer = self.writer, None
@@ -219,6 +241,11 @@ class RecorderNode(Node):
             success, source = bool(self.episode_info["success"]), "sim"
         else:
             success, source = False, "none"
+        if writer.writer.metadata.get("seed") is None and "seed" in self.episode_info:
+            # the episode started before the sim's latched /sim/episode reached this node (a
+            # first episode on a busy machine): the sim republishes it every 0.2 s, and no reset
+            # came between start and finish, so the one now is this episode's
+            updates["seed"] = self.episode_info["seed"]
         try:
             summary = writer.close(
                 stop_time_ns=self._now_ns(), success=success, success_source=source, **updates
@@ -247,7 +274,7 @@ class RecorderNode(Node):
         root = Path(self.cfg.output_dir)
         try:
             check_writable(root, self.cfg.min_free_mb)
-            path = self._next_episode_dir(root)
+            path = next_episode_dir(root, self.cfg.first_index)
             meta = {
                 "task": self.cfg.task,
                 "success": False,

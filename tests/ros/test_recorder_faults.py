@@ -258,3 +258,42 @@ def test_compressed_images_read_back_with_mcap_reader(ros_env, tmp_path):
         assert IMG not in _read(Path(path))  # the raw stream is not stored beside it
     finally:
         rec.close()
+
+
+def test_first_index_block_and_seed_that_arrives_after_the_start(ros_env, tmp_path):
+    """A parallel worker's recorder (``first_index``) fills the lowest free directories of its
+    block whatever the other worker wrote after it, and an episode started before the sim's
+    latched /sim/episode reached the recorder still gets its seed (from the info that arrives
+    before the finish), not null: ver-record-demos --workers found a null seed this way."""
+    from std_msgs.msg import String
+
+    from ver_ros.qos import LATCHED_QOS
+
+    out = tmp_path / "demos"
+    for taken in (1, 6):  # the other worker's block, and a directory inside this one's
+        (out / f"episode_{taken:06d}").mkdir(parents=True)
+    rec = Recorder(ros_env, tmp_path, f"output_dir:={out}", "first_index:=5")
+    info = rec.node.create_publisher(String, "/sim/episode", LATCHED_QOS)
+    try:
+        ok, first = rec.call("start")  # nothing on /sim/episode yet: no seed at the start
+        assert ok, first
+        assert json.loads((Path(first) / "episode.json").read_text())["seed"] is None
+        info.publish(String(data=json.dumps({"seed": 42, "success": False})))
+        end = time.monotonic() + 20.0
+        while info.get_subscription_count() == 0:
+            assert time.monotonic() < end, "recorder never subscribed to /sim/episode"
+            rec.rclpy.spin_once(rec.node, timeout_sec=0.05)
+        time.sleep(1.0)  # the latched sample follows the match
+        ok, msg = rec.call("stop")
+        assert ok, msg
+        assert json.loads((Path(first) / "episode.json").read_text())["seed"] == 42
+        info.publish(String(data=json.dumps({"seed": 43, "success": False})))
+        time.sleep(1.0)
+        ok, second = rec.call("start")
+        assert ok, second
+        ok, msg = rec.call("stop")
+        assert ok, msg
+        assert json.loads((Path(second) / "episode.json").read_text())["seed"] == 43
+        assert [Path(first).name, Path(second).name] == ["episode_000005", "episode_000007"]
+    finally:
+        rec.close()

@@ -93,3 +93,45 @@ def test_scene_flags_are_checked_before_any_process_starts(
     with pytest.raises(SystemExit):
         parse_args(base + [flag, bad])
     assert message in capsys.readouterr().err
+
+
+def test_worker_blocks_cover_the_episodes_once_in_order():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from ver_ros.record_demos import worker_blocks
+
+    @given(st.integers(1, 500), st.integers(1, 16))
+    def check(episodes, workers):
+        blocks = worker_blocks(episodes, workers)
+        assert len(blocks) == min(episodes, workers)
+        covered = [first + i for first, count in blocks for i in range(count)]
+        assert covered == list(range(episodes))  # every episode once, blocks in seed order
+        counts = [count for _, count in blocks]
+        assert max(counts) - min(counts) <= 1 and min(counts) >= 1
+
+    check()
+    with pytest.raises(ValueError):
+        worker_blocks(0, 2)
+
+
+def test_next_episode_dir_appends_or_fills_its_block(tmp_path):
+    from ver_ros.recorder_node import next_episode_dir
+
+    assert next_episode_dir(tmp_path).name == "episode_000000"
+    for i in (0, 1, 4):
+        (tmp_path / f"episode_{i:06d}").mkdir()
+    (tmp_path / "episode_x").mkdir()  # not an episode directory
+    assert next_episode_dir(tmp_path).name == "episode_000005"  # after the highest
+    assert next_episode_dir(tmp_path, 0).name == "episode_000002"  # lowest free in the block
+    assert next_episode_dir(tmp_path, 4).name == "episode_000005"
+    assert next_episode_dir(tmp_path, 9).name == "episode_000009"
+
+
+def test_workers_option():
+    base = ["--episodes", "3", "--out", "/tmp/x"]
+    assert parse_args(base).workers == 1
+    assert parse_args([*base, "--workers", "8"]).workers == 3  # never more workers than episodes
+    assert 1 <= parse_args([*base, "--workers", "0"]).workers <= 3  # one per core
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--workers", "-1"])
