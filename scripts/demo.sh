@@ -16,7 +16,8 @@
 # Knobs (environment): VER_DEMO_EPISODES (demos, default 100: the keypose estimator generalizes with scenes, docs/RESULTS.md session 6), VER_DEMO_NOISE (DART noise std in rad,
 # default 0.03), VER_DEMO_MIN_DISTRACTORS (fewest distractors in a demo scene, default 3: every demo
 # shows the detector three objects that are not the cube; held-out scenes draw 0-3, RESULTS.md session 13),
-# VER_DEMO_IMAGE_RATE (camera rate of the recording, Hz, default 15), VER_DEMO_DETOUR (share of demos
+# VER_DEMO_IMAGE_RATE (camera rate of the recording, Hz, default 15), VER_DEMO_WORKERS (recording
+# graphs in parallel, default 0 = one per core: 1.44x the demos per minute on 2 cores, RESULTS.md session 18), VER_DEMO_DETOUR (share of demos
 # whose arm first hovers over a distractor while the label goes to the cube, default 0: 0.3 measured
 # no gain, RESULTS.md session 14), VER_DEMO_MISS (share of demos whose hand first closes 4.5-6 cm beside the
 # cube and lifts empty while the label reopens and goes to the cube: the policy learns to retry a missed
@@ -27,7 +28,8 @@
 # (held-out episodes, default 50), VER_DEMO_HEAD
 # (mlp|diffusion, default mlp), VER_DEMO_RTF (simulator speed during the evaluation as a fraction of
 # real time, default 0: slowed so that encoder + policy keep the observations inside the staleness budget, ver_ros.eval_graph.auto_rtf), VER_DEMO_MAX_STEPS (control steps before an evaluation episode fails,
-# default 100), VER_DEMO_BUDGET_S (staleness budget of the evaluated graph, default 0.4), VER_DEMO_OUT (output dir, default runs/demo), VER_LIBRARY (library
+# default 100), VER_DEMO_BACKEND (the evaluated graph's encoder backend, default onnxruntime: 1.22x
+# torch's speed on 2 views at 1 thread, tokens equal to 4e-6, RESULTS.md session 18), VER_DEMO_BUDGET_S (staleness budget of the evaluated graph, default 0.4), VER_DEMO_OUT (output dir, default runs/demo), VER_LIBRARY (library
 # checkpoint, default assets/ver_tiny_sim_library), VER_DEMO_TRAIN_ARGS (extra ver-train-router
 # flags, e.g. "--lr 1e-3"), VER_DEMO_IN_PROCESS=1 (evaluate without ROS).
 set -euo pipefail
@@ -39,6 +41,7 @@ episodes="${VER_DEMO_EPISODES:-100}"
 noise="${VER_DEMO_NOISE:-0.03}"
 min_distractors="${VER_DEMO_MIN_DISTRACTORS:-3}"
 image_rate="${VER_DEMO_IMAGE_RATE:-15}"
+workers="${VER_DEMO_WORKERS:-0}"
 detour="${VER_DEMO_DETOUR:-0}"
 miss="${VER_DEMO_MISS:-0.3}"
 steps="${VER_DEMO_STEPS:-100}"
@@ -49,6 +52,7 @@ head="${VER_DEMO_HEAD:-mlp}"
 rtf="${VER_DEMO_RTF:-0}"  # 0: auto, slowed so that this machine keeps up (ver_ros.eval_graph.auto_rtf)
 max_steps="${VER_DEMO_MAX_STEPS:-100}"
 budget="${VER_DEMO_BUDGET_S:-0.4}"
+backend="${VER_DEMO_BACKEND:-onnxruntime}"
 out="${VER_DEMO_OUT:-runs/demo}"
 library="${VER_LIBRARY:-assets/ver_tiny_sim_library}"
 t_all=$SECONDS
@@ -71,7 +75,7 @@ rm -rf "$out/demos"
 t=$SECONDS
 $BIN/ver-record-demos --episodes "$episodes" --out "$out/demos" --seed 0 --noise "$noise" \
   --cameras camera,wrist_camera --min-distractors "$min_distractors" --image-rate "$image_rate" \
-  --detour "$detour" --miss "$miss"
+  --detour "$detour" --miss "$miss" --workers "$workers"
 echo "demos: $(find "$out/demos" -maxdepth 1 -name 'episode_*' -type d | wc -l) episodes in $out/demos ($(( SECONDS - t )) s)"
 
 stage "2/3 training the Robot Router + $head head on the demos"
@@ -85,7 +89,7 @@ $BIN/ver-train-router --bag "$out/demos" --out "$out/policy" --head "$head" --st
   "${lib_args[@]}" ${VER_DEMO_TRAIN_ARGS:-}
 echo "task checkpoint: $out/policy ($(( SECONDS - t )) s)"
 
-mode=(--through-ros --rtf "$rtf")
+mode=(--through-ros --rtf "$rtf" --backend "$backend")
 [[ "${VER_DEMO_IN_PROCESS:-0}" == "1" ]] && mode=(--in-process)
 stage "3/3 closed-loop evaluation on $eval_episodes held-out seeds (${mode[*]})"
 t=$SECONDS
