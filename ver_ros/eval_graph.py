@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from ver_core.deploy.latency import LatencyStats
+from ver_core.eval.closed_loop import SETTLE_S  # under e-stop after a reset, as in-process
 from ver_core.eval.evaluate import EvalConfig, write_outputs
 from ver_core.eval.kinematics import TcpKinematics
 from ver_core.eval.report import build_report
@@ -40,16 +41,21 @@ from ver_core.eval.rollout import EpisodeResult
 __all__ = ["evaluate_through_ros", "graph_parameters"]
 
 NODES_WITH_LATENCY = ("encoder_node", "policy_node", "safety_node")
-SETTLE_S = 1.8  # sim seconds after a reset before the e-stop is released (old chunks expire)
 
 
 def graph_parameters(
-    base_yaml: Path, config: EvalConfig, log_dir: Path, rtf: float = 1.0, threads: int = 1
+    base_yaml: Path,
+    config: EvalConfig,
+    log_dir: Path,
+    rtf: float = 1.0,
+    threads: int = 1,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """The deployment parameter file with the evaluation's overrides (sim seeds and image size,
     sim speed ``rtf`` x real time, latency logs, no streaming of held poses so a reset pose is
     not pulled back). ``threads``: torch threads of the encoder and policy nodes (1 by default:
-    on a few shared cores, two processes with several threads each slow each other down)."""
+    on a few shared cores, two processes with several threads each slow each other down).
+    ``backend``: the encoder node's backend (None: the parameter file's)."""
     if not 0.05 <= rtf <= 1.0:
         raise ValueError(f"real-time factor must be in [0.05, 1], got {rtf}")
     params = yaml.safe_load(Path(base_yaml).read_text()) or {}
@@ -70,6 +76,8 @@ def graph_parameters(
         p["latency_log"] = str(log_dir / f"latency_{name}.json")
         if name != "safety_node" and threads > 0:
             p["threads"] = threads
+    if backend:
+        params["encoder_node"]["ros__parameters"]["backend"] = backend
     params["safety_node"]["ros__parameters"]["publish_while_holding"] = False
     if config.observation_budget_s is not None:  # the one budget of every node (the /** section)
         common = params.setdefault("/**", {}).setdefault("ros__parameters", {})
@@ -214,10 +222,12 @@ def auto_rtf(
     calls: int = 5,
     budget_s: float | None = None,
     image_rate_hz: float = IMAGE_RATE_HZ,
+    backend: str | None = None,
 ) -> tuple[float, float]:
     """A real-time factor at which this machine keeps up with the simulated robot: the chain the
     graph runs per observation (the encoder node's model on the checkpoint's views, then the
-    policy's chunk prediction with its grasp-point tracker; torch, ``threads``) is timed here, and
+    policy's chunk prediction with its grasp-point tracker; the encoder on ``backend``, None: the
+    deployment config's, as the graph will run it; ``threads``) is timed here, and
     the simulator is slowed so that it takes at most ``chain_sim_s(budget_s)`` simulated seconds
     (between 0.2 and 1 x real time, in steps of 0.05; ``budget_s`` None: the deployment default).
     Until session 10 the encoder alone was allowed 0.1 s: in the graph the tail then crossed the
@@ -227,11 +237,13 @@ def auto_rtf(
     import torch
 
     from ver_core.deploy import DEFAULT_BUDGET
-    from ver_core.export import RoutedEncoder
+    from ver_core.export.runner import build_encoder
     from ver_core.policy import TaskPolicy
 
     policy = TaskPolicy.from_pretrained(checkpoint).eval()
-    encoder = RoutedEncoder(policy, static_graph=False)
+    encoder = build_encoder(
+        policy, backend or deployed_backend(), checkpoint, "cpu", max(threads, 1)
+    ).fn
     size = policy.model.config.img_size
     x = torch.rand(policy.config.num_views, 3, size, size)
     state = torch.zeros(1, policy.config.state_dim)
@@ -258,6 +270,14 @@ def auto_rtf(
     return rtf_for(seconds, chain_sim_s(budget, image_rate_hz)), seconds
 
 
+def deployed_backend() -> str:
+    """The encoder node's backend in the deployment parameter file (config/franka_pick.yaml)."""
+    from ver_ros.graph import default_config_path
+
+    params = yaml.safe_load(default_config_path().read_text()) or {}
+    return str(params.get("encoder_node", {}).get("ros__parameters", {}).get("backend", "torch"))
+
+
 def rtf_for(seconds: float, sim_s: float) -> float:
     """The real-time factor at which a chain of ``seconds`` per observation takes at most
     ``sim_s`` simulated seconds (auto_rtf): in steps of 0.05 (rounded down), within [0.2, 1]."""
@@ -274,6 +294,7 @@ def evaluate_through_ros(
     ready_timeout_s: float = 180.0,
     rtf: float = 1.0,
     threads: int = 1,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Run ``config.episodes`` episodes through the ROS graph; write and return the report.
 
@@ -291,7 +312,7 @@ def evaluate_through_ros(
         (logs / f"latency_{name}.json").unlink(missing_ok=True)
     param_file = out / "eval_params.yaml"
     param_file.write_text(
-        yaml.safe_dump(graph_parameters(default_config_path(), config, logs, rtf, threads))
+        yaml.safe_dump(graph_parameters(default_config_path(), config, logs, rtf, threads, backend))
     )
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "egl")
@@ -347,6 +368,7 @@ def evaluate_through_ros(
         "config": asdict(config),
         "time_limit_sim_s": limit_s,
         "real_time_factor": rtf,
+        "encoder_backend": backend or deployed_backend(),
         "chunks_received": sup.chunks,
     }
     report = build_report(episodes, latency, meta)
