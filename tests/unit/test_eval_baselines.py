@@ -70,6 +70,16 @@ def test_eval_graph_parameters(tmp_path):
         EvalConfig(observation_budget_s=0.0)
     with pytest.raises(ValueError, match="real-time factor"):
         graph_parameters(default_config_path(), EvalConfig(), tmp_path, rtf=2.0)
+    # the encoder's backend: the parameter file's unless the evaluation names one (make demo:
+    # onnxruntime), and the other nodes' parameters are left as they were
+    from ver_ros.eval_graph import deployed_backend
+
+    shipped_backend = params["encoder_node"]["ros__parameters"]["backend"]
+    assert deployed_backend() == shipped_backend
+    ort = graph_parameters(default_config_path(), EvalConfig(), tmp_path, backend="onnxruntime")
+    assert ort["encoder_node"]["ros__parameters"]["backend"] == "onnxruntime"
+    for node in ("policy_node", "safety_node", "sim_node"):
+        assert ort[node] == graph_parameters(default_config_path(), EvalConfig(), tmp_path)[node]
 
 
 def test_auto_rtf_slows_the_simulator_only_as_much_as_the_graph_needs(tmp_path):
@@ -85,6 +95,9 @@ def test_auto_rtf_slows_the_simulator_only_as_much_as_the_graph_needs(tmp_path):
     sim = eval_graph.chain_sim_s(0.4)
     rtf, seconds = eval_graph.auto_rtf(ckpt, budget_s=0.4)
     assert 0 < seconds < sim and rtf == 1.0  # a tiny model keeps up
+    # timed on the backend the graph will run (here ONNX Runtime's exported graph)
+    rtf, seconds = eval_graph.auto_rtf(ckpt, budget_s=0.4, backend="onnxruntime")
+    assert 0 < seconds < sim and rtf == 1.0
     # the worst age at the gate: a frame interval + 2 chains at CONTENTION x their idle time
     assert 1 / 15 + 2 * eval_graph.CONTENTION * sim == pytest.approx(0.4)
     assert eval_graph.chain_sim_s(0.25) < sim  # a tighter budget slows the simulator more

@@ -54,6 +54,9 @@ class EvalCommand:
     # --through-ros: simulator speed as a fraction of real time (lower it on a slow or busy
     # machine); 0: auto, slowed so that encoder + policy keep up (ver_ros.eval_graph.auto_rtf)
     rtf: float = 1.0
+    # --through-ros: the encoder node's backend (tensorrt | onnxruntime | torch; unavailable ones
+    # fall back); '' = the deployment parameter file's (config/franka_pick.yaml)
+    backend: str = ""
     # torch threads of the policy (1: the simulator renders on the other core; 0: torch default)
     threads: int = 1
     quiet: bool = False  # no per-episode progress lines
@@ -104,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         rtf = args.rtf
         if rtf == 0:
             rtf, seconds = auto_rtf(
-                args.checkpoint, args.threads, budget_s=config.observation_budget_s
+                args.checkpoint,
+                args.threads,
+                budget_s=config.observation_budget_s,
+                backend=args.backend or None,
             )
             print(
                 f"ver-eval: encoder + policy take {seconds:.3f} s per observation here: "
@@ -121,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=progress,
             rtf=rtf,
             threads=args.threads,
+            backend=args.backend or None,
         )
     else:
         options.save(dataclasses.replace(args, out=out), out, PROG)

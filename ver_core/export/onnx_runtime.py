@@ -17,16 +17,20 @@ OUTPUT_NAMES = ("tokens", "experts")
 def export_onnx(
     encoder: nn.Module,
     path: str | Path,
-    image_size: int = 224,
+    image_size: int | None = None,
     opset: int = 17,
     views: int | None = None,
 ) -> Path:
     """Write ``encoder`` (views (V,3,S,S) -> tokens, experts) to ``path``; every shape static
-    (V = the policy's camera count unless ``views`` says otherwise)."""
+    (V = the policy's camera count unless ``views`` says otherwise, S = its model's image size
+    unless ``image_size`` does: until session 18 S defaulted to 224, and the onnxruntime backend
+    could not export a model of another size)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if views is None:
         views = encoder.policy.config.num_views
+    if image_size is None:
+        image_size = encoder.policy.model.config.img_size
     example = torch.zeros(views, 3, image_size, image_size)
     tmp = path.with_suffix(".onnx.tmp")
     torch.onnx.export(
