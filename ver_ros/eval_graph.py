@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -49,13 +50,13 @@ def graph_parameters(
     log_dir: Path,
     rtf: float = 1.0,
     threads: int = 1,
-    backend: str | None = None,
 ) -> dict[str, Any]:
     """The deployment parameter file with the evaluation's overrides (sim seeds and image size,
     sim speed ``rtf`` x real time, latency logs, no streaming of held poses so a reset pose is
     not pulled back). ``threads``: torch threads of the encoder and policy nodes (1 by default:
     on a few shared cores, two processes with several threads each slow each other down).
-    ``backend``: the encoder node's backend (None: the parameter file's)."""
+    The encoder's backend is a launch option of the graph, not a parameter here (``--backend``
+    of ver-bringup wins over the file)."""
     if not 0.05 <= rtf <= 1.0:
         raise ValueError(f"real-time factor must be in [0.05, 1], got {rtf}")
     params = yaml.safe_load(Path(base_yaml).read_text()) or {}
@@ -76,8 +77,6 @@ def graph_parameters(
         p["latency_log"] = str(log_dir / f"latency_{name}.json")
         if name != "safety_node" and threads > 0:
             p["threads"] = threads
-    if backend:
-        params["encoder_node"]["ros__parameters"]["backend"] = backend
     params["safety_node"]["ros__parameters"]["publish_while_holding"] = False
     if config.observation_budget_s is not None:  # the one budget of every node (the /** section)
         common = params.setdefault("/**", {}).setdefault("ros__parameters", {})
@@ -271,11 +270,30 @@ def auto_rtf(
 
 
 def deployed_backend() -> str:
-    """The encoder node's backend in the deployment parameter file (config/franka_pick.yaml)."""
-    from ver_ros.graph import default_config_path
+    """The encoder backend the graph runs when none is named: the ``backend`` launch option's
+    default (ver-bringup / franka_pick.launch.py; it overrides the parameter file's)."""
+    from ver_ros.graph import LAUNCH_ARGUMENTS
 
-    params = yaml.safe_load(default_config_path().read_text()) or {}
-    return str(params.get("encoder_node", {}).get("ros__parameters", {}).get("backend", "torch"))
+    return LAUNCH_ARGUMENTS["backend"][0]
+
+
+def bringup_command(checkpoint: str | Path, param_file: Path, backend: str | None) -> list[str]:
+    """The graph the evaluation starts: ver-bringup's simulator graph on ``param_file``, the
+    encoder on ``backend`` (None: ``deployed_backend``)."""
+    return [sys.executable, "-m", "ver_ros.bringup", "--checkpoint", str(Path(checkpoint).resolve()),
+            "--sim", "--config", str(param_file),
+            "--backend", backend or deployed_backend()]  # fmt: skip
+
+
+def encoder_backend_from_log(log: Path) -> str | None:
+    """The backend the encoder node reports it runs ("encoder ready: backend X"), None if absent:
+    a requested backend falls back when it cannot run, so the report says what ran."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.findall(r"encoder ready: backend (\w+)", text)
+    return found[-1] if found else None
 
 
 def rtf_for(seconds: float, sim_s: float) -> float:
@@ -312,15 +330,14 @@ def evaluate_through_ros(
         (logs / f"latency_{name}.json").unlink(missing_ok=True)
     param_file = out / "eval_params.yaml"
     param_file.write_text(
-        yaml.safe_dump(graph_parameters(default_config_path(), config, logs, rtf, threads, backend))
+        yaml.safe_dump(graph_parameters(default_config_path(), config, logs, rtf, threads))
     )
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "egl")
     env["ROS_DOMAIN_ID"] = env.get("VER_EVAL_DOMAIN_ID") or str(random.randint(1, 200))
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    cmd = [sys.executable, "-m", "ver_ros.bringup", "--checkpoint", str(Path(checkpoint).resolve()),
-           "--sim", "--config", str(param_file)]  # fmt: skip
+    cmd = bringup_command(checkpoint, param_file, backend)
     log = open(logs / "bringup.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -368,7 +385,7 @@ def evaluate_through_ros(
         "config": asdict(config),
         "time_limit_sim_s": limit_s,
         "real_time_factor": rtf,
-        "encoder_backend": backend or deployed_backend(),
+        "encoder_backend": encoder_backend_from_log(logs / "bringup.log"),
         "chunks_received": sup.chunks,
     }
     report = build_report(episodes, latency, meta)

@@ -10,7 +10,7 @@ import yaml
 
 from ver_core.eval import EvalConfig
 from ver_core.eval.baselines import FrozenFeaturePolicy
-from ver_core.policy import NormStats, TaskConfig
+from ver_core.policy import NormStats, TaskConfig, TaskPolicy
 
 
 def test_frozen_feature_policy_round_trip(tmp_path):
@@ -70,16 +70,34 @@ def test_eval_graph_parameters(tmp_path):
         EvalConfig(observation_budget_s=0.0)
     with pytest.raises(ValueError, match="real-time factor"):
         graph_parameters(default_config_path(), EvalConfig(), tmp_path, rtf=2.0)
-    # the encoder's backend: the parameter file's unless the evaluation names one (make demo:
-    # onnxruntime), and the other nodes' parameters are left as they were
-    from ver_ros.eval_graph import deployed_backend
+    # the encoder's backend is a launch option of the graph (it wins over the parameter file):
+    # the evaluation passes it to ver-bringup, whose dry run shows what the encoder node gets.
+    # (Session 18's first make demo set it in the parameter file only: the graph ran torch while
+    # auto_rtf had timed ONNX Runtime, and the simulator ran too fast for the chain: 39/50.)
+    import subprocess
+    import sys
 
-    shipped_backend = params["encoder_node"]["ros__parameters"]["backend"]
-    assert deployed_backend() == shipped_backend
-    ort = graph_parameters(default_config_path(), EvalConfig(), tmp_path, backend="onnxruntime")
-    assert ort["encoder_node"]["ros__parameters"]["backend"] == "onnxruntime"
-    for node in ("policy_node", "safety_node", "sim_node"):
-        assert ort[node] == graph_parameters(default_config_path(), EvalConfig(), tmp_path)[node]
+    from ver_ros.eval_graph import bringup_command, deployed_backend, encoder_backend_from_log
+    from ver_ros.graph import LAUNCH_ARGUMENTS
+
+    assert deployed_backend() == LAUNCH_ARGUMENTS["backend"][0]
+    ckpt = TaskPolicy.build(
+        TaskConfig(model_overrides={"depth": 3, "moe_blocks": 2, "img_size": 32})
+    ).save_pretrained(tmp_path / "task")
+    param_file = tmp_path / "params.yaml"
+    param_file.write_text(yaml.safe_dump(params))
+    for backend, expected in ((None, deployed_backend()), ("onnxruntime", "onnxruntime")):
+        cmd = bringup_command(ckpt, param_file, backend)
+        out = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, check=True)
+        encoder = [line for line in out.stdout.splitlines() if "encoder_node" in line]
+        assert encoder and f"encoder_node:backend:={expected}" in encoder[0], out.stdout
+        assert cmd[0] == sys.executable
+    log = tmp_path / "bringup.log"
+    log.write_text("[encoder_node]: encoder ready: backend onnxruntime (fp32, 1 threads), ...\n")
+    assert encoder_backend_from_log(log) == "onnxruntime"
+    log.write_text("nothing started\n")
+    assert encoder_backend_from_log(log) is None
+    assert encoder_backend_from_log(tmp_path / "missing.log") is None
 
 
 def test_auto_rtf_slows_the_simulator_only_as_much_as_the_graph_needs(tmp_path):
@@ -87,7 +105,6 @@ def test_auto_rtf_slows_the_simulator_only_as_much_as_the_graph_needs(tmp_path):
     observation) x real time, clamped to [0.2, 1] in steps of 0.05; the allowance follows the
     staleness budget, so that the observation behind the executing command stays inside it."""
     import ver_ros.eval_graph as eval_graph
-    from ver_core.policy import TaskConfig, TaskPolicy
 
     ckpt = TaskPolicy.build(
         TaskConfig(model_overrides={"depth": 3, "moe_blocks": 2, "img_size": 32})
