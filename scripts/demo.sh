@@ -28,8 +28,9 @@
 # (held-out episodes, default 50), VER_DEMO_HEAD
 # (mlp|diffusion, default mlp), VER_DEMO_RTF (simulator speed during the evaluation as a fraction of
 # real time, default 0: slowed so that encoder + policy keep the observations inside the staleness budget, ver_ros.eval_graph.auto_rtf), VER_DEMO_MAX_STEPS (control steps before an evaluation episode fails,
-# default 100), VER_DEMO_BACKEND (the evaluated graph's encoder backend, default onnxruntime: 1.22x
-# torch's speed on 2 views at 1 thread, tokens equal to 4e-6, RESULTS.md session 18), VER_DEMO_BUDGET_S (staleness budget of the evaluated graph, default 0.4), VER_DEMO_OUT (output dir, default runs/demo), VER_LIBRARY (library
+# default 100), VER_DEMO_BACKEND (the evaluated graph's encoder backend, default torch as deployed;
+# onnxruntime is 1.22x torch's speed idle but ~1.06x in the loaded graph, so --rtf 0 runs the
+# simulator faster than the graph keeps up with: RESULTS.md session 18), VER_DEMO_BUDGET_S (staleness budget of the evaluated graph, default 0.4), VER_DEMO_OUT (output dir, default runs/demo), VER_LIBRARY (library
 # checkpoint, default assets/ver_tiny_sim_library), VER_DEMO_TRAIN_ARGS (extra ver-train-router
 # flags, e.g. "--lr 1e-3"), VER_DEMO_IN_PROCESS=1 (evaluate without ROS).
 set -euo pipefail
@@ -52,7 +53,7 @@ head="${VER_DEMO_HEAD:-mlp}"
 rtf="${VER_DEMO_RTF:-0}"  # 0: auto, slowed so that this machine keeps up (ver_ros.eval_graph.auto_rtf)
 max_steps="${VER_DEMO_MAX_STEPS:-100}"
 budget="${VER_DEMO_BUDGET_S:-0.4}"
-backend="${VER_DEMO_BACKEND:-onnxruntime}"
+backend="${VER_DEMO_BACKEND:-torch}"
 out="${VER_DEMO_OUT:-runs/demo}"
 library="${VER_LIBRARY:-assets/ver_tiny_sim_library}"
 t_all=$SECONDS
