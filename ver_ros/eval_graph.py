@@ -45,11 +45,7 @@ NODES_WITH_LATENCY = ("encoder_node", "policy_node", "safety_node")
 
 
 def graph_parameters(
-    base_yaml: Path,
-    config: EvalConfig,
-    log_dir: Path,
-    rtf: float = 1.0,
-    threads: int = 1,
+    base_yaml: Path, config: EvalConfig, log_dir: Path, rtf: float = 1.0, threads: int = 1
 ) -> dict[str, Any]:
     """The deployment parameter file with the evaluation's overrides (sim seeds and image size,
     sim speed ``rtf`` x real time, latency logs, no streaming of held poses so a reset pose is

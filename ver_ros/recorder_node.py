@@ -226,9 +226,13 @@ class RecorderNode(Node):
 
     def _on_episode_info(self, msg: String) -> None:
         try:
-            self.episode_info = json.loads(msg.data)
+            info = json.loads(msg.data)
         except json.JSONDecodeError as e:
             self.get_logger().warning(f"bad episode info JSON ignored: {e}")
+            return
+        if info.get("seed") != self.episode_info.get("seed"):  # once per reset, not per message
+            self.get_logger().info(f"episode info: seed {info.get('seed')}")
+        self.episode_info = info
 
     def _finish(self, success: bool | None = None, **updates) -> dict:
         """Close the episode; ``success`` None takes it from the last ``/sim/episode`` info."""

@@ -278,17 +278,20 @@ def test_first_index_block_and_seed_that_arrives_after_the_start(ros_env, tmp_pa
         ok, first = rec.call("start")  # nothing on /sim/episode yet: no seed at the start
         assert ok, first
         assert json.loads((Path(first) / "episode.json").read_text())["seed"] is None
-        info.publish(String(data=json.dumps({"seed": 42, "success": False})))
-        end = time.monotonic() + 20.0
-        while info.get_subscription_count() == 0:
-            assert time.monotonic() < end, "recorder never subscribed to /sim/episode"
-            rec.rclpy.spin_once(rec.node, timeout_sec=0.05)
-        time.sleep(1.0)  # the latched sample follows the match
+
+        def publish_and_wait(seed: int) -> None:
+            """Publish the info and wait (generously) until the recorder logs that it has it."""
+            info.publish(String(data=json.dumps({"seed": seed, "success": False})))
+            end = time.monotonic() + 30.0
+            while f"episode info: seed {seed}" not in rec.log():
+                assert time.monotonic() < end, f"recorder never got seed {seed}:\n{rec.log()}"
+                rec.rclpy.spin_once(rec.node, timeout_sec=0.05)
+
+        publish_and_wait(42)  # latched: delivered once the recorder's subscription matches
         ok, msg = rec.call("stop")
         assert ok, msg
         assert json.loads((Path(first) / "episode.json").read_text())["seed"] == 42
-        info.publish(String(data=json.dumps({"seed": 43, "success": False})))
-        time.sleep(1.0)
+        publish_and_wait(43)
         ok, second = rec.call("start")
         assert ok, second
         ok, msg = rec.call("stop")

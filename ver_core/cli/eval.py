@@ -55,7 +55,7 @@ class EvalCommand:
     # machine); 0: auto, slowed so that encoder + policy keep up (ver_ros.eval_graph.auto_rtf)
     rtf: float = 1.0
     # --through-ros: the encoder node's backend (tensorrt | onnxruntime | torch; unavailable ones
-    # fall back); '' = the deployment parameter file's (config/franka_pick.yaml)
+    # fall back); '' = the graph's launch default (ver_ros.eval_graph.deployed_backend: torch)
     backend: str = ""
     # torch threads of the policy (1: the simulator renders on the other core; 0: torch default)
     threads: int = 1
