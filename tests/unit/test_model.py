@@ -219,3 +219,30 @@ def test_bad_inputs_name_the_problem(tmp_path):
     (tmp_path / "ck" / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="cannot read"):
         load_library(tmp_path / "ck")
+
+
+def test_resize_input_resamples_the_patch_grid_and_keeps_the_rest():
+    """A model resized to another resolution takes those images, keeps every weight but the patch
+    grid's position embeddings (CLS entry unchanged), and a constant grid stays constant (bicubic
+    weights sum to one); a size that is not a multiple of the patch is refused."""
+    torch.manual_seed(0)
+    model = build_model("ver_tiny", depth=3, moe_blocks=2, img_size=64).eval()  # 4x4 patches
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.resize_input(64) is model and torch.equal(model.pos_embed, before["pos_embed"])
+    with torch.no_grad():
+        model.pos_embed[:, 1:] = 0.25
+    model.resize_input(96)  # 6x6 patches
+    assert model.config.img_size == 96 and model.config.num_tokens == 37
+    assert model.pos_embed.shape == (1, 37, 192)
+    torch.testing.assert_close(model.pos_embed[:, 1:], torch.full((1, 36, 192), 0.25))
+    assert torch.equal(model.pos_embed[:, 0], before["pos_embed"][:, 0])
+    for k, v in model.state_dict().items():
+        if k != "pos_embed":
+            assert torch.equal(v, before[k]), k
+    with torch.no_grad():
+        out = model.forward_features(torch.randn(2, 3, 96, 96))
+    assert out.tokens.shape == (2, 37, 192) and torch.isfinite(out.tokens).all()
+    with pytest.raises(ValueError, match="expected images of shape"):
+        model.forward_bvt(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        model.resize_input(100)

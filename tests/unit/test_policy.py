@@ -348,3 +348,28 @@ def test_keypose_mode_policy_acts_relative_to_the_keypose_it_acts_on():
         np.full((2, 4, 7), 0.3, np.float32),
         atol=1e-5,
     )
+
+
+def test_policy_at_another_image_size_round_trips(tmp_path):
+    """``image_size`` runs the library at that resolution (its grid's position embeddings
+    resampled); the checkpoint records the size and reloads with identical actions."""
+    from ver_core.model import build_model, save_library
+
+    torch.manual_seed(4)
+    save_library(tmp_path / "lib", build_model("ver_tiny", **TINY))  # 64 px, 4x4 patches
+    rng = np.random.default_rng(1)
+    policy = TaskPolicy.build(
+        tiny_config(library=str(tmp_path / "lib"), image_size=96), fake_stats(rng)
+    )
+    assert policy.model.config.img_size == 96 and policy.model.config.grid_size == 6
+    images, state = torch.randn(2, 3, 96, 96), torch.zeros(2, 8)
+    with torch.no_grad():
+        feats = policy.encode(images)
+        assert feats.tokens.shape == (2, 1, 37, 192)
+        want = policy.predict_chunk(feats.tokens, state)
+    policy.save_pretrained(tmp_path / "task")
+    loaded = TaskPolicy.from_pretrained(tmp_path / "task")
+    assert loaded.config.image_size == 96 and loaded.model.config.img_size == 96
+    with torch.no_grad():
+        got = loaded.predict_chunk(loaded.encode(images).tokens, state)
+    assert torch.equal(got, want)

@@ -140,6 +140,28 @@ class VisionExpertTransformer(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def resize_input(self, img_size: int) -> VisionExpertTransformer:
+        """Take ``img_size`` px images from now on: the patch grid's position embeddings are
+        resampled (bicubic, the CLS entry kept), the way ViTs run at other resolutions. Fewer
+        patches cost proportionally less compute in every block (160 px: 100 patches, 224 px: 196).
+        In place; returns the model."""
+        c = self.config
+        if img_size == c.img_size:
+            return self
+        if img_size <= 0 or img_size % c.patch_size:
+            raise ValueError(f"img_size {img_size} is not a positive multiple of {c.patch_size}")
+        g_old, g_new = c.grid_size, img_size // c.patch_size
+        pos = self.pos_embed.detach()
+        grid = pos[:, 1:].reshape(1, g_old, g_old, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
+        grid = F.interpolate(grid, size=(g_new, g_new), mode="bicubic", align_corners=False)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, g_new * g_new, -1)
+        self.pos_embed = nn.Parameter(
+            torch.cat([pos[:, :1], grid], dim=1), requires_grad=self.pos_embed.requires_grad
+        )
+        c.img_size = img_size
+        self.patch_embed.img_size = img_size
+        return self
+
     # ----------------------------------------------------------------- routers
     def _add_router(self, name: str, spec: RouterSpec) -> RouterSet:
         c = self.config

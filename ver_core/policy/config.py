@@ -40,6 +40,10 @@ class TaskConfig:
     model: str = "ver_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     library: str | None = None  # library checkpoint dir (None: freshly initialized library)
+    # input resolution, px (None: the library's own, 224 for the shipped one); another size runs
+    # the library at it with resampled position embeddings (VisionExpertTransformer.resize_input):
+    # 160 px is 100 patches instead of 196, ~2.3x less compute per frame (RESULTS.md session 19)
+    image_size: int | None = None
     router: RouterConfig = field(default_factory=RouterConfig)
     head: str = "mlp"
     neck: str = "conv"

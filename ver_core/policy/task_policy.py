@@ -174,6 +174,8 @@ class TaskPolicy(ActionNormalization, nn.Module):
                 "train one with ver-distill for real results",
                 config.model,
             )
+        if config.image_size is not None:
+            model.resize_input(config.image_size)
         return cls(config, model, stats)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
