@@ -213,3 +213,39 @@ def test_torch_backend_runs_the_dense_dispatch_on_a_gpu_and_the_same_tokens(poli
     dense_tokens, dense_experts = RoutedEncoder(policy, dispatch="dense")(x)
     torch.testing.assert_close(dense_tokens, sparse_tokens, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(dense_experts, sparse_experts)
+
+
+def test_tensorrt_compiles_for_the_policys_views_and_resolution(monkeypatch):
+    """compile_tensorrt asks torch-tensorrt for the input the encoder node will feed: (V, 3, S, S)
+    with V the policy's cameras and S its model's resolution (a 160 px policy is not compiled
+    for 224). torch-tensorrt itself is replaced at its import boundary: no TensorRT here."""
+    from ver_core.export import tensorrt
+    from ver_core.policy import TaskConfig, TaskPolicy
+
+    seen = {}
+
+    class FakeInput:
+        def __init__(self, shape, dtype):
+            seen["shape"], seen["dtype"] = tuple(shape), dtype
+
+    class FakeTRT:
+        Input = FakeInput
+
+        @staticmethod
+        def compile(module, **kw):
+            seen["precisions"] = kw["enabled_precisions"]
+            return module
+
+    cameras = ["/camera/camera/color/image_raw", "/wrist_camera/camera/color/image_raw"]
+    policy = TaskPolicy.build(
+        TaskConfig(
+            image_topics=cameras, image_size=64, model_overrides={"depth": 2, "moe_blocks": 1}
+        )
+    )
+    monkeypatch.setattr(tensorrt, "_import_trt", lambda: FakeTRT)
+    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+    tensorrt.compile_tensorrt(RoutedEncoder(policy, dispatch="dense"), precision="fp16")
+    assert seen["shape"] == (2, 3, 64, 64) and seen["dtype"] == torch.float32
+    assert seen["precisions"] == {torch.float32, torch.float16}
+    tensorrt.compile_tensorrt(RoutedEncoder(policy, dispatch="dense"), image_size=96, batch=1)
+    assert seen["shape"] == (1, 3, 96, 96)

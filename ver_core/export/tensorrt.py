@@ -36,13 +36,19 @@ def _import_trt():
 
 
 def compile_tensorrt(
-    encoder: nn.Module, image_size: int = 224, precision: str = "fp16", batch: int | None = None
+    encoder: nn.Module,
+    image_size: int | None = None,
+    precision: str = "fp16",
+    batch: int | None = None,
 ):
     """Compile ``encoder`` (``RoutedEncoder(policy, dispatch="dense")``) for a (V, 3, S, S) CUDA
-    input (V = the policy's cameras unless ``batch`` says otherwise); returns the compiled
-    module. ``precision``: the lowest precision TensorRT may use (fp32, fp16 or bf16)."""
+    input (V = the policy's cameras and S its model's resolution unless ``batch`` / ``image_size``
+    say otherwise); returns the compiled module. ``precision``: the lowest precision TensorRT may
+    use (fp32, fp16 or bf16)."""
     if batch is None:
         batch = encoder.policy.config.num_views
+    if image_size is None:  # a policy trained at --image-size 160 takes 160 px, not 224
+        image_size = encoder.policy.model.config.img_size
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     trt = _import_trt()
