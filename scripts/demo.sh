@@ -24,7 +24,10 @@
 # grasp, default 0.3, RESULTS.md session 15), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation
 # loss is lowest at 400-500 and rises after; in-process 17/20 vs 15/20 at 3000, docs/RESULTS.md session 10),
-# VER_DEMO_BATCH (training batch, default 32), VER_DEMO_EVAL_EPISODES
+# VER_DEMO_BATCH (training batch, default 32), VER_DEMO_IMAGE_SIZE (the policy's input resolution in px,
+# default the library's 224; 192 / 160 cost 1.38x / 1.86x less per control tick and 1.46x / 2.22x less
+# per cached training frame, and picked 45/50 and 42/50 against 46/50 on the same demos: the scene
+# camera loses the cube's identity first, RESULTS.md session 19), VER_DEMO_EVAL_EPISODES
 # (held-out episodes, default 50), VER_DEMO_HEAD
 # (mlp|diffusion, default mlp), VER_DEMO_RTF (simulator speed during the evaluation as a fraction of
 # real time, default 0: slowed so that encoder + policy keep the observations inside the staleness budget, ver_ros.eval_graph.auto_rtf), VER_DEMO_MAX_STEPS (control steps before an evaluation episode fails,
@@ -54,6 +57,7 @@ rtf="${VER_DEMO_RTF:-0}"  # 0: auto, slowed so that this machine keeps up (ver_r
 max_steps="${VER_DEMO_MAX_STEPS:-100}"
 budget="${VER_DEMO_BUDGET_S:-0.4}"
 backend="${VER_DEMO_BACKEND:-torch}"
+image_size="${VER_DEMO_IMAGE_SIZE:-}"
 out="${VER_DEMO_OUT:-runs/demo}"
 library="${VER_LIBRARY:-assets/ver_tiny_sim_library}"
 t_all=$SECONDS
@@ -63,8 +67,9 @@ stage() { echo; echo "== [$(( SECONDS - t_all ))s] $*"; }
 stage "VER-ROS demo: $episodes demos, $steps router + $head_steps head steps ($head head), $eval_episodes held-out episodes -> $out"
 mkdir -p "$out"
 lib_args=()
+if [[ -n "$image_size" ]]; then lib_args+=(--image-size "$image_size"); fi
 if [[ -f "$library/config.json" ]]; then
-  lib_args=(--library "$library")
+  lib_args+=(--library "$library")
   echo "library: $library"
 else
   echo "WARNING: no VER library at $library: the router trains over a FRESHLY INITIALIZED library." >&2
