@@ -282,3 +282,39 @@ def test_dense_student_trains_with_dense_routing_only(tmp_path, bag_dir, caplog)
     assert json.loads((out / "metrics.json").read_text())["expert_utilization"] == []
     assert main([*args, "--out", str(tmp_path / "ver"), "--routing", "patchwise"]) == 2
     assert "needs expert library blocks" in caplog.text
+
+
+def test_episode_positions_count_within_each_episode():
+    from ver_core.train.trainer import episode_positions
+
+    assert episode_positions(np.array([0, 0, 0, 1, 1, 2, 0])).tolist() == [0, 1, 2, 0, 1, 0, 3]
+
+
+@pytest.mark.parametrize("augment_views", [0, 1])
+def test_frame_stride_trains_on_every_nth_sample_and_computes_only_their_tokens(
+    tmp_path, demos, augment_views
+):
+    """frame_stride 2: training and validation draw only the even positions of each episode; the
+    BVT and routed-token caches hold those samples' tokens (equal to the full run's) and nothing
+    for the others; the run trains through both phases."""
+    from ver_core.train.trainer import episode_positions
+
+    kw = dict(steps=4, head_steps=4, augment_views=augment_views)
+    full = RouterTrainer(make_policy(), demos, tmp_path / "full", fast(**kw))
+    half = RouterTrainer(make_policy(), demos, tmp_path / "half", fast(frame_stride=2, **kw))
+    even = episode_positions(demos.episode) % 2 == 0
+    assert even[half.train_idx].all() and even[half.val_idx].all()
+    assert set(half.train_idx) == set(full.train_idx[even[full.train_idx]])
+    assert set(half.val_idx) == set(full.val_idx[even[full.val_idx]])
+    n = len(demos)
+    rows_used = np.concatenate([half.used + k * n for k in range(augment_views + 1)])
+    rows_left = np.setdiff1d(np.arange(len(half.bank)), rows_used)
+    assert len(rows_left) > 0 and not half.bank[rows_left].any()
+    np.testing.assert_allclose(  # the same frames, batched differently
+        half.bank[rows_used].astype(np.float32), full.bank[rows_used], rtol=1e-3, atol=1e-3
+    )
+    half.fit()
+    assert half.step == 8 and np.isfinite(half.history["val"][-1][1])
+    assert not half.routed_tokens()[rows_left].any() and half.routed_tokens()[rows_used].any()
+    with pytest.raises(ValueError, match="frame_stride must be >= 1"):
+        fast(frame_stride=0)

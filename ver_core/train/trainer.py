@@ -52,13 +52,24 @@ class TrainConfig:
     augment_shift: int = 4
     augment_color: float = 0.2
     state_noise: float = 0.0  # std (rad) of noise on the joint angles fed to the policy
+    # train and validate on every n-th sample of each episode (1: all). The frozen-feature caches
+    # (BVT tokens, then the routed tokens) are computed for those samples only, so n = 2 halves
+    # their cost; labels (keyposes, grasp points) still come from the full episodes
+    frame_stride: int = 1
 
     @property
     def augment(self) -> AugmentConfig:
         return AugmentConfig(self.augment_views, self.augment_shift, self.augment_color, self.seed)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "feature_batch"):
+        for name in (
+            "steps",
+            "batch_size",
+            "val_every",
+            "checkpoint_every",
+            "feature_batch",
+            "frame_stride",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.head_steps < 0:
@@ -70,6 +81,16 @@ class TrainConfig:
         if not 0 <= self.state_noise <= 0.5:
             raise ValueError(f"state_noise must be in [0, 0.5] rad, got {self.state_noise}")
         _ = self.augment  # AugmentConfig validates the augmentation settings
+
+
+def episode_positions(episode: np.ndarray) -> np.ndarray:
+    """Each sample's index inside its episode (samples of an episode in time order)."""
+    episode = np.asarray(episode)
+    out = np.zeros(len(episode), np.int64)
+    for e in np.unique(episode):
+        idx = np.flatnonzero(episode == e)
+        out[idx] = np.arange(len(idx))
+    return out
 
 
 def split_episodes(num_episodes: int, val_fraction: float) -> tuple[list[int], list[int]]:
@@ -133,18 +154,14 @@ class RouterTrainer:
         train_eps, val_eps = split_episodes(len(data.episode_names), config.val_fraction)
         # by name, in train_state.json and metrics.json: which scenes the policy was shown
         self.val_episodes = [data.episode_names[i] for i in val_eps]
-        self.train_idx = np.flatnonzero(np.isin(data.episode, train_eps))
-        self.val_idx = np.flatnonzero(np.isin(data.episode, val_eps))
+        kept = episode_positions(data.episode) % config.frame_stride == 0
+        self.train_idx = np.flatnonzero(np.isin(data.episode, train_eps) & kept)
+        self.val_idx = np.flatnonzero(np.isin(data.episode, val_eps) & kept)
         if len(self.train_idx) == 0:
             raise ValueError("no training samples after holding out validation episodes")
-        self.tokens = cached_bvt_tokens(
-            policy.model,
-            data.images,
-            data.key or "nokey",
-            cache_dir,
-            config.feature_batch,
-            config.progress,
-        )  # (N, C, 1+P, D) fp16, C camera views
+        self.used = np.flatnonzero(kept)  # samples whose tokens are computed
+        self.tokens = self._bvt_tokens(data.images, data.key or "nokey", cache_dir)
+        # (N, C, 1+P, D) fp16, C camera views; zeros in the samples a frame stride leaves out
         self.bank = self._token_bank(cache_dir)  # ((1+A)N, C, 1+P, D): originals, then each
         # augmented copy
         tr = self.train_idx  # resume() replaces these with the saved statistics
@@ -209,6 +226,25 @@ class RouterTrainer:
         )
         return cls, offset, yaw
 
+    def _bvt_tokens(self, images: np.ndarray, key: str, cache_dir: str | Path | None) -> np.ndarray:
+        """BVT tokens of the samples in ``self.used`` (all of them without a frame stride)."""
+        stride = self.cfg.frame_stride
+        if stride == 1:
+            return cached_bvt_tokens(
+                self.policy.model, images, key, cache_dir, self.cfg.feature_batch, self.cfg.progress
+            )
+        part = cached_bvt_tokens(
+            self.policy.model,
+            images[self.used],
+            f"{key}_stride{stride}",
+            cache_dir,
+            self.cfg.feature_batch,
+            self.cfg.progress,
+        )
+        tokens = np.zeros((len(images), *part.shape[1:]), part.dtype)  # untouched pages: free
+        tokens[self.used] = part
+        return tokens
+
     def _token_bank(self, cache_dir: str | Path | None) -> np.ndarray:
         aug, data = self.cfg.augment, self.data
         if aug.views == 0:
@@ -217,13 +253,10 @@ class RouterTrainer:
         for v in range(1, aug.views + 1):
             log.info("augmented view %d/%d (%s)", v, aug.views, aug.cache_tag(v))
             banks.append(
-                cached_bvt_tokens(
-                    self.policy.model,
+                self._bvt_tokens(
                     augmented_views(data.images, aug, v),
                     f"{data.key or 'nokey'}_{aug.cache_tag(v)}",
                     cache_dir,
-                    self.cfg.feature_batch,
-                    self.cfg.progress,
                 )
             )
         bank = np.concatenate(banks)
@@ -292,13 +325,16 @@ class RouterTrainer:
 
     @torch.no_grad()
     def routed_tokens(self) -> np.ndarray:
-        """Every frame through the trained router as deployed (eval mode, K = k_min), once."""
+        """Every used frame (all but those a frame stride leaves out) through the trained router
+        as deployed (eval mode, K = k_min), once."""
         if self._routed is None:
             self.policy.eval()
-            n, b = len(self.bank), self.cfg.feature_batch
-            self._routed = np.empty(self.bank.shape, np.float32)  # routing keeps (C, 1+P, D)
-            for start in range(0, n, b):
-                idx = np.arange(start, min(start + b, n))
+            n, b = len(self.data), self.cfg.feature_batch
+            views = len(self.bank) // n  # the originals, then each augmented copy
+            rows = np.concatenate([self.used + k * n for k in range(views)])
+            self._routed = np.zeros(self.bank.shape, np.float32)  # routing keeps (C, 1+P, D)
+            for start in range(0, len(rows), b):
+                idx = rows[start : start + b]
                 bvt = torch.from_numpy(self.bank[idx].astype(np.float32))
                 self._routed[idx] = self.policy.route(bvt).tokens.numpy()
             self.policy.train()
