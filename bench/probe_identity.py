@@ -49,16 +49,25 @@ OBJECT_FRACTION = 0.2  # a patch shows an object from this fraction of its pixel
 CAMERAS = ("camera", "wrist_camera")
 
 
-def render_home_scenes(seeds, cameras, grid: int) -> dict[str, np.ndarray]:
+def render_home_scenes(seeds, cameras, grid: int, placement=None) -> dict[str, np.ndarray]:
     """Per scene at the home pose: the RGB view of every camera (n, V, H, W, 3) and its per-patch
     cube / distractor pixel fractions (n, V, P) on the model's grid (the squash-resize the
-    policy's preprocessing does)."""
+    policy's preprocessing does). ``placement``: (camera_pos, camera_target) of the scene camera
+    (None: the simulator's)."""
+    import dataclasses
+
     import torch.nn.functional as F
 
     from ver_core.eval.evaluate import EvalConfig, eval_env
+    from ver_core.sim import FrankaPickEnv
     from ver_core.sim.config import SEG_CLASSES
 
     env = eval_env(EvalConfig())
+    if placement is not None:
+        pos, target = (tuple(map(float, v)) for v in placement)
+        config = dataclasses.replace(env.config, camera_pos=pos, camera_target=target)
+        env.close()
+        env = FrankaPickEnv(config)
     env.config.min_distractors = 3  # every scene shows the identity question
     views, cube, distractor = [], [], []
     try:
@@ -80,18 +89,29 @@ def render_home_scenes(seeds, cameras, grid: int) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def feature_sets(library: str, checkpoint: str | None, views: np.ndarray) -> dict[str, np.ndarray]:
+def feature_sets(
+    library: str, checkpoint: str | None, views: np.ndarray, image_size: int | None = None
+) -> dict[str, np.ndarray]:
     """views (n, V, H, W, 3) -> (n, V, P, D) patch tokens per feature set (class tokens dropped).
-    The checkpoint's router sees all V views of a scene at once, as it does when deployed."""
+    The checkpoint's router sees all V views of a scene at once, as it does when deployed.
+    ``image_size``: run the library at that resolution (``TaskConfig.image_size``); a checkpoint
+    runs at its own, which must be the same."""
     from ver_core.model import load_library, preprocess_images
     from ver_core.policy import TaskConfig, TaskPolicy
     from ver_core.router import RouterConfig
 
     model = load_library(library).eval()
+    if image_size is not None:
+        model.resize_input(image_size)
     # a dense distilled student (moe_blocks=0) has no library: its output tokens stand in
     routing = "dense" if model.config.moe_blocks == 0 else "average"
     average = TaskPolicy(TaskConfig(router=RouterConfig(routing=routing)), model).eval()
     trained = TaskPolicy.from_pretrained(checkpoint).eval() if checkpoint else None
+    if trained is not None and trained.model.config.img_size != model.config.img_size:
+        raise ValueError(
+            f"{checkpoint} runs at {trained.model.config.img_size} px, the probe at "
+            f"{model.config.img_size} px: give --image-size {trained.model.config.img_size}"
+        )
     n, v = views.shape[:2]
     grid = model.config.img_size // model.config.patch_size
     out: dict[str, list] = {"bvt": [], "library_average": []}
@@ -159,13 +179,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-seed", type=int, default=200_000)
     p.add_argument("--cameras", nargs="+", default=list(CAMERAS), choices=CAMERAS)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--image-size", type=int, default=224, help="the policy's input resolution (px)")
+    p.add_argument(
+        "--camera-pos", type=float, nargs=3, default=None, help="scene camera position (m)"
+    )
+    p.add_argument(
+        "--camera-target", type=float, nargs=3, default=None, help="point it looks at (m)"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "probe_identity.json")
     args = p.parse_args(argv)
     if args.scenes < 3:
         p.error("--scenes must be >= 3 (2/3 fit, 1/3 held out)")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    grid = 14  # VER-T: 224 px in 16 px patches
+    grid = args.image_size // 16  # VER-T's 16 px patches: 14 at 224 px
+    placement = None
+    if args.camera_pos is not None or args.camera_target is not None:
+        from ver_core.sim.config import CAMERA_POS, CAMERA_TARGET
+
+        placement = (args.camera_pos or CAMERA_POS, args.camera_target or CAMERA_TARGET)
     seeds = range(args.first_seed, args.first_seed + args.scenes)
     results: dict = {
         "benchmark": "identity probe (cube vs distractor per patch, home pose)",
@@ -174,10 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         "scenes": args.scenes,
         "seeds": [args.first_seed, args.first_seed + args.scenes],
         "fitted_on_scenes": 2 * args.scenes // 3,
+        "image_size": args.image_size,
+        "scene_camera": None
+        if placement is None
+        else {"pos": placement[0], "target": placement[1]},
         "cameras": {},
     }
-    data = render_home_scenes(seeds, args.cameras, grid)
-    feats = feature_sets(args.library, args.checkpoint, data["views"])
+    data = render_home_scenes(seeds, args.cameras, grid, placement)
+    feats = feature_sets(args.library, args.checkpoint, data["views"], args.image_size)
     feats["segmentation_teacher"] = np.stack([data["cube"], data["distractor"]], axis=-1)
     n_fit = 2 * args.scenes // 3
     for v, cam in enumerate(args.cameras):

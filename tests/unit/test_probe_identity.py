@@ -39,3 +39,14 @@ def test_features_blind_to_the_class_score_near_chance(bench):
     out = bench.identity_scores(feats, cube, distractor, n_fit=200)
     assert 0.35 < out["balanced_accuracy"] < 0.65
     assert out["identity_hit"] < 0.6  # chance is 1 in 3
+
+
+def test_a_closer_scene_camera_shows_the_objects_larger(bench):
+    """--camera-pos / --camera-target really move the rendered camera: the same scene seen from
+    closer covers more of the patch grid with the cube and distractors."""
+    seeds = [200000, 200001]
+    far = bench.render_home_scenes(seeds, ["camera"], 14)
+    near = bench.render_home_scenes(seeds, ["camera"], 14, ((1.1, 0, 0.75), (0.45, 0, 0.1)))
+    assert far["views"].shape == near["views"].shape == (2, 1, 224, 224, 3)
+    for key in ("cube", "distractor"):
+        assert near[key].sum() > 1.5 * far[key].sum() > 0
