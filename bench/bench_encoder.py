@@ -170,6 +170,44 @@ def camera_views(routed, iters: int, threads: int) -> dict:
     return out
 
 
+def image_sizes(iters: int, sizes=(224, 192, 160)) -> dict:
+    """The input resolution (``TaskConfig.image_size``): the deployed two-view encoder + MLP head
+    per control tick (torch fp32, batch 2 in one pass) and the training cache's BVT forward of 32
+    images (16 frames x 2 views; ``ver_core.train.features``), each size interleaved call by call.
+    Ratios are against 224 px. The success each size buys is measured in closed loop, not here."""
+    from ver_core.export import RoutedEncoder
+    from ver_core.policy import TaskConfig, TaskPolicy
+
+    cameras = ["/camera/camera/color/image_raw", "/wrist_camera/camera/color/image_raw"]
+    g = torch.Generator().manual_seed(0)
+    tick, cache = {}, {}
+    for size in sizes:
+        torch.manual_seed(0)
+        policy = TaskPolicy.build(TaskConfig(image_topics=cameras, image_size=size)).eval()
+        enc = RoutedEncoder(policy, static_graph=False)
+        two, batch = torch.randn(2, 3, size, size, generator=g), torch.randn(32, 3, size, size)
+        state = torch.zeros(1, 8)
+
+        def control_tick(enc=enc, policy=policy, two=two, state=state):
+            with torch.no_grad():
+                return policy.predict_chunk(enc(two)[0][None], state)
+
+        def bvt_batch(model=policy.model, batch=batch):
+            with torch.no_grad():
+                return model.forward_bvt(batch)
+
+        tick[f"{size}px"], cache[f"{size}px"] = control_tick, bvt_batch
+    out = {
+        "control_tick_two_views_plus_mlp_head": interleaved(tick, iters),
+        "bvt_cache_batch_of_32_images": interleaved(cache, max(3, iters // 10), warmup=1),
+    }
+    for row in out.values():
+        base = row[f"{sizes[0]}px"]["p50_ms"]
+        row["speedup_over_224px"] = {k: round(base / v["p50_ms"], 3) for k, v in list(row.items())}
+    out["patches"] = {f"{s}px": (s // 16) ** 2 for s in sizes}
+    return out
+
+
 def heads(routed, diffusion, iters: int) -> dict:
     out = {p: _head_row(routed, diffusion, p, iters) for p in ("fp32", "bf16")}
     out["ddim_steps"] = diffusion.config.diffusion_infer_steps
@@ -184,9 +222,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "encoder.json")
     ap.add_argument(
         "--only",
-        choices=("encoders", "heads", "views"),
+        choices=("encoders", "heads", "views", "image_size"),
         nargs="+",
-        default=("encoders", "heads", "views"),
+        default=("encoders", "heads", "views", "image_size"),
         help="sections to run; the others keep their figures from --out when it exists",
     )
     args = ap.parse_args()
@@ -213,6 +251,7 @@ def main() -> int:
         "encoders": lambda: encoders(routed, dense, args.iters, args.threads),
         "heads": lambda: heads(routed, diffusion, args.iters),
         "views": lambda: camera_views(routed, args.iters, args.threads),
+        "image_size": lambda: image_sizes(args.iters),
     }
     for name, run in sections.items():
         if name in args.only:
