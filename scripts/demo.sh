@@ -24,7 +24,9 @@
 # grasp, default 0.3, RESULTS.md session 15), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation
 # loss is lowest at 400-500 and rises after; in-process 17/20 vs 15/20 at 3000, docs/RESULTS.md session 10),
-# VER_DEMO_BATCH (training batch, default 32), VER_DEMO_IMAGE_SIZE (the policy's input resolution in px,
+# VER_DEMO_FRAME_STRIDE (train on every n-th sample of each demo, default 2: the frozen-feature caches
+# cost half, ~230 s on the slow 2-core VM, and the same demos picked 49/50 vs 46/50 at 1, RESULTS.md
+# session 19), VER_DEMO_BATCH (training batch, default 32), VER_DEMO_IMAGE_SIZE (the policy's input resolution in px,
 # default the library's 224; 192 / 160 cost 1.38x / 1.86x less per control tick and 1.46x / 2.22x less
 # per cached training frame, and picked 45/50 and 42/50 against 46/50 on the same demos: the scene
 # camera loses the cube's identity first, RESULTS.md session 19), VER_DEMO_EVAL_EPISODES
@@ -58,6 +60,7 @@ max_steps="${VER_DEMO_MAX_STEPS:-100}"
 budget="${VER_DEMO_BUDGET_S:-0.4}"
 backend="${VER_DEMO_BACKEND:-torch}"
 image_size="${VER_DEMO_IMAGE_SIZE:-}"
+frame_stride="${VER_DEMO_FRAME_STRIDE:-2}"
 out="${VER_DEMO_OUT:-runs/demo}"
 library="${VER_LIBRARY:-assets/ver_tiny_sim_library}"
 t_all=$SECONDS
@@ -89,7 +92,7 @@ t=$SECONDS
 rm -rf "$out/policy"
 # shellcheck disable=SC2086
 $BIN/ver-train-router --bag "$out/demos" --out "$out/policy" --head "$head" --steps "$steps" \
-  --head-steps "$head_steps" --batch-size "$batch" --keypose --grasp-point --action-mode keypose \
+  --head-steps "$head_steps" --batch-size "$batch" --frame-stride "$frame_stride" --keypose --grasp-point --action-mode keypose \
   --action-topic /scripted_expert/intended_trajectory --gripper-topic /scripted_expert/intended_gripper \
   --image-topic /camera/camera/color/image_raw --image-topic /wrist_camera/camera/color/image_raw \
   "${lib_args[@]}" ${VER_DEMO_TRAIN_ARGS:-}
