@@ -71,6 +71,9 @@ def demo_run(tmp_path_factory) -> Path:
             "VER_DEMO_EVAL_EPISODES": str(EVAL_EPISODES),
             "VER_DEMO_OUT": str(out),
             "VER_DEMO_RTF": env.get("VER_DEMO_RTF", "0.5"),
+            # every sample of the 5 demos (make demo trains on every other one of its 100): the
+            # reach check below was sized for this many samples
+            "VER_DEMO_FRAME_STRIDE": "1",
             # see the module docstring; without a keypose the head's targets are absolute
             "VER_DEMO_TRAIN_ARGS": "--val-every 60 --no-keypose --no-grasp-point --action-mode absolute",
             "MUJOCO_GL": env.get("MUJOCO_GL", "egl"),
@@ -108,6 +111,10 @@ def test_every_stage_left_its_artifact(demo_run):
     assert successes >= EPISODES - 1
     for name in ("config.json", "model.safetensors", "stats.json"):
         assert (demo_run / "policy" / name).is_file()
+    import yaml
+
+    options = yaml.safe_load((demo_run / "policy" / "ver-train-router.yaml").read_text())
+    assert options["train"]["frame_stride"] == 1  # make demo's VER_DEMO_FRAME_STRIDE got there
     report = json.loads((demo_run / "eval" / "results.json").read_text())
     assert report["mode"] == "through-ros"
     assert report["episodes"] == EVAL_EPISODES == len(report["per_episode"])
