@@ -229,19 +229,14 @@ class RouterTrainer:
     def _bvt_tokens(self, images: np.ndarray, key: str, cache_dir: str | Path | None) -> np.ndarray:
         """BVT tokens of the samples in ``self.used`` (all of them without a frame stride)."""
         stride = self.cfg.frame_stride
-        if stride == 1:
-            return cached_bvt_tokens(
-                self.policy.model, images, key, cache_dir, self.cfg.feature_batch, self.cfg.progress
-            )
+        if stride > 1:
+            images, key = images[self.used], f"{key}_stride{stride}"
         part = cached_bvt_tokens(
-            self.policy.model,
-            images[self.used],
-            f"{key}_stride{stride}",
-            cache_dir,
-            self.cfg.feature_batch,
-            self.cfg.progress,
+            self.policy.model, images, key, cache_dir, self.cfg.feature_batch, self.cfg.progress
         )
-        tokens = np.zeros((len(images), *part.shape[1:]), part.dtype)  # untouched pages: free
+        if stride == 1:
+            return part
+        tokens = np.zeros((len(self.data), *part.shape[1:]), part.dtype)  # untouched pages: free
         tokens[self.used] = part
         return tokens
 
