@@ -93,8 +93,6 @@ def demo_run(tmp_path_factory) -> Path:
 
 
 def test_every_stage_left_its_artifact(demo_run):
-    import yaml
-
     episodes = sorted((demo_run / "demos").glob("episode_*"))
     assert len(episodes) == EPISODES
     successes, seeds = 0, []
@@ -111,16 +109,10 @@ def test_every_stage_left_its_artifact(demo_run):
     # the demos carry DART noise: the expert recovers from it in ~49 of 50 episodes (training
     # skips a failed one), so one failure in a small run is the noise, not a broken expert
     assert successes >= EPISODES - 1
-    # make demo records its cameras at the control rate the trainer samples at (10 Hz: every frame
-    # lands on a sample's time; 15 Hz frames sat up to 33 ms off it)
-    for ep in episodes:
-        bag = yaml.safe_load((ep / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-        counts = bag["topics_with_message_count"]
-        frames = {t["topic_metadata"]["name"]: t["message_count"] for t in counts}
-        rate = frames["/camera/camera/color/image_raw"] / (bag["duration"]["nanoseconds"] / 1e9)
-        assert 8.0 < rate < 12.5, (ep.name, rate)
     for name in ("config.json", "model.safetensors", "stats.json"):
         assert (demo_run / "policy" / name).is_file()
+    import yaml
+
     options = yaml.safe_load((demo_run / "policy" / "ver-train-router.yaml").read_text())
     assert options["train"]["frame_stride"] == 1  # make demo's VER_DEMO_FRAME_STRIDE got there
     report = json.loads((demo_run / "eval" / "results.json").read_text())
