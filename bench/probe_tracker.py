@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     frames: list[dict] = []
     update = tracker.update
 
-    def recording_update(seen, maps=None):
-        est = update(seen, None if args.peak_start else maps)
+    def recording_update(seen, maps=None, gripper_width=None):
+        est = update(seen, None if args.peak_start else maps, gripper_width)
         frames.append(
             {
                 "sightings": [
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 # the hand: TCP (m) and finger width (m)
                 "tcp": [round(float(x), 4) for x in env.observation().tcp_pos],
                 "width": round(float(env.observation().gripper_width), 4),
+                "holding": bool(tracker.holding),  # the tracker kept its estimate: hand closed
                 # the grasp yaw, 4-fold (a cube's faces every 90 degrees), in degrees: the
                 # estimate's and the cube's about the vertical, and the hand's
                 "yaw4_deg": None if est is None else round(_yaw4(est[1]), 1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import mujoco
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from ver_core.policy import TaskConfig, TaskPolicy
 from ver_core.policy.grasp_point import (
     ARM_VIEW_WEIGHT,
     FUSE_FLOOR,
+    HOLD_MARGIN,
     MAX_CORRECTION,
     CameraRig,
     GraspPointTracker,
@@ -297,6 +300,51 @@ def test_tracker_follows_an_object_that_moved(start, moved, frames):
     assert np.linalg.norm(point[:2] - moved) <= GATE / 4 * np.sqrt(2) + 1e-9
     tracker.reset()
     assert tracker.update([]) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    start=xy,
+    frames=st.lists(
+        st.tuples(xy, st.floats(0.0, 0.08)),  # a sighting anywhere, the hand's opening
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_tracker_holds_the_grasp_while_the_hand_is_closed(start, frames):
+    """Invariant: while the hand's opening is ``HOLD_MARGIN`` below the widest seen since reset,
+    whatever is sighted wherever, the estimate does not move; with the hand open, the tracker
+    does what it does without a width."""
+    tracker = GraspPointTracker(gate_m=GATE)
+    tracker.update([_sight(start)], gripper_width=0.08)
+    for place, width in frames:
+        before, plain = tracker.point.copy(), copy.deepcopy(tracker)
+        point = tracker.update([_sight(place)], gripper_width=width)[0]
+        closed = width < 0.08 - HOLD_MARGIN
+        assert tracker.holding == closed
+        if closed:
+            np.testing.assert_array_equal(point, before)
+        else:
+            np.testing.assert_array_equal(point, plain.update([_sight(place)])[0])
+
+
+def test_tracker_holds_a_lifted_cube_s_grasp_and_resumes_after_an_empty_close():
+    """The chase it prevents (docs/RESULTS.md session 21): a held cube's sightings walk away
+    with the hand; the estimate stays at the grasp. After the hand opens again (a drop, or a
+    retry after an empty close) the sightings move it as before."""
+    tracker = GraspPointTracker(gate_m=GATE)
+    grasp = np.array([0.5, 0.0])
+    tracker.update([_sight(grasp)], gripper_width=0.0795)
+    for k in range(1, 20):  # closing on the cube across its corners, then carried along +x
+        width = max(0.0795 - 0.004 * k, 0.0707)
+        point = tracker.update([_sight(grasp + [0.006 * k, 0.0])], gripper_width=width)[0]
+    np.testing.assert_allclose(point[:2], grasp, atol=0.005)  # the first close frames joined
+    assert tracker.holding
+    for width in (0.0, 0.0, 0.079, 0.079, 0.079):  # dropped: shut empty, then open again
+        point = tracker.update([_sight(grasp + [0.03, 0.0])], gripper_width=width)[0]
+    assert not tracker.holding and point[0] > grasp[0] + 0.01  # following again
+    tracker.reset()
+    assert not tracker.holding and tracker.update([], gripper_width=0.03) is None
 
 
 def test_tracker_weighs_close_and_sure_sightings_more():

@@ -72,6 +72,10 @@ FUSE_FLOOR = 1e-3  # added to each view's factor in fused_mass: one empty view d
 # cube from a distractor better) started on a distractor in 152 vs 168 of 2100 held-out home frames
 # but scored 45/50 and 44/50 through ROS against 136/150 with 1 (docs/RESULTS.md session 16): 1.
 ARM_VIEW_WEIGHT = 1.0
+# m: the tracker holds its estimate while the hand's opening is this far below the widest seen in
+# the episode (closing, holding, or closed empty); a Franka hand open reads its full width to ~1 mm,
+# and a 5 cm cube held across its diagonal reads 7.1 of 8 cm.
+HOLD_MARGIN = 0.005
 YAW_WEIGHT = 1.0  # weight of the grasp yaw's (cos n psi, sin n psi) L1 at the labelled patch
 TOP_DOWN = np.diag(
     [1.0, -1.0, -1.0]
@@ -543,7 +547,14 @@ class GraspPointTracker:
       outscores the object in some frames does not take the grasp), unless one place is sighted
       ``switch_after`` frames running with none near the estimate: the object moved (or a new
       scene began), and the estimate restarts there;
-    - no sighting (the point out of every view, or covered by the fingers) keeps the estimate.
+    - no sighting (the point out of every view, or covered by the fingers) keeps the estimate;
+    - while the hand closes or holds (``gripper_width`` given and ``HOLD_MARGIN`` below the
+      widest seen since ``reset``), sightings are ignored and the estimate stays where the grasp
+      was, until the fingers open again (an empty close and a retry, or a drop). A held object
+      rides with the hand above the grasp plane, and its sighting met with the plane along a
+      camera ray lands beside the hand: followed, it pulls the keypose after the hand, which
+      carries the object further (a chase along the table instead of a lift). The training labels
+      say the same: a sample after the grasp keeps the grasp's keypose (``keypose_labels``).
     ``reset`` forgets it (a new episode)."""
 
     def __init__(self, gate_m: float = 0.04, memory: float = 0.7, switch_after: int = 4) -> None:
@@ -562,6 +573,8 @@ class GraspPointTracker:
         self._weight = 0.0
         self._challenger: np.ndarray | None = None
         self._challenges = 0
+        self._open_width = 0.0  # m: the widest the hand has been since reset
+        self.holding = False
 
     @staticmethod
     def _weight_of(s: Sighting) -> float:
@@ -591,13 +604,22 @@ class GraspPointTracker:
         return max([s for s in seen if s is best or at_best(s)], key=self._weight_of)
 
     def update(
-        self, seen: list[Sighting], maps: list[PatchMap] | None = None
+        self,
+        seen: list[Sighting],
+        maps: list[PatchMap] | None = None,
+        gripper_width: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """This frame's sightings (``point`` set; others are ignored) and, optionally, every
-        view's ``PatchMap`` -> the estimate: world point (3,), yaw vector (2,) and the view that
-        last joined it; None before any."""
+        """This frame's sightings (``point`` set; others are ignored), optionally every view's
+        ``PatchMap`` and the hand's measured opening (m) -> the estimate: world point (3,), yaw
+        vector (2,) and the view that last joined it; None before any."""
         maps = maps or []
         seen = [s for s in seen if s.point is not None and np.all(np.isfinite(s.point))]
+        if gripper_width is not None and np.isfinite(gripper_width):
+            self._open_width = max(self._open_width, float(gripper_width))
+            self.holding = gripper_width < self._open_width - HOLD_MARGIN
+        if self.holding and self.point is not None:
+            seen = []  # the grasp's place holds while the hand is closed (see the class doc)
+            self._challenger, self._challenges = None, 0
         if seen and self.point is None:
             self._start(self._likeliest(seen, maps))
         elif seen:

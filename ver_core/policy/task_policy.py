@@ -340,9 +340,10 @@ class TaskPolicy(ActionNormalization, nn.Module):
         if not self.config.grasp_point or self.config.grasp_height is None:
             raise ValueError("this policy has no trained grasp-point detector")
         tokens = as_views(tokens)
-        q = state[:, : len(self.config.joint_names)].double().cpu().numpy()
-        if tracker is not None:
-            return self._tracked_grasp_point(tokens, q, tracker)
+        j = len(self.config.joint_names)
+        q = state[:, :j].double().cpu().numpy()
+        if tracker is not None:  # the state's last entry: the hand's measured opening
+            return self._tracked_grasp_point(tokens, q, tracker, state[:, j].double().cpu().numpy())
         uv, p_seen, yaw_vec = detect(self.grasp_heads, tokens)
         on_arm = np.array([body != 0 for body, *_ in self.rig.views])
         points = np.full((len(q), 3), np.nan)
@@ -364,7 +365,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         return points, yaws, view
 
     def _tracked_grasp_point(
-        self, tokens: Tensor, q: np.ndarray, tracker: GraspPointTracker
+        self, tokens: Tensor, q: np.ndarray, tracker: GraspPointTracker, width: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if len(q) != 1:
             raise ValueError(f"a grasp-point tracker follows one robot: batch 1, got {len(q)}")
@@ -383,7 +384,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         maps = []
         if found:  # the tracker weighs its candidates by every view's whole probability map
             maps = patch_maps(outputs, self.rig, cameras)
-        estimate = tracker.update(found, maps)
+        estimate = tracker.update(found, maps, float(width[0]))
         if estimate is None:
             return np.full((1, 3), np.nan), np.full(1, np.nan), np.full(1, -1)
         point, yaw_vec, view = estimate
