@@ -24,7 +24,9 @@
 # whose arm first hovers over a distractor while the label goes to the cube, default 0: 0.3 measured
 # no gain, RESULTS.md session 14), VER_DEMO_MISS (share of demos whose hand first closes 4.5-6 cm beside the
 # cube and lifts empty while the label reopens and goes to the cube: the policy learns to retry a missed
-# grasp, default 0.3, RESULTS.md session 15), VER_DEMO_STEPS (joint router + head training steps, default 100),
+# grasp, default 0.3, RESULTS.md session 15), VER_DEMO_TWIST (share of demos whose executed hand is turned
+# 15-40 degrees about its axis while the label stays aligned: grasps across the cube's corners, held
+# up to 7.1 cm wide, then lifted, RESULTS.md session 21), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation
 # loss is lowest at 400-500 and rises after; in-process 17/20 vs 15/20 at 3000, docs/RESULTS.md session 10),
 # VER_DEMO_FRAME_STRIDE (train on every n-th sample of each demo, default 2: the frozen-feature caches
@@ -53,6 +55,7 @@ image_rate="${VER_DEMO_IMAGE_RATE:-15}"
 workers="${VER_DEMO_WORKERS:-0}"
 detour="${VER_DEMO_DETOUR:-0}"
 miss="${VER_DEMO_MISS:-0.3}"
+twist="${VER_DEMO_TWIST:-0}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-600}"
 batch="${VER_DEMO_BATCH:-32}"
@@ -87,7 +90,7 @@ rm -rf "$out/demos"
 t=$SECONDS
 $BIN/ver-record-demos --episodes "$episodes" --out "$out/demos" --seed 0 --noise "$noise" \
   --cameras camera,wrist_camera --min-distractors "$min_distractors" --image-rate "$image_rate" \
-  --detour "$detour" --miss "$miss" --workers "$workers"
+  --detour "$detour" --miss "$miss" --twist "$twist" --workers "$workers"
 echo "demos: $(find "$out/demos" -maxdepth 1 -name 'episode_*' -type d | wc -l) episodes in $out/demos ($(( SECONDS - t )) s)"
 
 stage "2/3 training the Robot Router + $head head on the demos"

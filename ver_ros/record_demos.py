@@ -241,6 +241,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "/scripted_expert/intended_gripper)",
     )
     p.add_argument(
+        "--twist",
+        type=float,
+        default=0.0,
+        help="fraction of episodes whose executed hand is turned 15-40 degrees about its axis for "
+        "the whole episode while the recorded label keeps the aligned yaw (ver_core.sim.Twist): "
+        "demos of grasps across the cube's corners, held at widths up to 7.1 cm, then lifted",
+    )
+    p.add_argument(
         "--discard-failed", action="store_true", help="drop failed episodes instead of marking them"
     )
     p.add_argument(
@@ -286,6 +294,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--detour must be in [0, 1], got {args.detour}")
     if not 0.0 <= args.miss <= 1.0:
         p.error(f"--miss must be in [0, 1], got {args.miss}")
+    if not 0.0 <= args.twist <= 1.0:
+        p.error(f"--twist must be in [0, 1], got {args.twist}")
 
     args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     bad = [c for c in args.cameras if c not in CAMERAS]
@@ -461,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     expert_args = ["-p", f"noise_std:={args.noise}", "-p", f"noise_seed:={args.seed}"]
     expert_args += ["-p", f"detour_prob:={args.detour}", "-p", f"detour_seed:={args.seed}"]
     expert_args += ["-p", f"miss_prob:={args.miss}", "-p", f"miss_seed:={args.seed}"]
+    expert_args += ["-p", f"twist_prob:={args.twist}", "-p", f"twist_seed:={args.seed}"]
     graph = DemoGraph(env, sim_args, rec_args, logs, expert_args)
     results: list[dict] = []
     t0 = time.monotonic()

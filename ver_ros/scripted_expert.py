@@ -10,7 +10,9 @@ offset, and the expert's clean command goes to ``intended_topic`` (the label to 
 distractor (from the sim-only ``/sim/distractors`` PoseArray) while the label heads for the cube.
 With ``miss_prob`` > 0 (``ver_core.sim.Miss``) that share of episodes first closes the gripper a
 few centimetres beside the cube and lifts the empty hand, while the label reopens and heads for the
-cube. The expert's own gripper command (the label) goes to ``intended_gripper_topic``; the executed
+cube. With ``twist_prob`` > 0 (``ver_core.sim.Twist``) that share of episodes executes the whole
+episode with the hand turned 15-40 degrees about its axis, so the grasp shuts across the cube's
+corners, while the label keeps the aligned yaw. The expert's own gripper command (the label) goes to ``intended_gripper_topic``; the executed
 one to ``/gripper/command``. Services: ``~/start`` (reset the expert from the latest state and
 start acting), ``~/stop`` (stop publishing; the sim holds position).
 Run with ``use_sim_time:=true`` next to sim_node so the control timer follows sim time.
@@ -30,7 +32,7 @@ from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ver_core.sim import Detour, ExecutionNoise, ExpertConfig, Miss, ScriptedExpert
+from ver_core.sim import Detour, ExecutionNoise, ExpertConfig, Miss, ScriptedExpert, Twist
 from ver_ros.conversions import joint_positions
 from ver_ros.params import declare_config, param
 from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, sensor_qos
@@ -57,6 +59,11 @@ class ExpertNodeConfig:
         0.0, "fraction of episodes that first close beside the cube (ver_core.sim.Miss)"
     )
     miss_seed: int = param(-1, "seed of the missed-grasp draws (-1 = random)")
+    twist_prob: float = param(
+        0.0,
+        "fraction of episodes whose hand grasps turned off the cube's face (ver_core.sim.Twist)",
+    )
+    twist_seed: int = param(-1, "seed of the twist draws (-1 = random)")
     intended_topic: str = param(
         "/scripted_expert/intended_trajectory", "the expert's clean command (the label)"
     )
@@ -78,6 +85,8 @@ class ExpertNodeConfig:
             raise ValueError(f"detour_prob must be in [0, 1], got {self.detour_prob}")
         if not 0.0 <= self.miss_prob <= 1.0:
             raise ValueError(f"miss_prob must be in [0, 1], got {self.miss_prob}")
+        if not 0.0 <= self.twist_prob <= 1.0:
+            raise ValueError(f"twist_prob must be in [0, 1], got {self.twist_prob}")
 
 
 class ScriptedExpertNode(Node):
@@ -116,6 +125,7 @@ class ScriptedExpertNode(Node):
             config=self.expert.config,
             model=self.expert.model,
         )
+        self.twist = Twist(c.twist_prob, None if c.twist_seed < 0 else c.twist_seed)
         self.decoys = np.zeros((0, 3))
         self.create_subscription(PoseStamped, "/sim/object_pose", self._on_pose, sensor_qos(5))
         self.create_subscription(PoseArray, "/sim/distractors", self._on_decoys, LATCHED_QOS)
@@ -160,6 +170,9 @@ class ScriptedExpertNode(Node):
         p, o = self.pose.pose.position, self.pose.pose.orientation
         cube_pos, cube_quat = np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z])
         if self._needs_reset:
+            self.twist.reset()
+        q = self.twist.plan_q(q)  # the plan's view of the arm: as if it followed the plan
+        if self._needs_reset:
             self.expert.reset(q)
             self.noise.reset()
             self.detour.reset(q, self.decoys)
@@ -171,7 +184,8 @@ class ScriptedExpertNode(Node):
             q, width, cube_pos, cube_quat, detouring=self.detour.active or self.miss.active
         )
         stamp = self.get_clock().now().to_msg()
-        executed = self.noise(self.miss(self.detour(target, q), q, width), self.expert.phase)
+        planned = self.miss(self.detour(target, q), q, width)
+        executed = self.noise(self.twist(planned), self.expert.phase)
         executed_grip = grip if self.miss.width is None else self.miss.width
         self.pub_traj.publish(self._point(executed, stamp))
         self.pub_grip.publish(Float64(data=executed_grip))

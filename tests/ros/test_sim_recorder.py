@@ -386,3 +386,39 @@ def test_missed_grasp_demo_over_dds(graph, tmp_path):
     empty = [t for t, w in fingers if t < label_close and t > first_close and w < 0.02]
     assert empty, "the hand never read empty after the missed close"
     assert all(w > 0.07 for t, w in label if t < label_close)  # the label stays open throughout
+
+
+def test_twisted_grasp_demo_over_dds(graph, tmp_path):
+    """A scripted_expert with twist_prob 1, recorded: every executed arm command is the label
+    with joint 7 turned by one angle of 15-40 degrees, the hand shuts on the cube wider than an
+    aligned grasp (> 5.5 cm), and the episode still ends with the cube lifted."""
+    out = tmp_path / "demos"
+    _start_demo_graph(graph, out, expert=("-p", "twist_prob:=1.0", "-p", "twist_seed:=3"))
+    assert graph.call("/sim_node/reset")[0]
+    graph.spin(0.5)
+    ok, path = graph.call("/recorder_node/start")
+    assert ok, path
+    assert _until_lifted(graph), graph.log("scripted_expert")
+    graph.spin(0.5)
+    ok, summary = graph.call("/recorder_node/stop")
+    assert ok, summary
+    got = _read(Path(json.loads(summary)["path"]))
+    executed = {
+        _stamp(m): np.array(m.points[0].positions)
+        for _, m in got["/fr3_arm_controller/joint_trajectory"]
+    }
+    label = {
+        _stamp(m): np.array(m.points[0].positions)
+        for _, m in got["/scripted_expert/intended_trajectory"]
+    }
+    both = sorted(executed.keys() & label.keys())  # one tick's pair shares its stamp
+    assert len(both) > 20
+    gaps = np.array([executed[t] - label[t] for t in both])
+    assert np.abs(gaps[:, :6]).max() < 1e-9, "a joint other than joint 7 was turned"
+    turn = np.degrees(gaps[:, 6])
+    assert 15 - 1e-6 <= abs(turn[0]) <= 40 + 1e-6 and np.ptp(turn) < 1e-6, turn
+    fingers = [
+        sum(p for n, p in zip(m.name, m.position, strict=True) if "finger" in n)
+        for _, m in got["/joint_states"]
+    ]
+    assert 0.055 < min(fingers[-5:]) < 0.075, fingers[-5:]  # held across the cube's corners

@@ -324,6 +324,77 @@ def test_miss_draws_per_episode_and_checks_its_settings():
             Miss(**bad)
 
 
+@pytest.mark.parametrize("seed", [4, 17])
+def test_twist_grasps_across_the_corners_and_lifts_while_the_label_stays_aligned(seed):
+    """A twisted episode (Twist, prob 1): the executed hand stays turned by the drawn angle about
+    joint 7 against the label, which the expert plans as if the arm followed it; the fingers shut
+    on the cube wider than an aligned grasp (5 cm) and the episode still ends with a lift."""
+    from ver_core.sim import Twist
+
+    e = FrankaPickEnv(SimConfig(width=64, height=64))
+    try:
+        expert = ScriptedExpert(model=e.model)
+        twist = Twist(1.0, seed=seed, degrees=(30.0, 40.0))
+        twist.reset()
+        angle = twist.offset[Twist.JOINT]
+        assert twist.active and np.radians(30) - 1e-9 <= abs(angle) <= np.radians(40) + 1e-9
+        assert np.count_nonzero(twist.offset) == 1
+        obs = e.reset(seed)
+        expert.reset(twist.plan_q(obs.arm_q))
+        held, success = [], False
+        for _ in range(300):
+            label, w = expert.act(
+                twist.plan_q(obs.arm_q), obs.gripper_width, obs.cube_pos, obs.cube_quat
+            )
+            q = twist(label)
+            np.testing.assert_allclose(q - label, twist.offset, atol=1e-12)
+            obs = e.step(q, w)
+            if expert.phase_name in ("lift", "hold"):
+                held.append(obs.gripper_width)
+            if e.success():
+                success = True
+                break
+        assert success, f"seed {seed}: the twisted episode failed in phase {expert.phase_name}"
+        assert expert.retries == 0
+        # 30-40 degrees off a face: the fingers rest on the cube's edges, 5.8-7.1 cm apart
+        assert 0.056 < np.median(held) < 0.072, np.median(held)
+    finally:
+        e.close()
+
+
+def test_twist_draws_per_episode_and_checks_its_settings():
+    from ver_core.sim import Twist
+
+    t = Twist(0.3, seed=1)
+    drawn = []
+    for _ in range(300):
+        t.reset()
+        drawn.append(t.active)
+        if t.active:
+            assert np.radians(15) - 1e-9 <= abs(t.offset[Twist.JOINT]) <= np.radians(40) + 1e-9
+    assert 0.2 < np.mean(drawn) < 0.4
+    again = Twist(0.3, seed=1)
+    again.reset()
+    first = Twist(0.3, seed=1)
+    first.reset()
+    np.testing.assert_array_equal(again.offset, first.offset)  # reproducible per seed
+    off = Twist(0.0, seed=1)
+    off.reset()
+    q = np.array([0.1, -0.3, 0.2, -2.0, 0.1, 1.9, 0.7])
+    assert not off.active and np.array_equal(off(q), q) and np.array_equal(off.plan_q(q), q)
+    near_limit = np.array([0, 0, 0, -1.0, 0, 1.0, PANDA_LIMITS[6, 1]])
+    on = Twist(1.0, seed=0, degrees=(40.0, 40.0))
+    on.reset()
+    assert np.all(on(near_limit) <= PANDA_LIMITS[:, 1])  # never past a joint limit
+    for bad in (
+        dict(prob=1.5),
+        dict(prob=0.5, degrees=(30.0, 20.0)),
+        dict(prob=0.5, degrees=(0, 50)),
+    ):
+        with pytest.raises(ValueError):
+            Twist(**bad)
+
+
 def test_detour_draws_per_episode_and_needs_a_decoy():
     from ver_core.sim import Detour
 

@@ -24,7 +24,7 @@ import numpy as np
 from ver_core.sim.env import HOME_Q, MAX_GRIPPER_WIDTH
 from ver_core.sim.scene import JOINT_OFFSET, PANDA_LIMITS, build_model
 
-__all__ = ["Detour", "ExecutionNoise", "ExpertConfig", "Miss", "ScriptedExpert"]
+__all__ = ["Detour", "ExecutionNoise", "ExpertConfig", "Miss", "ScriptedExpert", "Twist"]
 
 APPROACH, DESCEND, CLOSE, LIFT, HOLD = range(5)
 MAX_GO_S = 3.0  # longest flight of a Detour to its decoy (s)
@@ -422,3 +422,62 @@ class Miss(Detour):
             self.width = None  # from here on the gripper follows the expert's (open) command
             return True
         return False
+
+
+class Twist:
+    """Off-yaw grasps: the executed hand turned about its own axis, the label aligned.
+
+    A learned policy takes its grasp yaw from a detector that is off by 10-40 degrees now and
+    then; the hand then shuts across the cube's corners (a 5 cm cube held across its diagonal
+    keeps the fingers 7.1 cm apart), a measured width that no aligned demonstration shows after
+    a close, and the policy, reading it as a hand still closing, never lifts (docs/RESULTS.md
+    session 21). With probability ``prob`` an episode's executed arm command turns joint 7 (the
+    flange's axis, vertical in a top-down grasp) by an angle drawn uniformly from ``degrees``
+    with a random sign, from the first command to the last; the expert's clean command stays the
+    label. The demos then hold the cube at widths between 5 and 7.1 cm, every one labelled with
+    the expert's lift. The expert and the other excursions plan from ``plan_q(arm_q)``, the
+    measured joints with the twist taken out, so they go on as if the arm followed their command.
+
+    ``reset()`` per episode, then per step ``executed = twist(q_cmd)``."""
+
+    JOINT = 6  # joint 7: the flange turns the hand about the fingers' axis
+
+    def __init__(
+        self,
+        prob: float,
+        seed: int | None = None,
+        degrees: tuple[float, float] = (15.0, 40.0),
+        limit_margin: float = 0.05,
+    ) -> None:
+        if not 0.0 <= prob <= 1.0 or not 0.0 <= degrees[0] <= degrees[1] <= 45.0:
+            raise ValueError(
+                f"need 0 <= prob <= 1 and 0 <= degrees[0] <= degrees[1] <= 45; "
+                f"got {prob}, {degrees}"
+            )
+        self.prob, self.degrees = float(prob), (float(degrees[0]), float(degrees[1]))
+        self.rng = np.random.default_rng(seed)
+        self._lo = PANDA_LIMITS[:, 0] + limit_margin
+        self._hi = PANDA_LIMITS[:, 1] - limit_margin
+        self.offset = np.zeros(7)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.offset[self.JOINT] != 0.0)
+
+    def reset(self) -> None:
+        # every draw made per episode whatever the outcome: the episodes' draws stay reproducible
+        draw, sign = self.rng.random(), self.rng.choice([-1.0, 1.0])
+        angle = math.radians(self.rng.uniform(*self.degrees))
+        self.offset = np.zeros(7)
+        if draw < self.prob:
+            self.offset[self.JOINT] = sign * angle
+
+    def plan_q(self, arm_q) -> np.ndarray:
+        """The measured joints (7,) as the plan sees them: the twist taken out."""
+        return np.asarray(arm_q, dtype=np.float64) - self.offset
+
+    def __call__(self, q_cmd) -> np.ndarray:
+        """The command to execute (7,) for the planned ``q_cmd``: turned, inside the limits."""
+        if not self.active:
+            return np.asarray(q_cmd, dtype=np.float64).copy()
+        return np.clip(np.asarray(q_cmd, dtype=np.float64) + self.offset, self._lo, self._hi)
