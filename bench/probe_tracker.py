@@ -49,6 +49,15 @@ def _cube_yaw4(quat: np.ndarray) -> float:
     return float((yaw + 45) % 90 - 45)
 
 
+def off_face_yaw(cube_quat: np.ndarray, error_deg: float, near: float) -> float:
+    """A grasp yaw (rad) ``error_deg`` off the cube's faces (w, x, y, z quaternion): of its four
+    equivalents (a face every 90 degrees) the one nearest ``near``, as the policy picks one."""
+    w, x, y, z = cube_quat
+    off = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)) + np.radians(error_deg)
+    step = np.pi / 2
+    return float(off + step * round((near - off) / step))
+
+
 def failure_kind(row: dict) -> str:
     """What a failed episode's row reads as: "identity" (the tracker's estimate ended on
     something that is not the cube), "near_miss" (on the cube, but the TCP never came within
@@ -137,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench/results/probe_tracker.json"))
     p.add_argument("--frames", action="store_true", help="keep every update in the output")
+    p.add_argument(
+        "--yaw-error",
+        type=float,
+        default=None,
+        help="degrees: force the grasp yaw this far off the cube's faces (the tracked point kept), "
+        "to ask whether the policy lifts a cube held across its corners (45: the diagonal)",
+    )
     args = p.parse_args(argv)
 
     import torch
@@ -181,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 "estimate": None if est is None else [round(float(x), 4) for x in est[0]],
                 "cube_xy": [round(float(x), 4) for x in env.observation().cube_pos[:2]],
+                "cube_z": round(float(env.observation().cube_pos[2]), 4),
                 # the hand: TCP (m) and finger width (m)
                 "tcp": [round(float(x), 4) for x in env.observation().tcp_pos],
                 "width": round(float(env.observation().gripper_width), 4),
@@ -196,6 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     tracker.update = recording_update
     cfg = policy.config
     env = eval_env(EvalConfig())  # both cameras at the demos' render size, as ver-eval
+    if args.yaw_error is not None:
+        tracked = policy._tracked_grasp_point
+
+        def forced_yaw(tokens, q, tracker_, width):
+            point, yaw, view = tracked(tokens, q, tracker_, width)
+            if view[0] >= 0:
+                near = policy.rig.tcp_yaw(q[0])
+                yaw = np.array([off_face_yaw(env.observation().cube_quat, args.yaw_error, near)])
+            return point, yaw, view
+
+        policy._tracked_grasp_point = forced_yaw
     timing = LoopTiming(
         control_hz=cfg.control_rate_hz, encoder_s=args.latency_s, policy_s=args.policy_s
     )
@@ -218,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             "seed": seed,
             "success": bool(result.success),
             "closest_m": round(float(result.min_distance), 4),
+            "max_lift_m": round(float(max(result.lift)) if result.lift else 0.0, 4),
+            "held_width_m": round(
+                float(np.median([f["width"] for f in frames if f["holding"]] or [np.nan])), 4
+            ),
             "cube_xy": [round(float(x), 3) for x in cube],
             "distractors_xy": [[round(float(x), 3) for x in d] for d in distractors],
             **summarize(frames, cube, distractors, args.near),
@@ -241,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "tracker_start": "peak" if args.peak_start else "fused",
         "observation_budget_s": args.observation_budget_s,
         "near_m": args.near,
+        "yaw_error_deg": args.yaw_error,
         "machine": {"cpu": platform.processor() or platform.machine(), "load": os.getloadavg()},
         "successes": sum(r["success"] for r in rows),
         "episodes": len(rows),

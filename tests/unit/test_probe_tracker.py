@@ -71,3 +71,18 @@ def test_yaws_read_four_fold(bench):
     half = np.radians(50) / 2
     quat = np.array([np.cos(half), 0.0, 0.0, np.sin(half)])  # 50 degrees about z
     assert bench._cube_yaw4(quat) == pytest.approx(-40.0)  # = 50 - 90: a cube's faces repeat
+
+
+@pytest.mark.parametrize("cube_deg", [-40.0, -10.0, 0.0, 25.0, 44.0])
+@pytest.mark.parametrize("error_deg", [0.0, 20.0, 40.0, -30.0])
+@pytest.mark.parametrize("near_deg", [-170.0, -30.0, 0.0, 60.0, 135.0])
+def test_a_forced_yaw_error_is_that_far_off_the_faces_nearest_the_hand(
+    bench, cube_deg, error_deg, near_deg
+):
+    half = np.radians(cube_deg) / 2
+    quat = np.array([np.cos(half), 0.0, 0.0, np.sin(half)])  # the cube turned about z
+    yaw = bench.off_face_yaw(quat, error_deg, np.radians(near_deg))
+    off_face = (np.degrees(yaw) - cube_deg - error_deg + 45) % 90 - 45
+    assert off_face == pytest.approx(0.0, abs=1e-9)  # error_deg off a face (mod 90)
+    gap = (np.degrees(yaw) - near_deg + 180) % 360 - 180
+    assert abs(gap) <= 45 + 1e-9  # of the four, the one nearest the hand's yaw
