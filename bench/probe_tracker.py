@@ -147,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/results/probe_tracker.json"))
     p.add_argument("--frames", action="store_true", help="keep every update in the output")
     p.add_argument(
+        "--hold",
+        action="store_true",
+        help="the tracker holds its estimate while the hand is closed (hold_margin HOLD_MARGIN; "
+        "off in the product: docs/RESULTS.md session 21)",
+    )
+    p.add_argument(
         "--yaw-error",
         type=float,
         default=None,
@@ -177,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     tracker = controller.policy.predictor.tracker
     if tracker is None:
         raise SystemExit(f"{args.checkpoint} detects no grasp point: nothing to probe")
+    if args.hold:
+        from ver_core.policy.grasp_point import HOLD_MARGIN
+
+        tracker.hold_margin = HOLD_MARGIN
     frames: list[dict] = []
     update = tracker.update
 
@@ -274,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "observation_budget_s": args.observation_budget_s,
         "near_m": args.near,
         "yaw_error_deg": args.yaw_error,
+        "hold": args.hold,
         "machine": {"cpu": platform.processor() or platform.machine(), "load": os.getloadavg()},
         "successes": sum(r["success"] for r in rows),
         "episodes": len(rows),

@@ -315,10 +315,11 @@ def test_tracker_holds_the_grasp_while_the_hand_is_closed(start, frames):
     """Invariant: while the hand's opening is ``HOLD_MARGIN`` below the widest seen since reset,
     whatever is sighted wherever, the estimate does not move; with the hand open, the tracker
     does what it does without a width."""
-    tracker = GraspPointTracker(gate_m=GATE)
+    tracker = GraspPointTracker(gate_m=GATE, hold_margin=HOLD_MARGIN)
     tracker.update([_sight(start)], gripper_width=0.08)
     for place, width in frames:
         before, plain = tracker.point.copy(), copy.deepcopy(tracker)
+        plain.hold_margin, plain.holding = None, False  # the same state, no hold
         point = tracker.update([_sight(place)], gripper_width=width)[0]
         closed = width < 0.08 - HOLD_MARGIN
         assert tracker.holding == closed
@@ -332,7 +333,7 @@ def test_tracker_holds_a_lifted_cube_s_grasp_and_resumes_after_an_empty_close():
     """The chase it prevents (docs/RESULTS.md session 21): a held cube's sightings walk away
     with the hand; the estimate stays at the grasp. After the hand opens again (a drop, or a
     retry after an empty close) the sightings move it as before."""
-    tracker = GraspPointTracker(gate_m=GATE)
+    tracker = GraspPointTracker(gate_m=GATE, hold_margin=HOLD_MARGIN)
     grasp = np.array([0.5, 0.0])
     tracker.update([_sight(grasp)], gripper_width=0.0795)
     for k in range(1, 20):  # closing on the cube across its corners, then carried along +x
@@ -345,6 +346,12 @@ def test_tracker_holds_a_lifted_cube_s_grasp_and_resumes_after_an_empty_close():
     assert not tracker.holding and point[0] > grasp[0] + 0.01  # following again
     tracker.reset()
     assert not tracker.holding and tracker.update([], gripper_width=0.03) is None
+    off = GraspPointTracker(gate_m=GATE)  # the default: no hold, the width is ignored
+    off.update([_sight(grasp)], gripper_width=0.08)
+    point = off.update([_sight(grasp + [0.02, 0.0])], gripper_width=0.0)[0]
+    assert not off.holding and point[0] > grasp[0] + 0.005
+    with pytest.raises(ValueError, match="hold_margin"):
+        GraspPointTracker(hold_margin=0.0)
 
 
 def test_tracker_weighs_close_and_sure_sightings_more():

@@ -72,9 +72,12 @@ FUSE_FLOOR = 1e-3  # added to each view's factor in fused_mass: one empty view d
 # cube from a distractor better) started on a distractor in 152 vs 168 of 2100 held-out home frames
 # but scored 45/50 and 44/50 through ROS against 136/150 with 1 (docs/RESULTS.md session 16): 1.
 ARM_VIEW_WEIGHT = 1.0
-# m: the tracker holds its estimate while the hand's opening is this far below the widest seen in
-# the episode (closing, holding, or closed empty); a Franka hand open reads its full width to ~1 mm,
-# and a 5 cm cube held across its diagonal reads 7.1 of 8 cm.
+# m: GraspPointTracker(hold_margin=...) holds its estimate while the hand's opening is this far
+# below the widest seen in the episode (closing, holding, or closed empty); a Franka hand open reads
+# its full width to ~1 mm, and a 5 cm cube held across its diagonal reads 7.1 of 8 cm. Off by
+# default: measured 44 vs 43/50 in-process and 12 vs 10/20 under a forced 40 degree yaw error, but
+# its fresh-clone make demo picked 40/50 (docs/RESULTS.md session 21), and a retry that reopens the
+# hand only to ~7.4 cm never releases it.
 HOLD_MARGIN = 0.005
 YAW_WEIGHT = 1.0  # weight of the grasp yaw's (cos n psi, sin n psi) L1 at the labelled patch
 TOP_DOWN = np.diag(
@@ -548,8 +551,9 @@ class GraspPointTracker:
       ``switch_after`` frames running with none near the estimate: the object moved (or a new
       scene began), and the estimate restarts there;
     - no sighting (the point out of every view, or covered by the fingers) keeps the estimate;
-    - while the hand closes or holds (``gripper_width`` given and ``HOLD_MARGIN`` below the
-      widest seen since ``reset``), sightings are ignored and the estimate stays where the grasp
+    - with ``hold_margin`` (None: off, the default), while the hand closes or holds
+      (``gripper_width`` given and ``hold_margin`` below the widest seen since ``reset``),
+      sightings are ignored and the estimate stays where the grasp
       was, until the fingers open again (an empty close and a retry, or a drop). A held object
       rides with the hand above the grasp plane, and its sighting met with the plane along a
       camera ray lands beside the hand: followed, it pulls the keypose after the hand, which
@@ -557,13 +561,22 @@ class GraspPointTracker:
       say the same: a sample after the grasp keeps the grasp's keypose (``keypose_labels``).
     ``reset`` forgets it (a new episode)."""
 
-    def __init__(self, gate_m: float = 0.04, memory: float = 0.7, switch_after: int = 4) -> None:
+    def __init__(
+        self,
+        gate_m: float = 0.04,
+        memory: float = 0.7,
+        switch_after: int = 4,
+        hold_margin: float | None = None,
+    ) -> None:
         if gate_m <= 0 or not 0 < memory <= 1 or switch_after < 1:
             raise ValueError(
                 f"need gate_m > 0, 0 < memory <= 1, switch_after >= 1; "
                 f"got {gate_m}, {memory}, {switch_after}"
             )
+        if hold_margin is not None and not hold_margin > 0:
+            raise ValueError(f"hold_margin must be > 0 m (or None: off), got {hold_margin}")
         self.gate_m, self.memory, self.switch_after = gate_m, memory, switch_after
+        self.hold_margin = hold_margin
         self.reset()
 
     def reset(self) -> None:
@@ -614,9 +627,13 @@ class GraspPointTracker:
         vector (2,) and the view that last joined it; None before any."""
         maps = maps or []
         seen = [s for s in seen if s.point is not None and np.all(np.isfinite(s.point))]
-        if gripper_width is not None and np.isfinite(gripper_width):
+        if (
+            self.hold_margin is not None
+            and gripper_width is not None
+            and np.isfinite(gripper_width)
+        ):
             self._open_width = max(self._open_width, float(gripper_width))
-            self.holding = gripper_width < self._open_width - HOLD_MARGIN
+            self.holding = gripper_width < self._open_width - self.hold_margin
         if self.holding and self.point is not None:
             seen = []  # the grasp's place holds while the hand is closed (see the class doc)
             self._challenger, self._challenges = None, 0
