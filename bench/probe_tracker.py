@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                         "prob": round(float(s.prob), 4),
                         "point": [round(float(x), 4) for x in s.point],
                         "range_m": round(float(s.range_m), 3),
+                        "yaw4_deg": round(_yaw4(s.yaw_vec), 1),  # this sighting's, world frame
                     }
                     for s in seen
                     if s.point is not None

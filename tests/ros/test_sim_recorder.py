@@ -137,6 +137,22 @@ def _until_lifted(graph, timeout: float = 120.0) -> bool:
     return success
 
 
+def _recorded_expert_episode(graph, tmp_path: Path, *expert_params: str) -> dict[str, list]:
+    """One recorded episode of a scripted_expert with ``expert_params`` ("name:=value"), run until
+    the cube is lifted; -> its messages by topic."""
+    expert = tuple(x for param in expert_params for x in ("-p", param))
+    _start_demo_graph(graph, tmp_path / "demos", expert=expert)
+    assert graph.call("/sim_node/reset")[0]
+    graph.spin(0.5)
+    ok, path = graph.call("/recorder_node/start")
+    assert ok, path
+    assert _until_lifted(graph), graph.log("scripted_expert")
+    graph.spin(0.5)
+    ok, summary = graph.call("/recorder_node/stop")
+    assert ok, summary
+    return _read(Path(json.loads(summary)["path"]))
+
+
 def test_expert_episode_recorded_and_read_back(graph, tmp_path):
     out = tmp_path / "demos"
     _start_demo_graph(graph, out, recorder=("-p", "segment_seconds:=0.5"))
@@ -363,17 +379,7 @@ def test_missed_grasp_demo_over_dds(graph, tmp_path):
     """A scripted_expert with miss_prob 1, recorded: the executed gripper closes and the hand
     reads empty (finger width < 2 cm) while the recorded gripper label is still open; the label
     closes only later, on the cube, and the episode ends with the cube lifted."""
-    out = tmp_path / "demos"
-    _start_demo_graph(graph, out, expert=("-p", "miss_prob:=1.0", "-p", "miss_seed:=0"))
-    assert graph.call("/sim_node/reset")[0]
-    graph.spin(0.5)
-    ok, path = graph.call("/recorder_node/start")
-    assert ok, path
-    assert _until_lifted(graph), graph.log("scripted_expert")
-    graph.spin(0.5)
-    ok, summary = graph.call("/recorder_node/stop")
-    assert ok, summary
-    got = _read(Path(json.loads(summary)["path"]))
+    got = _recorded_expert_episode(graph, tmp_path, "miss_prob:=1.0", "miss_seed:=0")
     executed = [(t, m.data) for t, m in got["/gripper/command"]]
     label = [(t, m.data) for t, m in got["/scripted_expert/intended_gripper"]]
     first_close = min(t for t, w in executed if w < 0.01)
@@ -392,17 +398,7 @@ def test_twisted_grasp_demo_over_dds(graph, tmp_path):
     """A scripted_expert with twist_prob 1, recorded: every executed arm command is the label
     with joint 7 turned by one angle of 15-40 degrees, the hand shuts on the cube wider than an
     aligned grasp (> 5.5 cm), and the episode still ends with the cube lifted."""
-    out = tmp_path / "demos"
-    _start_demo_graph(graph, out, expert=("-p", "twist_prob:=1.0", "-p", "twist_seed:=3"))
-    assert graph.call("/sim_node/reset")[0]
-    graph.spin(0.5)
-    ok, path = graph.call("/recorder_node/start")
-    assert ok, path
-    assert _until_lifted(graph), graph.log("scripted_expert")
-    graph.spin(0.5)
-    ok, summary = graph.call("/recorder_node/stop")
-    assert ok, summary
-    got = _read(Path(json.loads(summary)["path"]))
+    got = _recorded_expert_episode(graph, tmp_path, "twist_prob:=1.0", "twist_seed:=3")
     executed = {
         _stamp(m): np.array(m.points[0].positions)
         for _, m in got["/fr3_arm_controller/joint_trajectory"]
