@@ -42,20 +42,24 @@ def _yaw4(yaw_vec: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(yaw_vec[1], yaw_vec[0]) / 4))
 
 
+def _cube_yaw(quat: np.ndarray) -> float:
+    """The cube's yaw about the vertical (rad) from its (w, x, y, z) quaternion."""
+    w, x, y, z = quat
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
 def _cube_yaw4(quat: np.ndarray) -> float:
     """The cube's yaw about the vertical (w, x, y, z quaternion), modulo 90 degrees, in [-45, 45)."""
-    w, x, y, z = quat
-    yaw = np.degrees(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
-    return float((yaw + 45) % 90 - 45)
+    return float((np.degrees(_cube_yaw(quat)) + 45) % 90 - 45)
 
 
 def off_face_yaw(cube_quat: np.ndarray, error_deg: float, near: float) -> float:
     """A grasp yaw (rad) ``error_deg`` off the cube's faces (w, x, y, z quaternion): of its four
     equivalents (a face every 90 degrees) the one nearest ``near``, as the policy picks one."""
-    w, x, y, z = cube_quat
-    off = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)) + np.radians(error_deg)
-    step = np.pi / 2
-    return float(off + step * round((near - off) / step))
+    from ver_core.policy.grasp_point import grasp_yaw
+
+    off = _cube_yaw(cube_quat) + np.radians(error_deg)
+    return grasp_yaw(np.array([np.cos(4 * off), np.sin(4 * off)]), 4, near)
 
 
 def failure_kind(row: dict) -> str:
