@@ -1,17 +1,29 @@
-"""Training augmentation: cached augmented views of the demo frames, noise on the joint angles."""
+"""Training augmentation: cached augmented views of the demo frames, noise on the joint angles,
+holds shown wider."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ver_core.data import TopicConfig, load_demos
 from ver_core.data.synthetic import write_synthetic_episode
 from ver_core.policy import TaskConfig, TaskPolicy
 from ver_core.router import RouterConfig
 from ver_core.train import RouterTrainer, TrainConfig
-from ver_core.train.augment import AugmentConfig, augment_images, augmented_views
+from ver_core.train.augment import (
+    HELD_AUG_MAX,
+    HELD_BAND,
+    AugmentConfig,
+    augment_images,
+    augmented_views,
+    widen_held_width,
+)
 
 
 def _scene(n: int = 3, size: int = 32) -> np.ndarray:
@@ -73,6 +85,8 @@ def test_bad_settings_are_rejected(kw, match):
         TrainConfig(**{key[k]: v for k, v in kw.items()})
     with pytest.raises(ValueError, match="state_noise"):
         TrainConfig(state_noise=-0.1)
+    with pytest.raises(ValueError, match="held_width_aug"):
+        TrainConfig(held_width_aug=1.5)
 
 
 def test_augment_images_rejects_wrong_input():
@@ -150,3 +164,68 @@ def test_defaults_train_exactly_as_before(tmp_path, demos):
     idx = np.arange(4)
     np.testing.assert_array_equal(trainer._rows(idx, 3), idx)
     assert torch.equal(trainer._state(idx, 3), torch.from_numpy(demos.states[idx]))
+
+
+_widths = st.floats(0.0, 0.08, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    widths=st.lists(_widths, min_size=1, max_size=40),
+    closed=st.lists(st.booleans(), min_size=40, max_size=40),
+    share=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_widen_held_width_touches_only_holds_and_only_widens_them(widths, closed, share, seed):
+    """Invariant: only the width of a sample that holds something (width in the band, label
+    closed) changes, and only upward, to at most HELD_AUG_MAX; joints and labels are untouched."""
+    n = len(widths)
+    rng = np.random.default_rng(seed)
+    states = np.concatenate([rng.normal(0, 1, (n, 7)), np.array(widths)[:, None]], 1)
+    states = states.astype(np.float32)
+    actions = np.zeros((n, 4, 8), np.float32)
+    actions[:, :, 7] = np.where(np.array(closed[:n])[:, None], 0.0, 0.08)
+    before = actions.copy()
+    out = widen_held_width(states, actions, np.random.default_rng(seed), share)
+    np.testing.assert_array_equal(out[:, :7], states[:, :7])
+    np.testing.assert_array_equal(actions, before)
+    holding = (states[:, 7] >= HELD_BAND[0]) & (states[:, 7] <= HELD_BAND[1]) & closed[:n]
+    np.testing.assert_array_equal(out[~holding, 7], states[~holding, 7])
+    assert np.all(out[holding, 7] >= states[holding, 7])
+    assert np.all(out[:, 7] <= max(HELD_AUG_MAX, float(states[:, 7].max())) + 1e-7)
+
+
+def test_widen_held_width_spreads_holds_up_to_a_corner_grasp():
+    n = 4000
+    states = np.zeros((n, 8), np.float32)
+    states[:, 7] = 0.051  # the demos' face grasp
+    actions = np.zeros((n, 2, 8), np.float32)  # closed label
+    out = widen_held_width(states, actions, np.random.default_rng(0), 0.5)
+    widened = out[:, 7] > 0.051
+    assert 0.45 < widened.mean() < 0.55
+    assert out[widened, 7].max() > 0.07  # corner grasps (7.0-7.1 cm) are shown
+    assert out[:, 7].max() <= HELD_AUG_MAX + 1e-7
+    open_label = actions.copy()
+    open_label[:, :, 7] = 0.08  # the hand opening (a retry): not a hold
+    np.testing.assert_array_equal(
+        widen_held_width(states, open_label, np.random.default_rng(0), 1.0), states
+    )
+    with pytest.raises(ValueError, match="share"):
+        widen_held_width(states, actions, np.random.default_rng(0), 1.5)
+
+
+def test_held_width_aug_changes_only_training_steps(tmp_path, demos):
+    held = copy.copy(demos)  # every other sample holds the cube by its faces, hand closed
+    held.states, held.actions = demos.states.copy(), demos.actions.copy()
+    held.states[::2, 7], held.actions[::2, :, 7] = 0.051, 0.0
+    held.actions[1::2, :, 7] = 0.08
+    trainer = _trainer(tmp_path, held, held_width_aug=1.0)
+    idx = np.arange(len(held))
+    clean = torch.from_numpy(held.states[idx])
+    assert torch.equal(trainer._state(idx, None), clean)  # validation sees the true width
+    seen = trainer._state(idx, 3)
+    assert torch.equal(seen[:, :7], clean[:, :7])
+    assert torch.all(seen[::2, 7] > clean[::2, 7])  # every hold widened (share 1)
+    assert torch.equal(seen[1::2], clean[1::2])  # an open label is not a hold
+    assert torch.equal(seen, trainer._state(idx, 3))  # resumable: a pure function of the step
+    assert np.isfinite(trainer.fit()["final_val_loss"])

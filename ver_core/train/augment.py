@@ -13,6 +13,14 @@ Two perturbations, both what a fixed robot camera sees between sessions:
 
 ``state_noise`` is the proprioceptive counterpart, applied per step in the trainer: Gaussian noise
 (rad) on the seven joint angles fed to the policy, so the start pose cannot identify an episode.
+
+``held_width_aug`` widens what "holding" looks like to the head (:func:`widen_held_width`). The
+scripted demos grasp the cube by two faces, so every demonstrated hold reads ~5.1 cm; a grasp whose
+yaw is 30-45 degrees off the faces holds the cube by its corners at up to 7.1 cm, a width the head
+has only seen while the hand was open or still closing, and it stops lifting (RESULTS.md session
+21). Per step, a share of the samples that hold something (measured width inside ``HELD_BAND``
+while the label keeps the hand closed) show the head a width drawn between their own and
+``HELD_AUG_MAX``; the label is unchanged, so the head learns to lift whatever the hold's width.
 """
 
 from __future__ import annotations
@@ -22,6 +30,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+# m: measured widths that mean "the closed hand holds something" in the demos (a 5 cm cube by its
+# faces reads ~5.1 cm; an empty close reads ~0), and the widest hold the augmentation shows: a
+# 5 cm cube across its diagonal reads 7.1 cm, the open hand 8.0 cm
+HELD_BAND = (0.03, 0.065)
+HELD_AUG_MAX = 0.075
 
 
 @dataclass(frozen=True)
@@ -82,3 +96,28 @@ def augmented_views(images: np.ndarray, config: AugmentConfig, view: int) -> np.
         )
         return flat.reshape(images.shape)
     return augment_images(images, rng, config.shift, config.color)
+
+
+def widen_held_width(
+    states: np.ndarray,
+    actions: np.ndarray,
+    rng: np.random.Generator,
+    share: float,
+    gripper_max_width: float = 0.08,
+) -> np.ndarray:
+    """A copy of ``states`` (N, S) whose holding samples show a wider hold.
+
+    A sample holds something when its measured width (``states[:, -1]``, m) lies in ``HELD_BAND``
+    and its label's first gripper target (``actions[:, 0, -1]``) is closed (below half of
+    ``gripper_max_width``). Each such sample, with probability ``share``, gets a width drawn
+    uniformly between its own and ``HELD_AUG_MAX``; every other entry is returned unchanged."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"held-width share must be in [0, 1], got {share}")
+    out = np.array(states, copy=True)
+    width = out[:, -1]
+    closed = np.asarray(actions)[:, 0, -1] < 0.5 * gripper_max_width
+    holding = (width >= HELD_BAND[0]) & (width <= HELD_BAND[1]) & closed
+    chosen = holding & (rng.random(len(out)) < share)
+    draw = rng.uniform(0.0, 1.0, len(out))
+    out[chosen, -1] = width[chosen] + draw[chosen] * (HELD_AUG_MAX - width[chosen])
+    return out

@@ -23,7 +23,7 @@ from ver_core.data import DemoData
 from ver_core.policy import NormStats, TaskPolicy
 from ver_core.policy.grasp_point import grasp_point_labels, sim_calibration
 from ver_core.policy.keypose import keypose_labels
-from ver_core.train.augment import AugmentConfig, augmented_views
+from ver_core.train.augment import AugmentConfig, augmented_views, widen_held_width
 from ver_core.train.features import cached_bvt_tokens
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ class TrainConfig:
     augment_shift: int = 4
     augment_color: float = 0.2
     state_noise: float = 0.0  # std (rad) of noise on the joint angles fed to the policy
+    # share of the samples holding something whose measured width the head sees widened up to a
+    # corner grasp's (ver_core.train.augment.widen_held_width)
+    held_width_aug: float = 0.0
     # train and validate on every n-th sample of each episode (1: all). The frozen-feature caches
     # (BVT tokens, then the routed tokens) are computed for those samples only, so n = 2 halves
     # their cost; labels (keyposes, grasp points) still come from the full episodes
@@ -80,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.state_noise <= 0.5:
             raise ValueError(f"state_noise must be in [0, 0.5] rad, got {self.state_noise}")
+        if not 0 <= self.held_width_aug <= 1:
+            raise ValueError(f"held_width_aug must be in [0, 1], got {self.held_width_aug}")
         _ = self.augment  # AugmentConfig validates the augmentation settings
 
 
@@ -305,8 +310,19 @@ class RouterTrainer:
         return idx + len(self.data) * rng.integers(0, views + 1, len(idx))
 
     def _state(self, idx: np.ndarray, step: int | None) -> torch.Tensor:
-        """States of ``idx``; in training steps with Gaussian noise on the 7 joint angles."""
-        state = torch.from_numpy(self.data.states[idx])
+        """States of ``idx``; in training steps with Gaussian noise on the 7 joint angles and
+        holds shown wider (``held_width_aug``)."""
+        states = self.data.states[idx]
+        if step is not None and self.cfg.held_width_aug > 0:
+            rng = np.random.default_rng([self.cfg.seed, step, 13])
+            states = widen_held_width(
+                states,
+                self.data.actions[idx],
+                rng,
+                self.cfg.held_width_aug,
+                self.policy.config.gripper_max_width,
+            )
+        state = torch.from_numpy(states)
         if step is None or self.cfg.state_noise == 0:
             return state
         rng = np.random.default_rng([self.cfg.seed, step, 11])
