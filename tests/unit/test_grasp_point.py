@@ -20,13 +20,16 @@ from ver_core.policy.grasp_point import (
     HOLD_MARGIN,
     MAX_CORRECTION,
     CameraRig,
+    GraspPointHead,
     GraspPointTracker,
     PatchMap,
     Sighting,
     fused_mass,
     grasp_point_labels,
+    grasp_point_loss,
     grasp_yaw,
     head_outputs,
+    neighbour_patches,
     patch_maps,
     sightings,
     sim_calibration,
@@ -524,3 +527,54 @@ def test_a_camera_yaw_turns_back_into_the_world_yaw(psi, head, order):
     back = world_yaw_vec(seen, head, order, "camera")
     np.testing.assert_allclose(back, [np.cos(order * psi), np.sin(order * psi)], atol=1e-9)
     np.testing.assert_array_equal(world_yaw_vec(seen, head, order, "world"), seen)
+
+
+@settings(max_examples=100, deadline=None)
+@given(grid=st.integers(1, 16), radius=st.integers(0, 3), data=st.data())
+def test_neighbour_patches_are_the_cells_within_the_radius_on_the_map(grid, radius, data):
+    target = data.draw(st.lists(st.integers(0, grid * grid - 1), min_size=1, max_size=8))
+    cells, valid = neighbour_patches(torch.tensor(target), grid, radius)
+    assert cells.shape == valid.shape == (len(target), (2 * radius + 1) ** 2)
+    for t, row, ok in zip(target, cells.tolist(), valid.tolist(), strict=True):
+        want = {
+            y * grid + x
+            for y in range(grid)
+            for x in range(grid)
+            if max(abs(x - t % grid), abs(y - t // grid)) <= radius
+        }
+        assert {c for c, o in zip(row, ok, strict=True) if o} == want
+        assert all(c == t for c, o in zip(row, ok, strict=True) if not o)
+
+
+def test_the_yaw_radius_teaches_the_neighbours_yaw_and_zero_keeps_the_labelled_patch_only():
+    torch.manual_seed(0)
+    heads = torch.nn.ModuleList([GraspPointHead(dim=16, grid=4, channels=8)])
+    tokens = torch.randn(3, 1, 17, 16)
+    cls = torch.tensor([[5], [0], [16]])  # an inner patch, a corner, "not in view"
+    offset, yaw = torch.rand(3, 1, 2), torch.randn(3, 1, 2)
+
+    def yaw_grad(radius: int) -> torch.Tensor:
+        heads.zero_grad()
+        maps = []  # the yaw maps' gradient, per patch, through a hook on the head's output
+        out_fn = heads[0].forward
+
+        def hooked(x):
+            logits, offs, yaws = out_fn(x)
+            yaws.retain_grad()
+            maps.append(yaws)
+            return logits, offs, yaws
+
+        heads[0].forward = hooked
+        try:
+            grasp_point_loss(heads, tokens, cls, offset, yaw, yaw_radius=radius).backward()
+        finally:
+            del heads[0].forward
+        return maps[0].grad.abs().sum(-1)  # (2 in-view frames, 16 patches)
+
+    g0, g1 = yaw_grad(0), yaw_grad(1)
+    assert set(torch.nonzero(g0[0]).flatten().tolist()) == {5}
+    assert set(torch.nonzero(g0[1]).flatten().tolist()) == {0}
+    assert set(torch.nonzero(g1[0]).flatten().tolist()) == {0, 1, 2, 4, 5, 6, 8, 9, 10}
+    assert set(torch.nonzero(g1[1]).flatten().tolist()) == {0, 1, 4, 5}
+    with pytest.raises(ValueError, match="grasp_yaw_radius"):
+        TaskConfig(grasp_yaw_radius=5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -38,7 +40,8 @@ def test_labels_are_the_pose_at_the_next_gripper_event():
         keypose_labels(np.zeros((3, 8)), episode[:3])
 
 
-def test_keypose_policy_trains_saves_and_reloads(tmp_path):
+@pytest.mark.parametrize("tcp_offset", [False, True])
+def test_keypose_policy_trains_saves_and_reloads(tmp_path, tcp_offset):
     for i in range(3):  # 4.5 s: more than one period of the synthetic gripper
         write_synthetic_episode(tmp_path / "bags" / f"episode_{i:03d}", seed=i, seconds=4.5)
     demos = load_demos(
@@ -53,6 +56,7 @@ def test_keypose_policy_trains_saves_and_reloads(tmp_path):
         hidden_dim=64,
         chunk_len=4,
         keypose=True,
+        head_tcp_offset=tcp_offset,
         router=RouterConfig(anneal_steps=4),
     )
     policy = TaskPolicy.build(cfg)
@@ -81,7 +85,7 @@ def test_keypose_policy_trains_saves_and_reloads(tmp_path):
         tokens = torch.zeros(1, 1, 1 + 4, policy.model.config.embed_dim)
         policy.loss_from_tokens(tokens, torch.zeros(1, cfg.state_dim), torch.zeros(1, 4, 8))
     reloaded = TaskPolicy.from_pretrained(tmp_path / "out")
-    assert reloaded.config.keypose
+    assert reloaded.config.keypose and reloaded.config.head_tcp_offset == tcp_offset
     images = torch.rand(2, 3, 32, 32)
     state = torch.as_tensor(demos.states[:2])
     policy.eval()
@@ -92,3 +96,37 @@ def test_keypose_policy_trains_saves_and_reloads(tmp_path):
     # the head acts on the estimated keypose: the estimate is 7 joints, finite
     assert torch.isfinite(policy.estimate_keypose(tokens, state)).all()
     assert policy.estimate_keypose(tokens, state).shape == (2, 7)
+
+
+def test_the_head_sees_the_hands_tcp_relative_to_the_keypose_in_metres():
+    from ver_core.eval.kinematics import TcpKinematics
+    from ver_core.policy.task_policy import TCP_OFFSET_SCALE
+    from ver_core.sim import HOME_Q
+
+    cfg = TaskConfig(model_overrides=TINY, neck_dim=32, hidden_dim=64, chunk_len=4, keypose=True)
+    assert cfg.head_tcp_offset  # the default for new keypose policies
+    old = cfg.to_dict()
+    del old["head_tcp_offset"]  # a checkpoint from before the offset: its head took none
+    assert not TaskConfig.from_dict(old).head_tcp_offset
+    plain = TaskPolicy.build(dataclasses.replace(cfg, head_tcp_offset=False))
+    policy = TaskPolicy.build(cfg)
+    kin = TcpKinematics()
+    rng = np.random.default_rng(0)
+    keypose = torch.as_tensor(HOME_Q + rng.normal(0, 0.2, (3, 7)))
+    state = torch.zeros(3, 8, dtype=torch.float64)
+    state[:, :7] = torch.as_tensor(HOME_Q + rng.normal(0, 0.2, (3, 7)))
+    state[0, :7] = keypose[0]  # the hand at the keypose: no offset
+    offset = policy.tcp_offset_n(keypose, state).double().numpy()
+    want = [
+        (kin.tcp(s[:7]) - kin.tcp(k)) / TCP_OFFSET_SCALE
+        for s, k in zip(state.numpy(), keypose.numpy(), strict=True)
+    ]
+    np.testing.assert_allclose(offset, np.array(want), atol=1e-5)
+    np.testing.assert_allclose(offset[0], 0.0, atol=1e-6)
+    assert np.abs(offset[1:]).max() > 0.05  # 2 cm and more apart
+    tokens = policy.encode(torch.rand(3, 3, 32, 32)).tokens
+    for p, width in ((plain, 7 + 8), (policy, 7 + 3 + 8)):
+        assert p.condition(tokens, state.float(), keypose.float()).shape == (3, width)
+        assert p.condition(tokens, state.float()).shape == (3, width)  # the estimated keypose
+    given = policy.condition(tokens, state.float(), keypose.float())
+    np.testing.assert_allclose(given[:, 7:10].numpy(), offset, atol=1e-5)

@@ -80,6 +80,12 @@ class TaskConfig:
     keypose: bool = False
     keypose_noise: float = 0.005
     keypose_weight: float = 1.0
+    # a keypose policy's head also sees where the hand's TCP is relative to the keypose's, in
+    # metres (world x, y, z): "how far above the grasp am I" as three numbers instead of a
+    # joint-space difference whose metric meaning changes across the workspace (far from the
+    # base the head took 5 cm above the grasp for "there" and closed: RESULTS.md session 22).
+    # Ignored without keypose; False in the checkpoints before session 22
+    head_tcp_offset: bool = True
     # Grasp-point detection (ver_core.policy.grasp_point; needs keypose): per camera a conv head
     # finds where the hand will close, and the regressed keypose is moved so its TCP sits there.
     # camera_calibration: per camera name {mount, pos, rot, intrinsics} (empty when training: the
@@ -90,6 +96,10 @@ class TaskConfig:
     # the yaw a view's head reads: "camera" (the grasp's yaw less the camera's heading, what a
     # camera on the hand sees whatever the hand's yaw), "world" (checkpoints before session 13)
     grasp_yaw_frame: str = "camera"
+    # patches (Chebyshev radius) around the labelled one whose yaw reading is trained too: the
+    # detector's best patch is often a neighbour, whose yaw is otherwise never taught (0: the
+    # labelled patch only, checkpoints before session 22)
+    grasp_yaw_radius: int = 0
     camera_calibration: dict[str, Any] = field(default_factory=dict)
     grasp_height: float | None = None
 
@@ -138,6 +148,8 @@ class TaskConfig:
             raise ValueError("grasp_point_weight must be >= 0")
         if self.grasp_yaw_order < 1:
             raise ValueError("grasp_yaw_order must be >= 1")
+        if not 0 <= self.grasp_yaw_radius <= 3:
+            raise ValueError(f"grasp_yaw_radius must be in [0, 3], got {self.grasp_yaw_radius}")
         if self.grasp_yaw_frame not in GRASP_YAW_FRAMES:
             raise ValueError(
                 f"grasp_yaw_frame must be one of {GRASP_YAW_FRAMES}, got {self.grasp_yaw_frame!r}"
@@ -179,6 +191,7 @@ class TaskConfig:
         for name in ("action_source", "gripper_source"):  # checkpoints before the sources:
             data.setdefault(name, "command")  # trained on recorded commands
         data.setdefault("grasp_yaw_frame", "world")  # checkpoints before it read world yaws
+        data.setdefault("head_tcp_offset", False)  # their heads took no TCP offset
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -51,6 +51,7 @@ __all__ = [
     "fused_mass",
     "grasp_point_labels",
     "grasp_point_loss",
+    "neighbour_patches",
     "grasp_yaw",
     "head_outputs",
     "patch_maps",
@@ -333,12 +334,30 @@ class GraspPointHead(nn.Module):
         return logits, maps[:, 1:3].transpose(1, 2).sigmoid(), maps[:, 3:].transpose(1, 2)
 
 
+def neighbour_patches(target: Tensor, grid: int, radius: int) -> tuple[Tensor, Tensor]:
+    """Patch indices (B, (2r+1)^2) within Chebyshev ``radius`` of each ``target`` patch (B,) of a
+    ``grid`` x ``grid`` map, and which of them lie on the map (B, (2r+1)^2) (the others repeat
+    the target)."""
+    d = torch.arange(-radius, radius + 1, device=target.device)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    x = (target % grid)[:, None] + dx.reshape(1, -1)
+    y = (target // grid)[:, None] + dy.reshape(1, -1)
+    valid = (x >= 0) & (x < grid) & (y >= 0) & (y < grid)
+    return torch.where(valid, y * grid + x, target[:, None]), valid
+
+
 def grasp_point_loss(
-    heads: nn.ModuleList, tokens: Tensor, cls: Tensor, offset: Tensor, yaw: Tensor
+    heads: nn.ModuleList,
+    tokens: Tensor,
+    cls: Tensor,
+    offset: Tensor,
+    yaw: Tensor,
+    yaw_radius: int = 0,
 ) -> Tensor:
     """Sum over views of the patch cross-entropy + OFFSET_WEIGHT x in-patch offset L1 +
-    YAW_WEIGHT x yaw L1 at the labelled patch, over the frames that have a label. tokens
-    (B, V, 1+P, D), cls (B, V), offset (B, V, 2), yaw (B, V, 2)."""
+    YAW_WEIGHT x yaw L1 at the labelled patch and those within ``yaw_radius`` of it (where the
+    detector's best patch lands when it is off by a neighbour), over the frames that have a label.
+    tokens (B, V, 1+P, D), cls (B, V), offset (B, V, 2), yaw (B, V, 2)."""
     total = tokens.new_zeros(())
     for v, head in enumerate(heads):
         labelled = cls[:, v] >= 0
@@ -351,8 +370,10 @@ def grasp_point_loss(
         if inside.any():
             got = offs[inside, target[inside]]
             total = total + OFFSET_WEIGHT * (got - offset[labelled, v][inside]).abs().mean()
-            got = yaws[inside, target[inside]]
-            total = total + YAW_WEIGHT * (got - yaw[labelled, v][inside]).abs().mean()
+            cells, valid = neighbour_patches(target[inside], head.grid, yaw_radius)
+            got = yaws[inside][torch.arange(len(cells))[:, None], cells]  # (b, k, 2)
+            err = (got - yaw[labelled, v][inside][:, None]).abs().mean(-1)
+            total = total + YAW_WEIGHT * err[valid].mean()
     return total
 
 

@@ -13,6 +13,7 @@ and ``neck.*``) load unchanged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -56,6 +57,15 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "stats.json"
 FORMAT = "ver-task"
+TCP_OFFSET_SCALE = 0.1  # m: the head sees the hand-to-keypose TCP offset in these units
+
+
+@functools.cache
+def _kinematics():
+    """One arm model per process for the head's TCP offsets (ver_core.eval.kinematics)."""
+    from ver_core.eval.kinematics import TcpKinematics
+
+    return TcpKinematics()
 
 
 @dataclass
@@ -100,6 +110,8 @@ def build_task_head(config: TaskConfig) -> nn.Module:
         else {}
     )
     vision = len(config.joint_names) if config.keypose else config.num_views * config.neck_dim
+    if config.keypose and config.head_tcp_offset:
+        vision += 3  # the hand's TCP relative to the keypose's (TaskPolicy.tcp_offset_n)
     return build_head(
         config.head,
         vision + config.state_dim,
@@ -305,20 +317,40 @@ class TaskPolicy(ActionNormalization, nn.Module):
         offset = self._keypose_offset_n(feats)
         return state[:, :j].to(feats.dtype) + offset * self.state_std[:j]
 
+    def tcp_offset_n(self, keypose: Tensor, state: Tensor) -> Tensor:
+        """(B, 3): the TCP of the measured joints less the keypose's TCP (world x, y, z), in
+        units of TCP_OFFSET_SCALE m. Forward kinematics of the arm model, not differentiated
+        (the keypose it is given is a label, an estimate or a corrected detection)."""
+        j = len(self.config.joint_names)
+        kin = _kinematics()
+        hand = state[:, :j].detach().double().cpu().numpy()
+        goal = keypose.detach().double().cpu().numpy()
+        out = np.stack([kin.tcp(h) - kin.tcp(g) for h, g in zip(hand, goal, strict=True)])
+        return torch.from_numpy(out / TCP_OFFSET_SCALE).to(state.device, self.state_mean.dtype)
+
+    def _keypose_input(self, keypose: Tensor, state: Tensor, state_n: Tensor) -> Tensor:
+        """A keypose policy's head input: keypose (B, 7) rad -> [keypose_n, (tcp offset,)
+        state_n]."""
+        parts = [self.keypose_n(keypose.to(state_n.dtype))]
+        if self.config.keypose and self.config.head_tcp_offset:
+            parts.append(self.tcp_offset_n(keypose, state).to(state_n.dtype))
+        return torch.cat([*parts, state_n], dim=-1)
+
     def condition(self, tokens: Tensor, state: Tensor, keypose: Tensor | None = None) -> Tensor:
         """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> head input: the necks' features
         (B, V * F), or for a keypose policy the estimated keypose (B, 7) (or ``keypose`` (B, 7)
-        rad, when given), then the state."""
+        rad, when given) (and the hand's TCP relative to it, ``head_tcp_offset``), then the
+        state."""
         if self.config.keypose and keypose is not None:  # the image features are not needed
             state_n = self._state_n(state, self.state_mean.dtype)
-            return torch.cat([self.keypose_n(keypose.to(state_n.dtype)), state_n], dim=-1)
+            return self._keypose_input(keypose, state, state_n)
         feats = self._views(tokens)
         state_n = self._state_n(state, feats.dtype)
         if not self.config.keypose:
             return torch.cat([feats, state_n], dim=-1)
         j = len(self.config.joint_names)
-        keypose_n = state_n[:, :j] + self._keypose_offset_n(feats)
-        return torch.cat([keypose_n, state_n], dim=-1)
+        estimate = state[:, :j].to(feats.dtype) + self._keypose_offset_n(feats) * self.state_std[:j]
+        return self._keypose_input(estimate, state, state_n)
 
     @property
     def rig(self) -> CameraRig:
@@ -445,7 +477,10 @@ class TaskPolicy(ActionNormalization, nn.Module):
             if grasp is None:
                 raise ValueError("a grasp-point policy trains with grasp-point labels")
             extra = self.config.grasp_point_weight * grasp_point_loss(
-                self.grasp_heads, as_views(tokens).float(), *grasp
+                self.grasp_heads,
+                as_views(tokens).float(),
+                *grasp,
+                yaw_radius=self.config.grasp_yaw_radius,
             )
         return extra + self._action_loss(tokens, state, actions, keypose)
 
@@ -465,7 +500,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         # in keypose mode the targets are relative to the keypose the head acts on, as when
         # deployed on an estimate
         target = self.normalize_actions(actions, state, noisy)
-        cond = torch.cat([self.keypose_n(noisy.to(feats.dtype)), state_n], dim=-1)
+        cond = self._keypose_input(noisy, state, state_n)
         estimate = state_n[:, :j] + self._keypose_offset_n(feats)
         return self.head.loss(cond, target) + self.config.keypose_weight * (
             (estimate - label).abs().mean()
