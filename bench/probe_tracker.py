@@ -62,6 +62,37 @@ def off_face_yaw(cube_quat: np.ndarray, error_deg: float, near: float) -> float:
     return grasp_yaw(np.array([np.cos(4 * off), np.sin(4 * off)]), 4, near)
 
 
+CLOSING_M = 0.075  # m: the hand's opening below this (open is 0.08) marks the close
+
+
+def yaw_error_at_close(frames: list[dict]) -> float | None:
+    """The tracked grasp yaw's error (degrees, in [-45, 45): off the cube's nearest face) at the
+    first update whose hand opening is below ``CLOSING_M``; None if the hand never closed or the
+    tracker had no estimate then. Above ~30 degrees the fingers take the cube by its corners."""
+    for f in frames:
+        if f["width"] < CLOSING_M:
+            if f["yaw4_deg"] is None:
+                return None
+            return round(float((f["yaw4_deg"] - f["cube_yaw4_deg"] + 45) % 90 - 45), 1)
+    return None
+
+
+def yaw_summary(rows: list[dict]) -> dict:
+    """Over the episodes whose hand closed with an estimate: the median absolute yaw error at the
+    close, and successes / episodes at most and above 30 degrees off the faces."""
+    read = [r for r in rows if r.get("yaw_error_at_close_deg") is not None]
+    err = np.abs([r["yaw_error_at_close_deg"] for r in read])
+    above = [r for r, e in zip(read, err, strict=True) if e > 30]
+    within = [r for r, e in zip(read, err, strict=True) if e <= 30]
+    return {
+        "episodes": len(read),
+        "median_abs_deg": round(float(np.median(err)), 1) if len(read) else None,
+        "above_15": int(np.sum(err > 15)),
+        "success_at_most_30": [sum(r["success"] for r in within), len(within)],
+        "success_above_30": [sum(r["success"] for r in above), len(above)],
+    }
+
+
 def failure_kind(row: dict) -> str:
     """What a failed episode's row reads as: "identity" (the tracker's estimate ended on
     something that is not the cube), "near_miss" (on the cube, but the TCP never came within
@@ -226,6 +257,27 @@ def main(argv: list[str] | None = None) -> int:
         return est
 
     tracker.update = recording_update
+    corrected, predict = policy.corrected_keypose, policy.predict_chunk
+
+    def recording_keypose(tokens, state, tracker_=None):
+        keypose = corrected(tokens, state, tracker_)
+        if frames:  # this tick's update came first: where the head is sent, as a TCP (m)
+            tcp = policy.rig.kin.tcp(keypose[0].double().cpu().numpy())
+            frames[-1]["keypose_tcp"] = [round(float(x), 4) for x in tcp]
+        return keypose
+
+    def recording_predict(*a, **kw):
+        chunk = predict(*a, **kw)
+        if frames:  # the chunk's targets as TCPs (m; the first, the 5th, the last) and its
+            # first gripper command (m)
+            acts = chunk[0].double().cpu().numpy()
+            frames[-1]["target_tcp"] = [
+                [round(float(x), 4) for x in policy.rig.kin.tcp(acts[i, :7])] for i in (0, 4, -1)
+            ]
+            frames[-1]["gripper_cmd"] = round(float(acts[0, 7]), 4)
+        return chunk
+
+    policy.corrected_keypose, policy.predict_chunk = recording_keypose, recording_predict
     cfg = policy.config
     env = eval_env(EvalConfig())  # both cameras at the demos' render size, as ver-eval
     if args.yaw_error is not None:
@@ -267,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "cube_xy": [round(float(x), 3) for x in cube],
             "distractors_xy": [[round(float(x), 3) for x in d] for d in distractors],
+            "yaw_error_at_close_deg": yaw_error_at_close(frames),
             **summarize(frames, cube, distractors, args.near),
             "wall_s": round(time.perf_counter() - t0, 1),
         }
@@ -297,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             kind: [r["seed"] for r in rows if not r["success"] and failure_kind(r) == kind]
             for kind in ("identity", "near_miss", "at_cube")
         },
+        "yaw_at_close": yaw_summary(rows),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -86,3 +86,24 @@ def test_a_forced_yaw_error_is_that_far_off_the_faces_nearest_the_hand(
     assert off_face == pytest.approx(0.0, abs=1e-9)  # error_deg off a face (mod 90)
     gap = (np.degrees(yaw) - near_deg + 180) % 360 - 180
     assert abs(gap) <= 45 + 1e-9  # of the four, the one nearest the hand's yaw
+
+
+def test_the_yaw_at_the_close_is_read_at_the_first_closing_frame_modulo_the_faces(bench):
+    def frame(width, yaw, cube_yaw):
+        return {"width": width, "yaw4_deg": yaw, "cube_yaw4_deg": cube_yaw}
+
+    frames = [frame(0.08, 10.0, 0.0), frame(0.07, 40.0, -20.0), frame(0.05, 0.0, -20.0)]
+    assert bench.yaw_error_at_close(frames) == pytest.approx(-30.0)  # 60 off = 30 the other way
+    assert bench.yaw_error_at_close(frames[:1]) is None  # the hand never closed
+    assert bench.yaw_error_at_close([frame(0.07, None, 5.0)]) is None  # nothing tracked
+    rows = [
+        {"success": True, "yaw_error_at_close_deg": 5.0},
+        {"success": True, "yaw_error_at_close_deg": -20.0},
+        {"success": False, "yaw_error_at_close_deg": 40.0},
+        {"success": True, "yaw_error_at_close_deg": -35.0},
+        {"success": False, "yaw_error_at_close_deg": None},
+    ]
+    summary = bench.yaw_summary(rows)
+    assert summary["episodes"] == 4 and summary["median_abs_deg"] == pytest.approx(27.5)
+    assert summary["above_15"] == 3
+    assert summary["success_at_most_30"] == [2, 2] and summary["success_above_30"] == [1, 2]
