@@ -188,6 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         "off in the product: docs/RESULTS.md session 21)",
     )
     p.add_argument(
+        "--reject",
+        action="store_true",
+        help="the tracker rules out the place of an empty close (reject_m REJECT_M; off in the "
+        "product: docs/RESULTS.md session 22)",
+    )
+    p.add_argument(
+        "--commit",
+        action="store_true",
+        help="the tracker ignores sightings while the TCP is within COMMIT_DZ of the grasp "
+        "plane (off in the product: docs/RESULTS.md session 22)",
+    )
+    p.add_argument(
         "--yaw-error",
         type=float,
         default=None,
@@ -222,11 +234,19 @@ def main(argv: list[str] | None = None) -> int:
         from ver_core.policy.grasp_point import HOLD_MARGIN
 
         tracker.hold_margin = HOLD_MARGIN
+    if args.reject:
+        from ver_core.policy.grasp_point import REJECT_M
+
+        tracker.reject_m = REJECT_M
+    if args.commit:
+        from ver_core.policy.grasp_point import COMMIT_DZ
+
+        tracker.commit_dz = COMMIT_DZ
     frames: list[dict] = []
     update = tracker.update
 
-    def recording_update(seen, maps=None, gripper_width=None):
-        est = update(seen, None if args.peak_start else maps, gripper_width)
+    def recording_update(seen, maps=None, gripper_width=None, hand=None):
+        est = update(seen, None if args.peak_start else maps, gripper_width, hand)
         frames.append(
             {
                 "sightings": [
@@ -247,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                 # the hand: TCP (m) and finger width (m)
                 "tcp": [round(float(x), 4) for x in env.observation().tcp_pos],
                 "width": round(float(env.observation().gripper_width), 4),
+                "rejected": len(tracker.rejected),  # places of empty closes ruled out
+                "committed": bool(tracker.committed),  # the hand low: sightings ignored
                 "holding": bool(tracker.holding),  # the tracker kept its estimate: hand closed
                 # the grasp yaw, 4-fold (a cube's faces every 90 degrees), in degrees: the
                 # estimate's and the cube's about the vertical, and the hand's
@@ -343,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         "near_m": args.near,
         "yaw_error_deg": args.yaw_error,
         "hold": args.hold,
+        "reject_m": tracker.reject_m,
+        "commit_dz": tracker.commit_dz,
         "machine": {"cpu": platform.processor() or platform.machine(), "load": os.getloadavg()},
         "successes": sum(r["success"] for r in rows),
         "episodes": len(rows),

@@ -16,9 +16,14 @@ from ver_core.data.synthetic import write_synthetic_episode
 from ver_core.policy import TaskConfig, TaskPolicy
 from ver_core.policy.grasp_point import (
     ARM_VIEW_WEIGHT,
+    CLOSING_WIDTH,
+    COMMIT_DZ,
+    EMPTY_WIDTH,
     FUSE_FLOOR,
     HOLD_MARGIN,
     MAX_CORRECTION,
+    REACH_Z,
+    REJECT_M,
     CameraRig,
     GraspPointHead,
     GraspPointTracker,
@@ -355,6 +360,145 @@ def test_tracker_holds_a_lifted_cube_s_grasp_and_resumes_after_an_empty_close():
     assert not off.holding and point[0] > grasp[0] + 0.005
     with pytest.raises(ValueError, match="hold_margin"):
         GraspPointTracker(hold_margin=0.0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    frames=st.lists(
+        st.tuples(
+            st.lists(st.tuples(xy, st.floats(0.05, 1.0)), max_size=3),  # sightings, prob
+            st.sampled_from([0.0, 0.005, 0.03, 0.051, 0.08]),  # the hand's opening
+            xy,  # the hand's TCP xy
+            st.floats(0.045, 0.2),  # and its height
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_tracker_never_starts_or_moves_on_a_sighting_where_a_close_came_up_empty(frames):
+    """Invariant: once an empty close at the grasp plane ruled a place out, the estimate never
+    lies within ``reject_m`` of it and no sighting there starts or moves the estimate; a place is
+    ruled out only by a close below EMPTY_WIDTH with the TCP within REACH_Z of the estimate's
+    plane, one per close (the hand opens past half its opening in between)."""
+    tracker = GraspPointTracker(gate_m=GATE, reject_m=REJECT_M)
+    low = None  # where the close began: the hand's lowest since it was last open
+    for sights, width, hand_xy, hand_z in frames:
+        hand = np.array([*hand_xy, hand_z])
+        if low is None or width >= CLOSING_WIDTH or hand_z < low[2]:
+            low = hand
+        before, count = tracker.point, len(tracker.rejected)
+        was_armed = tracker._armed
+        tracker.update([_sight(p, pr) for p, pr in sights], gripper_width=width, hand=hand)
+        new = len(tracker.rejected) - count
+        reached = before is not None and abs(low[2] - before[2]) <= REACH_Z
+        assert new == int(width < EMPTY_WIDTH and was_armed and reached)
+        if new:
+            np.testing.assert_array_equal(tracker.rejected[-1], low[:2])
+        if tracker.point is not None:
+            assert not tracker._is_rejected(tracker.point)  # never inside a ruled-out place
+    only_inside = copy.deepcopy(tracker)
+    for r in tracker.rejected:  # sightings only inside ruled-out places change nothing
+        point = only_inside.update([_sight(r + [0.01, 0.0], 1.0)], gripper_width=0.08)
+        if tracker.point is None:
+            assert point is None
+        else:
+            np.testing.assert_array_equal(point[0], tracker.point)
+
+
+def test_after_an_empty_close_on_a_distractor_the_tracker_goes_to_the_next_candidate():
+    tracker = GraspPointTracker(gate_m=GATE, reject_m=REJECT_M)
+    distractor, cube = np.array([0.45, -0.1]), np.array([0.55, 0.1])
+    seen = [_sight(distractor, 0.9), _sight(cube, 0.2)]  # the distractor outscores the cube
+    point = tracker.update(seen, gripper_width=0.08, hand=np.array([0.3, 0.0, 0.4]))[0]
+    np.testing.assert_allclose(point[:2], distractor)
+    high = np.array([*distractor, 0.045 + 2 * REACH_Z])  # shut empty well above: no evidence
+    point = tracker.update(seen, gripper_width=0.0, hand=high)[0]
+    np.testing.assert_allclose(point[:2], distractor)
+    assert tracker.rejected == []
+    tracker.update(seen, gripper_width=0.08, hand=high)  # open again
+    at = np.array([*distractor + [0.01, 0.0], 0.05])  # down at the distractor, shut on nothing
+    point = tracker.update(seen, gripper_width=0.004, hand=at)[0]
+    np.testing.assert_allclose(point[:2], cube)  # the next candidate, at once
+    assert len(tracker.rejected) == 1
+    point = tracker.update(seen, gripper_width=0.0, hand=at)[0]  # the same close: one place
+    assert len(tracker.rejected) == 1
+    np.testing.assert_allclose(point[:2], cube)
+    for _ in range(2 * tracker.switch_after):  # the distractor alone, as sure as ever
+        point = tracker.update([_sight(distractor, 1.0)], gripper_width=0.08, hand=at)[0]
+    np.testing.assert_allclose(point[:2], cube)
+    # the fingers shut while the arm already lifts: the place is where the close began
+    lifting = GraspPointTracker(gate_m=GATE, reject_m=REJECT_M)
+    lifting.update(seen, gripper_width=0.08, hand=np.array([*distractor, 0.05]))
+    for k, width in enumerate((0.07, 0.05, 0.03, 0.012, 0.005)):
+        point = lifting.update(
+            seen, gripper_width=width, hand=np.array([*distractor, 0.07 + 0.04 * k])
+        )[0]
+    np.testing.assert_allclose(lifting.rejected, [distractor])
+    np.testing.assert_allclose(point[:2], cube)
+    tracker.reset()
+    assert tracker.rejected == []
+    np.testing.assert_allclose(tracker.update(seen)[0][:2], distractor)
+    off = GraspPointTracker(gate_m=GATE)  # the default: no place ruled out
+    off.update(seen, gripper_width=0.08, hand=at)
+    np.testing.assert_allclose(off.update(seen, gripper_width=0.0, hand=at)[0][:2], distractor)
+    with pytest.raises(ValueError, match="reject_m"):
+        GraspPointTracker(reject_m=0.0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start=xy,
+    frames=st.lists(
+        st.tuples(
+            st.lists(st.tuples(xy, st.floats(0.05, 1.0)), max_size=3),  # sightings, prob
+            st.floats(0.0, 0.3),  # the TCP's height above the grasp plane
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_tracker_commits_to_its_estimate_while_the_hand_is_low(start, frames):
+    """Invariant: while the TCP is less than ``commit_dz`` above the estimate's plane, whatever
+    is sighted wherever, the estimate does not move; higher up the tracker does what it does
+    without a hand."""
+    tracker = GraspPointTracker(gate_m=GATE, commit_dz=COMMIT_DZ)
+    tracker.update([_sight(start)])
+    for sights, dz in frames:
+        seen = [_sight(p, pr) for p, pr in sights]
+        before, plain = tracker.point.copy(), copy.deepcopy(tracker)
+        hand = np.array([0.5, 0.0, before[2] + dz])
+        point = tracker.update(seen, gripper_width=0.08, hand=hand)[0]
+        assert tracker.committed == (dz < COMMIT_DZ)
+        if dz < COMMIT_DZ:
+            np.testing.assert_array_equal(point, before)
+        else:
+            np.testing.assert_array_equal(point, plain.update(seen)[0])
+
+
+def test_a_peak_riding_on_the_hand_does_not_walk_the_low_hand_away_from_the_cube():
+    """The walk it prevents (RESULTS.md session 22): at the bottom the wrist camera's peak sits
+    3 cm beside the TCP whatever the hand does; followed, the estimate and the hand drift
+    together. Committed, the estimate stays at the cube; lifted, it follows sightings again."""
+    cube = np.array([0.5, 0.0])
+    trackers = {}
+    for commit, stays in ((COMMIT_DZ, True), (None, False)):
+        tracker = trackers[commit] = GraspPointTracker(gate_m=GATE, commit_dz=commit)
+        tracker.update([_sight(cube, 0.9)], hand=np.array([0.45, 0.0, 0.2]))
+        hand = np.array([*cube, 0.05])
+        for _ in range(20):
+            point = tracker.update([_sight(hand[:2] + [0.03, 0.0], 0.9)], hand=hand)[0]
+            hand[:2] += 0.5 * (point[:2] - hand[:2])  # the hand follows the estimate
+        drift = np.linalg.norm(point[:2] - cube)
+        assert (drift < 1e-9) if stays else (drift > 0.05)
+    committed = trackers[COMMIT_DZ]
+    point = committed.update([_sight(cube + [0.02, 0.0])], hand=np.array([*cube, 0.2]))[0]
+    assert not committed.committed and point[0] > cube[0] + 0.005  # lifted: following again
+    with pytest.raises(ValueError, match="commit_dz"):
+        GraspPointTracker(commit_dz=0.0)
+    off = GraspPointTracker(gate_m=GATE)  # the default: no commit
+    off.update([_sight(cube)], hand=np.array([*cube, 0.05]))
+    point = off.update([_sight(cube + [0.02, 0.0])], hand=np.array([*cube, 0.05]))[0]
+    assert not off.committed and point[0] > cube[0] + 0.005
 
 
 def test_tracker_weighs_close_and_sure_sightings_more():

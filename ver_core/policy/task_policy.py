@@ -416,7 +416,8 @@ class TaskPolicy(ActionNormalization, nn.Module):
         maps = []
         if found:  # the tracker weighs its candidates by every view's whole probability map
             maps = patch_maps(outputs, self.rig, cameras)
-        estimate = tracker.update(found, maps, float(width[0]))
+        hand = self.rig.kin.tcp(q[0])  # an empty close here rules the place out
+        estimate = tracker.update(found, maps, float(width[0]), hand)
         if estimate is None:
             return np.full((1, 3), np.nan), np.full(1, np.nan), np.full(1, -1)
         point, yaw_vec, view = estimate
