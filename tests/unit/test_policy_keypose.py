@@ -130,3 +130,34 @@ def test_the_head_sees_the_hands_tcp_relative_to_the_keypose_in_metres():
         assert p.condition(tokens, state.float()).shape == (3, width)  # the estimated keypose
     given = policy.condition(tokens, state.float(), keypose.float())
     np.testing.assert_allclose(given[:, 7:10].numpy(), offset, atol=1e-5)
+
+
+def test_close_labels_wait_until_the_measured_hand_arrives():
+    from ver_core.policy.keypose import delay_close_until_arrival
+
+    n, h = 10, 4
+    states = np.zeros((n, 8))
+    states[:, 0] = [0.10, 0.08, 0.06, 0.04, 0.02, 0.01, 0, 0, 0, 0]  # the hand's height lags
+    label = np.array([0.08] * 3 + [0.0] * 7)  # the command closes at step 3 (hand 4 cm up)
+    actions = np.zeros((n, h, 8))
+    for t in range(n):
+        actions[t, :, 7] = label[np.minimum(t + np.arange(h), n - 1)]
+    actions[:, :, 1:7] = 0.5  # arm targets (the command at height 0): untouched
+
+    def tcp(q):
+        return np.array([0.0, 0.0, q[0]])  # toy kinematics: joint 1 is the height
+
+    out, delayed = delay_close_until_arrival(actions, states, np.zeros(n, int), tcp, 0.015)
+    assert delayed == 1
+    np.testing.assert_array_equal(out[:, 0, 7], [0.08] * 5 + [0.0] * 5)  # closes at step 5
+    for t in range(n):  # every chunk entry reads the new label at its own step
+        want = np.where(t + np.arange(h) < 5, 0.08, 0.0)
+        want[t + np.arange(h) >= n] = 0.0
+        np.testing.assert_array_equal(out[t, :, 7], want)
+    np.testing.assert_array_equal(out[:, :, :7], actions[:, :, :7])
+    again, none = delay_close_until_arrival(out, states, np.zeros(n, int), tcp, 0.015)
+    assert none == 0 and np.array_equal(again, out)  # arrived closes stay where they are
+    late, _ = delay_close_until_arrival(actions, states, np.zeros(n, int), tcp, 0.015, max_delay=1)
+    np.testing.assert_array_equal(late[:, 0, 7], [0.08] * 4 + [0.0] * 6)  # capped
+    with pytest.raises(ValueError, match="close_on_arrival"):
+        TrainConfig(close_on_arrival=0.5)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["keypose_labels"]
+__all__ = ["delay_close_until_arrival", "keypose_labels"]
 
 
 def keypose_labels(
@@ -52,3 +52,48 @@ def keypose_labels(
             out[k] = first[j, :-1]
         valid[idx] = True
     return out, valid
+
+
+def delay_close_until_arrival(
+    actions: np.ndarray,
+    states: np.ndarray,
+    episode: np.ndarray,
+    tcp_of,
+    arrive_m: float,
+    max_delay: int = 10,
+    gripper_open: float = 0.08,
+) -> tuple[np.ndarray, int]:
+    """A copy of ``actions`` whose close labels wait for the hand: the scripted expert closes when
+    its command reaches the grasp, while the measured hand may still be centimetres above it (up
+    to 6 cm in make demo's demos), and a head that learns those labels closes while high. Per
+    episode, every open -> closed switch of the label's gripper (first action of a sample) at
+    sample i0 moves to the first sample i1 >= i0 whose measured TCP (``tcp_of(states[k, :7])``)
+    is at most ``arrive_m`` above the commanded TCP there (at most ``max_delay`` samples later);
+    every chunk entry whose time falls in [i0, i1) is relabelled open. Samples of an episode are
+    consecutive control steps in time order (chunk entry h of sample k is step k + h). Returns the
+    new actions and the number of closes delayed."""
+    out = np.array(actions, copy=True)
+    first = out[:, 0]
+    closed = first[:, -1] < gripper_open / 2
+    delayed = 0
+    for e in np.unique(episode):
+        idx = np.flatnonzero(episode == e)
+        for t in range(1, len(idx)):
+            if not closed[idx[t]] or closed[idx[t - 1]]:
+                continue
+            stop = min(t + max_delay, len(idx))
+            arrived = t
+            while arrived < stop:
+                k = idx[arrived]
+                hand, goal = tcp_of(states[k, :7]), tcp_of(first[k, :-1])
+                if hand[2] - goal[2] <= arrive_m:
+                    break
+                arrived += 1
+            if arrived == t:
+                continue
+            delayed += 1
+            for s in range(max(0, t - out.shape[1] + 1), arrived):
+                for h in range(out.shape[1]):
+                    if t <= s + h < arrived:
+                        out[idx[s], h, -1] = gripper_open
+    return out, delayed

@@ -7,6 +7,7 @@ The output directory is a task checkpoint (config.json, model.safetensors, stats
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from ver_core.data import DemoData
 from ver_core.policy import NormStats, TaskPolicy
 from ver_core.policy.grasp_point import grasp_point_labels, sim_calibration
-from ver_core.policy.keypose import keypose_labels
+from ver_core.policy.keypose import delay_close_until_arrival, keypose_labels
 from ver_core.train.augment import AugmentConfig, augmented_views, widen_held_width
 from ver_core.train.features import cached_bvt_tokens
 
@@ -55,6 +56,9 @@ class TrainConfig:
     # share of the samples holding something whose measured width the head sees widened up to a
     # corner grasp's (ver_core.train.augment.widen_held_width)
     held_width_aug: float = 0.0
+    # m: the close labels wait until the measured TCP is at most this far above the commanded
+    # one (ver_core.policy.keypose.delay_close_until_arrival; 0: as recorded)
+    close_on_arrival: float = 0.0
     # train and validate on every n-th sample of each episode (1: all). The frozen-feature caches
     # (BVT tokens, then the routed tokens) are computed for those samples only, so n = 2 halves
     # their cost; labels (keyposes, grasp points) still come from the full episodes
@@ -83,6 +87,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.state_noise <= 0.5:
             raise ValueError(f"state_noise must be in [0, 0.5] rad, got {self.state_noise}")
+        if not 0 <= self.close_on_arrival <= 0.1:
+            raise ValueError(f"close_on_arrival must be in [0, 0.1] m, got {self.close_on_arrival}")
         if not 0 <= self.held_width_aug <= 1:
             raise ValueError(f"held_width_aug must be in [0, 1], got {self.held_width_aug}")
         _ = self.augment  # AugmentConfig validates the augmentation settings
@@ -154,6 +160,15 @@ class RouterTrainer:
         cache_dir: str | Path | None = None,
     ) -> None:
         self.policy, self.data, self.cfg = policy, data, config
+        if config.close_on_arrival > 0:
+            from ver_core.eval.kinematics import TcpKinematics
+
+            kin = TcpKinematics()
+            actions, delayed = delay_close_until_arrival(
+                data.actions, data.states, data.episode, kin.tcp, config.close_on_arrival
+            )
+            log.info("close labels delayed until the hand arrived: %d closes", delayed)
+            self.data = data = dataclasses.replace(data, actions=actions)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         train_eps, val_eps = split_episodes(len(data.episode_names), config.val_fraction)
