@@ -416,7 +416,9 @@ class TaskPolicy(ActionNormalization, nn.Module):
         maps = []
         if found:  # the tracker weighs its candidates by every view's whole probability map
             maps = patch_maps(outputs, self.rig, cameras)
-        hand = self.rig.kin.tcp(q[0])  # an empty close here rules the place out
+        hand = None  # the hand's TCP: only the tracker's reject / commit options read it
+        if tracker.reject_m is not None or tracker.commit_dz is not None:
+            hand = self.rig.kin.tcp(q[0])
         estimate = tracker.update(found, maps, float(width[0]), hand)
         if estimate is None:
             return np.full((1, 3), np.nan), np.full(1, np.nan), np.full(1, -1)
