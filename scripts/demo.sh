@@ -26,7 +26,9 @@
 # cube and lifts empty while the label reopens and goes to the cube: the policy learns to retry a missed
 # grasp, default 0.3, RESULTS.md session 15), VER_DEMO_TWIST (share of demos whose executed hand is turned
 # 15-40 degrees about its axis while the label stays aligned: grasps across the cube's corners, held
-# up to 7.1 cm wide, then lifted, RESULTS.md session 21), VER_DEMO_STEPS (joint router + head training steps, default 100),
+# up to 7.1 cm wide, then lifted, RESULTS.md session 21), VER_DEMO_SETTLE (longest wait in s, gripper
+open, for the measured hand to reach the grasp after the expert's command has: the DART noise otherwise
+leaves the hand up to 6 cm above it as the close label starts, default 0, RESULTS.md session 23), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation
 # loss is lowest at 400-500 and rises after; in-process 17/20 vs 15/20 at 3000, docs/RESULTS.md session 10),
 # VER_DEMO_FRAME_STRIDE (train on every n-th sample of each demo, default 2: the frozen-feature caches
@@ -59,6 +61,7 @@ workers="${VER_DEMO_WORKERS:-0}"
 detour="${VER_DEMO_DETOUR:-0}"
 miss="${VER_DEMO_MISS:-0.3}"
 twist="${VER_DEMO_TWIST:-0}"
+settle="${VER_DEMO_SETTLE:-0}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-600}"
 batch="${VER_DEMO_BATCH:-32}"
@@ -94,7 +97,7 @@ rm -rf "$out/demos"
 t=$SECONDS
 $BIN/ver-record-demos --episodes "$episodes" --out "$out/demos" --seed 0 --noise "$noise" \
   --cameras camera,wrist_camera --min-distractors "$min_distractors" --image-rate "$image_rate" \
-  --detour "$detour" --miss "$miss" --twist "$twist" --workers "$workers"
+  --detour "$detour" --miss "$miss" --twist "$twist" --settle "$settle" --workers "$workers"
 echo "demos: $(find "$out/demos" -maxdepth 1 -name 'episode_*' -type d | wc -l) episodes in $out/demos ($(( SECONDS - t )) s)"
 
 stage "2/3 training the Robot Router + $head head on the demos"

@@ -225,6 +225,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--action-topic /scripted_expert/intended_trajectory)",
     )
     p.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="the expert keeps the gripper open up to this long (s) after its command reaches the "
+        "grasp, until the measured hand is there too (or has stopped): with --noise the hand is "
+        "otherwise up to 6 cm above the grasp when the close label starts (0 = no wait)",
+    )
+    p.add_argument(
         "--detour",
         type=float,
         default=0.0,
@@ -296,6 +304,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--miss must be in [0, 1], got {args.miss}")
     if not 0.0 <= args.twist <= 1.0:
         p.error(f"--twist must be in [0, 1], got {args.twist}")
+    if not 0.0 <= args.settle <= 5.0:
+        p.error(f"--settle must be in [0, 5] s, got {args.settle}")
 
     args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     bad = [c for c in args.cameras if c not in CAMERAS]
@@ -469,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         f"compressed:={str(args.compressed).lower()}",
     ]
     expert_args = ["-p", f"noise_std:={args.noise}", "-p", f"noise_seed:={args.seed}"]
+    expert_args += ["-p", f"settle_s:={args.settle}"]
     expert_args += ["-p", f"detour_prob:={args.detour}", "-p", f"detour_seed:={args.seed}"]
     expert_args += ["-p", f"miss_prob:={args.miss}", "-p", f"miss_seed:={args.seed}"]
     expert_args += ["-p", f"twist_prob:={args.twist}", "-p", f"twist_seed:={args.seed}"]

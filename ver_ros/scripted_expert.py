@@ -51,6 +51,11 @@ class ExpertNodeConfig:
     noise_std: float = param(0.0, "DART noise on the executed arm command (rad); 0 = none")
     noise_corr_s: float = param(0.5, "correlation time of the DART noise (s)")
     noise_seed: int = param(-1, "seed of the DART noise (-1 = random)")
+    settle_s: float = param(
+        0.0,
+        "longest wait (s) with the gripper open for the measured hand to reach the grasp once the "
+        "command has (ver_core.sim.ExpertConfig.settle_s); 0 = close on the command's arrival",
+    )
     detour_prob: float = param(
         0.0, "fraction of episodes whose arm first hovers over a distractor (ver_core.sim.Detour)"
     )
@@ -81,6 +86,8 @@ class ExpertNodeConfig:
                 f"noise_std must be in [0, 0.2] rad and noise_corr_s > 0, got "
                 f"{self.noise_std}, {self.noise_corr_s}"
             )
+        if not 0.0 <= self.settle_s <= 5.0:
+            raise ValueError(f"settle_s must be in [0, 5] s, got {self.settle_s}")
         if not 0.0 <= self.detour_prob <= 1.0:
             raise ValueError(f"detour_prob must be in [0, 1], got {self.detour_prob}")
         if not 0.0 <= self.miss_prob <= 1.0:
@@ -93,7 +100,9 @@ class ScriptedExpertNode(Node):
     def __init__(self) -> None:
         super().__init__("scripted_expert")
         self.cfg = declare_config(self, ExpertNodeConfig)
-        self.expert = ScriptedExpert(ExpertConfig(control_hz=self.cfg.control_hz))
+        self.expert = ScriptedExpert(
+            ExpertConfig(control_hz=self.cfg.control_hz, settle_s=self.cfg.settle_s)
+        )
         self.state: JointState | None = None
         self.pose: PoseStamped | None = None
         self.active = self.cfg.autostart

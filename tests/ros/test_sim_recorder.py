@@ -418,3 +418,26 @@ def test_twisted_grasp_demo_over_dds(graph, tmp_path):
         for _, m in got["/joint_states"]
     ]
     assert 0.055 < min(fingers[-5:]) < 0.075, fingers[-5:]  # held across the cube's corners
+
+
+def test_settled_close_demo_over_dds(graph, tmp_path):
+    """A scripted_expert with DART noise and settle_s 1, recorded: when the gripper label first
+    closes, the measured hand (forward kinematics of the latest /joint_states) is within 3 cm of
+    the label arm pose's TCP; without the settle the noised hand is up to 6 cm off there
+    (tests/unit/test_sim.py::test_settle_waits_for_the_measured_hand_before_the_close_label)."""
+    from ver_core.eval.kinematics import TcpKinematics
+
+    got = _recorded_expert_episode(
+        graph, tmp_path, "noise_std:=0.03", "noise_seed:=1", "settle_s:=1.0"
+    )
+    kin = TcpKinematics()
+    names = [f"fr3_joint{i}" for i in range(1, 8)]
+    label_close = min(t for t, m in got["/scripted_expert/intended_gripper"] if m.data < 0.01)
+    arm_label = [
+        (t, m) for t, m in got["/scripted_expert/intended_trajectory"] if t <= label_close
+    ][-1][1]
+    state = [(t, m) for t, m in got["/joint_states"] if t <= label_close][-1][1]
+    measured = dict(zip(state.name, state.position, strict=True))
+    hand = kin.tcp([measured[n] for n in names])
+    target = kin.tcp(arm_label.points[0].positions)
+    assert np.linalg.norm(hand - target) < 0.03, (hand, target)

@@ -82,6 +82,7 @@ def test_failed_episode_discarded_when_asked():
         ),
         ("--detour", "detour", "0.3", 0.0, "1.5", "--detour must be in [0, 1]"),
         ("--miss", "miss", "0.3", 0.0, "-0.1", "--miss must be in [0, 1]"),
+        ("--settle", "settle", "1.0", 0.0, "-1", "--settle must be in [0, 5] s"),
     ],
 )
 def test_scene_flags_are_checked_before_any_process_starts(

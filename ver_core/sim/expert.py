@@ -9,8 +9,14 @@ construction: the waypoint moves at a capped speed, each joint target changes by
 ``max_joint_speed / control_hz`` per step, and targets stay ``limit_margin`` inside the Panda
 limits.
 
-Phases: approach (above the cube, gripper open, yaw aligned to a cube face) -> descend -> close
--> lift -> hold. A grasp that closes on nothing (width ~0 while lifting) reopens and retries.
+Phases: approach (above the cube, gripper open, yaw aligned to a cube face) -> descend -> [settle]
+-> close -> lift -> hold. A grasp that closes on nothing (width ~0 while lifting) reopens and
+retries. ``settle_s > 0`` adds the settle phase: once the command has reached the grasp, the
+gripper stays open until the measured hand is there too (within ``settle_tol``, or within
+``settle_far`` once it has stopped or ``settle_s`` has passed: the position controller leaves
+1-2.5 cm of sag); a hand held farther off (resting on the cube's top) goes back up and again.
+With DART noise on the descent (``ExecutionNoise``, off while settling) the hand is otherwise up
+to 6 cm off the grasp when the close label starts.
 """
 
 from __future__ import annotations
@@ -26,10 +32,10 @@ from ver_core.sim.scene import JOINT_OFFSET, PANDA_LIMITS, build_model
 
 __all__ = ["Detour", "ExecutionNoise", "ExpertConfig", "Miss", "ScriptedExpert", "Twist"]
 
-APPROACH, DESCEND, CLOSE, LIFT, HOLD = range(5)
+APPROACH, DESCEND, CLOSE, LIFT, HOLD, SETTLE = range(6)
 MAX_GO_S = 3.0  # longest flight of a Detour to its decoy (s)
 MAX_MISS_S = 6.0  # longest missed grasp of a Miss, from home to the lift (s)
-PHASE_NAMES = ("approach", "descend", "close", "lift", "hold")
+PHASE_NAMES = ("approach", "descend", "close", "lift", "hold", "settle")
 
 
 @dataclass
@@ -48,6 +54,10 @@ class ExpertConfig:
     damping: float = 0.05
     null_gain: float = 0.2
     tolerance: float = 0.012
+    settle_s: float = 0.0  # longest wait for the measured hand at the grasp (0: close at once)
+    settle_tol: float = 0.01  # measured TCP this close to the grasp ends the wait
+    settle_still: float = 0.003  # ... as does a hand that moved less than this in one step
+    settle_far: float = 0.03  # a hand stopped or timed out farther off goes back up and again
 
     def __post_init__(self) -> None:
         for name in (
@@ -61,6 +71,15 @@ class ExpertConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ExpertConfig.{name} must be > 0, got {getattr(self, name)}")
+        if (
+            self.settle_s < 0
+            or not 0 < self.settle_tol <= self.settle_far
+            or self.settle_still <= 0
+        ):
+            raise ValueError(
+                f"ExpertConfig needs settle_s >= 0, 0 < settle_tol <= settle_far and settle_still "
+                f"> 0, got {self.settle_s}, {self.settle_tol}, {self.settle_far}, {self.settle_still}"
+            )
         if self.max_joint_speed > 2.0:
             raise ValueError(
                 f"max_joint_speed {self.max_joint_speed} rad/s exceeds the Panda's 2.175 with margin"
@@ -87,6 +106,7 @@ class ScriptedExpert:
         self._waypoint: np.ndarray | None = None
         self._timer = 0
         self._grasp_pos: np.ndarray | None = None
+        self._hand: np.ndarray | None = None  # measured TCP at the previous settle step
         self._width_cmd = MAX_GRIPPER_WIDTH
         self.retries = 0
 
@@ -157,8 +177,20 @@ class ScriptedExpert:
             goal, speed = grasp, cfg.descend_speed
             rot_des = self._grasp_rotation(np.asarray(cube_quat, float), rot)
             if np.linalg.norm(tcp - goal) < cfg.tolerance * 0.5:
-                self._grasp_pos = tcp.copy()
+                self._grasp_pos, self._hand = tcp.copy(), None
+                self._advance(SETTLE if cfg.settle_s > 0 else CLOSE)
+        elif self.phase == SETTLE:  # command at the grasp, gripper open: wait for the hand
+            goal, rot_des = self._grasp_pos, rot
+            hand = self._fk(q_meas)[0]  # (tcp, rot, jac of the command are copies already)
+            still = self._hand is not None and np.linalg.norm(hand - self._hand) < cfg.settle_still
+            done = still or self._timer * dt >= cfg.settle_s
+            off = float(np.linalg.norm(hand - goal))
+            if off < cfg.settle_tol or (done and off < cfg.settle_far):
                 self._advance(CLOSE)
+            elif done:  # the hand is held off the grasp (resting on the cube's top): go again
+                self.retries += 1
+                self._advance(APPROACH)
+            self._hand = hand
         elif self.phase == CLOSE:
             goal, rot_des, self._width_cmd = self._grasp_pos, rot, 0.0
             if self._timer * dt >= cfg.close_time:
