@@ -9,7 +9,7 @@
 #
 # The recipe: both cameras (scene + wrist), demonstrations with DART noise (the expert's commands
 # perturbed by a smooth offset while the recorded action stays the expert's intention, so the
-# demos show recoveries), a keypose policy (vision estimates the arm pose of the grasp, corrected
+# demos show recoveries; the gripper label closes only once the measured hand is at the grasp), a keypose policy (vision estimates the arm pose of the grasp, corrected
 # onto the grasp point the cameras detect and track; the head acts on it and the joints, its arm
 # targets relative to it), the gripper width snapped open/closed in the controller.
 #
@@ -28,7 +28,8 @@
 # 15-40 degrees about its axis while the label stays aligned: grasps across the cube's corners, held
 # up to 7.1 cm wide, then lifted, RESULTS.md session 21), VER_DEMO_SETTLE (longest wait in s, gripper
 open, for the measured hand to reach the grasp after the expert's command has: the DART noise otherwise
-leaves the hand up to 6 cm above it as the close label starts, default 0, RESULTS.md session 23), VER_DEMO_STEPS (joint router + head training steps, default 100),
+leaves the hand up to 6 cm off it as the close label starts, default 1.0; in-process on two demo+training
+runs 43 and 42/50 against 39 and 36/50 without it, RESULTS.md session 23), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation
 # loss is lowest at 400-500 and rises after; in-process 17/20 vs 15/20 at 3000, docs/RESULTS.md session 10),
 # VER_DEMO_FRAME_STRIDE (train on every n-th sample of each demo, default 2: the frozen-feature caches
@@ -61,7 +62,7 @@ workers="${VER_DEMO_WORKERS:-0}"
 detour="${VER_DEMO_DETOUR:-0}"
 miss="${VER_DEMO_MISS:-0.3}"
 twist="${VER_DEMO_TWIST:-0}"
-settle="${VER_DEMO_SETTLE:-0}"
+settle="${VER_DEMO_SETTLE:-1.0}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-600}"
 batch="${VER_DEMO_BATCH:-32}"
