@@ -12,9 +12,9 @@ limits.
 Phases: approach (above the cube, gripper open, yaw aligned to a cube face) -> descend -> [settle]
 -> close -> lift -> hold. A grasp that closes on nothing (width ~0 while lifting) reopens and
 retries. ``settle_s > 0`` adds the settle phase: once the command has reached the grasp, the
-gripper stays open until the measured hand is there too (within ``settle_tol``, or within
-``settle_far`` once it has stopped or ``settle_s`` has passed: the position controller leaves
-1-2.5 cm of sag); a hand held farther off (resting on the cube's top) goes back up and again.
+gripper stays open until the measured hand is there too (within ``settle_tol``) or has stopped
+(the position controller leaves 1-2.5 cm of sag; a hand resting on the cube's top), at most
+``settle_s``. With a finite ``settle_far`` a hand stopped farther off goes back up and again.
 With DART noise on the descent (``ExecutionNoise``, off while settling) the hand is otherwise up
 to 6 cm off the grasp when the close label starts.
 """
@@ -57,7 +57,9 @@ class ExpertConfig:
     settle_s: float = 0.0  # longest wait for the measured hand at the grasp (0: close at once)
     settle_tol: float = 0.01  # measured TCP this close to the grasp ends the wait
     settle_still: float = 0.003  # ... as does a hand that moved less than this in one step
-    settle_far: float = 0.03  # a hand stopped or timed out farther off goes back up and again
+    # a hand stopped or timed out farther off than this goes back up and again (off: inf; 0.03
+    # taught the policy to back off a few cm above the cube, docs/RESULTS.md session 23)
+    settle_far: float = math.inf
 
     def __post_init__(self) -> None:
         for name in (
