@@ -119,6 +119,11 @@ def _stamp(msg) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
+def _arm_points(got: dict[str, list], topic: str) -> dict[int, np.ndarray]:
+    """A recorded JointTrajectory topic's single points by header stamp."""
+    return {_stamp(m): np.array(m.points[0].positions) for _, m in got[topic]}
+
+
 def _start_demo_graph(graph, out: Path, expert: tuple = (), recorder: tuple = ()) -> None:
     """sim_node + scripted_expert (with ``expert`` parameters) + recorder_node writing to ``out``."""
     graph.start("sim_node", "sim_node", *SIM_ARGS)
@@ -399,14 +404,8 @@ def test_twisted_grasp_demo_over_dds(graph, tmp_path):
     with joint 7 turned by one angle of 15-40 degrees, the hand shuts on the cube wider than an
     aligned grasp (> 5.5 cm), and the episode still ends with the cube lifted."""
     got = _recorded_expert_episode(graph, tmp_path, "twist_prob:=1.0", "twist_seed:=3")
-    executed = {
-        _stamp(m): np.array(m.points[0].positions)
-        for _, m in got["/fr3_arm_controller/joint_trajectory"]
-    }
-    label = {
-        _stamp(m): np.array(m.points[0].positions)
-        for _, m in got["/scripted_expert/intended_trajectory"]
-    }
+    executed = _arm_points(got, "/fr3_arm_controller/joint_trajectory")
+    label = _arm_points(got, "/scripted_expert/intended_trajectory")
     both = sorted(executed.keys() & label.keys())  # one tick's pair shares its stamp
     assert len(both) > 20
     gaps = np.array([executed[t] - label[t] for t in both])
@@ -428,14 +427,8 @@ def test_settled_close_demo_over_dds(graph, tmp_path):
     got = _recorded_expert_episode(
         graph, tmp_path, "noise_std:=0.03", "noise_seed:=1", "settle_s:=1.0"
     )
-    executed = {
-        _stamp(m): np.array(m.points[0].positions)
-        for _, m in got["/fr3_arm_controller/joint_trajectory"]
-    }
-    label = {
-        _stamp(m): np.array(m.points[0].positions)
-        for _, m in got["/scripted_expert/intended_trajectory"]
-    }
+    executed = _arm_points(got, "/fr3_arm_controller/joint_trajectory")
+    label = _arm_points(got, "/scripted_expert/intended_trajectory")
     # one gripper label per arm label, published right after it in the same tick (Float64 has no
     # stamp: paired by order)
     arm_stamps = [_stamp(m) for _, m in got["/scripted_expert/intended_trajectory"]]
