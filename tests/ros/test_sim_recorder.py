@@ -422,8 +422,9 @@ def test_twisted_grasp_demo_over_dds(graph, tmp_path):
 def test_settled_close_demo_over_dds(graph, tmp_path):
     """A scripted_expert with DART noise and settle_s 1, recorded: the gripper label closes only
     after the executed arm command has been the label itself (the settle phase runs without
-    noise) for 0.2-1.3 s, and the episode ends with the cube lifted. Without the settle the
-    noise stays on until the close (tests/unit/test_sim.py measures what that does to the hand)."""
+    noise) for 2-12 control steps (settle_s 1 s at 10 Hz, plus the step into it), and the
+    episode ends with the cube lifted. Without the settle the noise stays on until the close
+    (tests/unit/test_sim.py measures what that does to the hand)."""
     got = _recorded_expert_episode(
         graph, tmp_path, "noise_std:=0.03", "noise_seed:=1", "settle_s:=1.0"
     )
@@ -439,5 +440,7 @@ def test_settled_close_demo_over_dds(graph, tmp_path):
     close = next(i for i, t in enumerate(ticks) if gripper[t] < 0.01)
     noisy = [i for i in range(close) if np.max(np.abs(executed[ticks[i]] - label[ticks[i]])) > 1e-9]
     assert noisy, "the DART noise never moved the executed arm"
-    quiet_s = (ticks[close] - ticks[noisy[-1] + 1]) / 1e9  # label open, no noise: the settle
-    assert 0.15 <= quiet_s <= 1.35, quiet_s  # without the settle: 0.1 s (the close step itself)
+    # control steps with the label open and no noise (counted, not timed: a loaded machine
+    # stretches the steps' sim-time spacing, not their number)
+    quiet = close - noisy[-1] - 1
+    assert 2 <= quiet <= 12, quiet  # without the settle: 1 (the close step itself)

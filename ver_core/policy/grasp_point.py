@@ -634,12 +634,7 @@ class GraspPointTracker:
         self.reset()
 
     def reset(self) -> None:
-        self.point: np.ndarray | None = None
-        self.yaw_vec = np.zeros(2)
-        self.view = -1
-        self._weight = 0.0
-        self._challenger: np.ndarray | None = None
-        self._challenges = 0
+        self._forget()
         self._open_width = 0.0  # m: the widest the hand has been since reset
         self.holding = False
         self.committed = False  # the hand is within commit_dz of the grasp plane
@@ -769,6 +764,9 @@ class GraspPointTracker:
         return self.point.copy(), self.yaw_vec.copy(), self.view
 
     def _forget(self) -> None:
-        self.point, self.view, self._weight = None, -1, 0.0
+        """Drop the estimate (and any challenger to it); what the tracker learnt of the hand stays."""
+        self.point: np.ndarray | None = None
+        self.view, self._weight = -1, 0.0
         self.yaw_vec = np.zeros(2)
-        self._challenger, self._challenges = None, 0
+        self._challenger: np.ndarray | None = None
+        self._challenges = 0
