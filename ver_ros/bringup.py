@@ -255,7 +255,8 @@ def _run_composed(specs: list[NodeSpec], compose_safety: bool = False) -> int:
     )
     from rclpy.signals import SignalHandlerOptions
 
-    files = sorted({f for s in specs for f in s.param_files}) + [_overrides_file(specs)]
+    overrides = _overrides_file(specs)
+    files = sorted({f for s in specs for f in s.param_files}) + [overrides]
     init_args = ["ver-bringup", "--ros-args"] + [a for f in files for a in ("--params-file", f)]
     # our own Ctrl-C handling: stop the node loops before the context goes away
     rclpy.init(args=init_args, signal_handler_options=SignalHandlerOptions.NO)
@@ -298,6 +299,7 @@ def _run_composed(specs: list[NodeSpec], compose_safety: bool = False) -> int:
             n.destroy_node()
         rclpy.try_shutdown()
         supervisor.stop()
+        Path(overrides).unlink(missing_ok=True)
     return supervisor.rc or 0
 
 

@@ -80,8 +80,11 @@ class Watcher(TestNode):
     [(False, "library"), (True, "library"), (False, "dense"), (False, "two_cameras")],
     ids=["processes", "composed", "dense_student", "two_cameras"],
 )
-def test_sim_closed_loop_through_bringup(ros_env, checkpoints, small_config, composed, model):
-    """``dense_student``: the ablation's backbone (no MoE layers) deploys through the same graph.
+def test_sim_closed_loop_through_bringup(
+    ros_env, checkpoints, small_config, composed, model, tmp_path
+):
+    """The graph leaves no scratch files of its own behind in its TMPDIR after the stop.
+    ``dense_student``: the ablation's backbone (no MoE layers) deploys through the same graph.
     ``two_cameras``: the simulator renders scene and wrist camera, the encoder encodes both in one
     pass and publishes each on its own topic, and the policy acts only on complete view sets (the
     gate says ``ok`` only when the policy has acted: a missing view is a named hold)."""
@@ -90,7 +93,9 @@ def test_sim_closed_loop_through_bringup(ros_env, checkpoints, small_config, com
            "--backend", "onnxruntime", "--config", str(small_config)]  # fmt: skip
     if composed:
         cmd.append("--composed")
-    proc = start_process(cmd, ros_env)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = start_process(cmd, {**ros_env, "TMPDIR": str(scratch)})
     w = Watcher()
     features: dict[str, int] = {"camera": 0, "wrist_camera": 0}
     if model == "two_cameras":
@@ -131,3 +136,5 @@ def test_sim_closed_loop_through_bringup(ros_env, checkpoints, small_config, com
         w.close()
         stop_processes([proc], timeout=30)
     assert proc.returncode is not None
+    # ours all start with ver_ (ONNX Runtime keeps a 51-byte `.ses` id file there)
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("ver_")] == []

@@ -157,6 +157,24 @@ def test_ver_export_cli_writes_checked_onnx_and_runner_uses_it(policy, tmp_path,
     assert np.isfinite(tokens.numpy()).all()
 
 
+def test_onnx_encoder_without_an_export_leaves_no_scratch_file(policy, tmp_path, monkeypatch):
+    """A checkpoint with no `ver-export` output: the runner exports a scratch graph, loads it
+    and removes it (each node start used to leave a 30 MB file in /tmp); the encoder still
+    matches the torch backend."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    built = build_encoder(policy, "onnxruntime", tmp_path / "no_export")
+    assert built.backend == "onnxruntime"
+    assert list(scratch.iterdir()) == []
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    tokens, _ = built.fn(x)
+    ref_tokens, _ = RoutedEncoder(policy, static_graph=False)(x)
+    assert float((tokens - ref_tokens).abs().max()) < 5e-5
+
+
 def test_onnx_graph_runs_only_the_chosen_experts(policy, tmp_path):
     """The exported graph is the grouped dispatch: per MoE layer one row selection (NonZero)
     and two matrix products per expert, no all-experts-wide product (the old dense export)."""

@@ -96,17 +96,22 @@ def build_encoder(
     if chosen == "onnxruntime":
         from ver_core.export.onnx_runtime import OnnxEncoder, export_onnx
 
-        path = Path(checkpoint_dir) / EXPORT_DIR / ONNX_FILE if checkpoint_dir else None
-        if path is None or not path.is_file():
-            path = Path(tempfile.mkdtemp(prefix="ver_encoder_")) / ONNX_FILE
-            log.info("no exported ONNX encoder in the checkpoint: exporting to %s", path)
-            export_onnx(RoutedEncoder(policy), path)
         providers = (
             ["CUDAExecutionProvider", "CPUExecutionProvider"]
             if device.startswith("cuda")
             else ["CPUExecutionProvider"]
         )
-        fn = OnnxEncoder(path, providers=providers, threads=threads)
+        path = Path(checkpoint_dir) / EXPORT_DIR / ONNX_FILE if checkpoint_dir else None
+        if path is not None and path.is_file():
+            fn = OnnxEncoder(path, providers=providers, threads=threads)
+        else:
+            # The session holds the whole graph once built, so the export is scratch: a
+            # node restarted without `ver-export` must not leave 30 MB behind each time.
+            with tempfile.TemporaryDirectory(prefix="ver_encoder_") as tmp:
+                path = Path(tmp) / ONNX_FILE
+                log.info("no exported ONNX encoder in the checkpoint: exporting a scratch copy")
+                export_onnx(RoutedEncoder(policy), path)
+                fn = OnnxEncoder(path, providers=providers, threads=threads)
         return BuiltEncoder(fn, chosen, _join(message, prec_msg), prec)
     eager = RoutedEncoder(policy, precision=prec, dispatch=torch_dispatch(device))
     eager.stats = stats
