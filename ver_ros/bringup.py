@@ -282,6 +282,11 @@ def _run_composed(specs: list[NodeSpec], compose_safety: bool = False) -> int:
         loops.append(threading.Thread(target=_watch, args=(supervisor, stop), daemon=True))
         for t in loops:
             t.start()
+        # From here Ctrl-C and SIGTERM only set the stop flag: a KeyboardInterrupt raised at an
+        # arbitrary point inside rclpy's executor could be lost or leave its state half-changed
+        # (a CI run saw the composed graph ignore Ctrl-C for 30 s)
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         _spin_until(executor, stop)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -289,17 +294,22 @@ def _run_composed(specs: list[NodeSpec], compose_safety: bool = False) -> int:
         stop.set()
         for t in loops:
             t.join(timeout=2.0)
+        # what must happen first: the safety node (the process that commands the arm) stopped,
+        # the scratch parameter file removed, the latency logs written
+        supervisor.stop()
+        Path(overrides).unlink(missing_ok=True)
+        for _, n in nodes:
+            write_latency_log(n)
+        # then the middleware teardown, which can block (DDS entity deletion): bounded
+        _exit_after(TEARDOWN_S, "tearing down the composed nodes")
         for ex in (executor, safety_executor):
             if isinstance(ex, MultiThreadedExecutor):  # never wait on a stuck callback's thread
                 ex.shutdown(timeout_sec=2.0, wait_for_threads=False)
             elif ex is not None:
                 ex.shutdown(timeout_sec=2.0)
         for _, n in nodes:
-            write_latency_log(n)
             n.destroy_node()
         rclpy.try_shutdown()
-        supervisor.stop()
-        Path(overrides).unlink(missing_ok=True)
     return supervisor.rc or 0
 
 
@@ -310,6 +320,25 @@ def _watch(supervisor: _Supervisor, stop) -> None:
         if supervisor.rc is not None:
             stop.set()
         time.sleep(0.1)
+
+
+TEARDOWN_S = 10.0  # composed mode: the most the node teardown may take after Ctrl-C
+
+
+def _exit_after(seconds: float, what: str, rc: int = 0):
+    """Leave the process ``seconds`` from now unless it has ended: a daemon thread, so a normal
+    exit is never delayed by it. One line says what was still running."""
+    import threading
+
+    def fire() -> None:
+        time.sleep(seconds)
+        print(f"[ver-bringup] still {what} {seconds:g} s after stop: exiting", flush=True)
+        sys.stderr.flush()
+        os._exit(rc)
+
+    t = threading.Thread(target=fire, name="ver-bringup-exit", daemon=True)
+    t.start()
+    return t
 
 
 def _spin_until(executor, stop) -> None:

@@ -303,3 +303,21 @@ def test_stop_with_supervisor_takes_back_an_ignored_sigint():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "True"
+
+
+def test_exit_after_ends_a_stuck_teardown_and_never_delays_a_clean_exit():
+    """Composed mode bounds its middleware teardown: a process stuck after `_exit_after` leaves
+    with one line saying what was still running; a process that finishes first is not held."""
+    import subprocess
+
+    stuck = (
+        "import threading; from ver_ros.bringup import _exit_after; "
+        "_exit_after(0.5, 'waiting on nothing', rc=3); threading.Event().wait()"
+    )
+    done = subprocess.run([sys.executable, "-c", stuck], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert "still waiting on nothing 0.5 s after stop: exiting" in done.stdout
+    clean = "from ver_ros.bringup import _exit_after; _exit_after(300, 'x'); print('left')"
+    # the daemon's 300 s would trip the 60 s timeout if it held the exit
+    done = subprocess.run([sys.executable, "-c", clean], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "left"
