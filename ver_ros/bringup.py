@@ -301,7 +301,7 @@ def _run_composed(specs: list[NodeSpec], compose_safety: bool = False) -> int:
         for _, n in nodes:
             write_latency_log(n)
         # then the middleware teardown, which can block (DDS entity deletion): bounded
-        _exit_after(TEARDOWN_S, "tearing down the composed nodes")
+        _exit_after(TEARDOWN_S, "tearing down the composed nodes", rc=supervisor.rc or 0)
         for ex in (executor, safety_executor):
             if isinstance(ex, MultiThreadedExecutor):  # never wait on a stuck callback's thread
                 ex.shutdown(timeout_sec=2.0, wait_for_threads=False)
@@ -325,20 +325,23 @@ def _watch(supervisor: _Supervisor, stop) -> None:
 TEARDOWN_S = 10.0  # composed mode: the most the node teardown may take after Ctrl-C
 
 
-def _exit_after(seconds: float, what: str, rc: int = 0):
+def _leave(rc: int, line: str) -> None:
+    """Leave at once (no atexit joins of stuck threads), after one line saying why."""
+    print(f"[ver-bringup] {line}", flush=True)
+    sys.stderr.flush()
+    os._exit(rc)
+
+
+def _exit_after(seconds: float, what: str, rc: int = 0) -> None:
     """Leave the process ``seconds`` from now unless it has ended: a daemon thread, so a normal
     exit is never delayed by it. One line says what was still running."""
     import threading
 
     def fire() -> None:
         time.sleep(seconds)
-        print(f"[ver-bringup] still {what} {seconds:g} s after stop: exiting", flush=True)
-        sys.stderr.flush()
-        os._exit(rc)
+        _leave(rc, f"still {what} {seconds:g} s after stop: exiting")
 
-    t = threading.Thread(target=fire, name="ver-bringup-exit", daemon=True)
-    t.start()
-    return t
+    threading.Thread(target=fire, name="ver-bringup-exit", daemon=True).start()
 
 
 def _spin_until(executor, stop) -> None:
@@ -397,11 +400,7 @@ def _exit_bounded(rc: int, grace_s: float = 3.0) -> int:
     for t in others:
         t.join(timeout=max(0.0, deadline - time.monotonic()))
     if any(t.is_alive() for t in others):
-        print(
-            f"[ver-bringup] a callback still running {grace_s:g} s after stop: exiting", flush=True
-        )
-        sys.stderr.flush()
-        os._exit(rc)
+        _leave(rc, f"a callback still running {grace_s:g} s after stop: exiting")
     return rc
 
 
