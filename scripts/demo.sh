@@ -56,6 +56,7 @@ export PYTHONUNBUFFERED=1
 BIN=.venv/bin
 episodes="${VER_DEMO_EPISODES:-100}"
 noise="${VER_DEMO_NOISE:-0.03}"
+yaw_noise="${VER_DEMO_YAW_NOISE:-0}"
 min_distractors="${VER_DEMO_MIN_DISTRACTORS:-3}"
 image_rate="${VER_DEMO_IMAGE_RATE:-15}"
 workers="${VER_DEMO_WORKERS:-0}"
@@ -96,7 +97,7 @@ fi
 stage "1/3 recording $episodes scripted demonstrations through the ROS graph"
 rm -rf "$out/demos"
 t=$SECONDS
-$BIN/ver-record-demos --episodes "$episodes" --out "$out/demos" --seed 0 --noise "$noise" \
+$BIN/ver-record-demos --episodes "$episodes" --out "$out/demos" --seed 0 --noise "$noise" --yaw-noise "$yaw_noise" \
   --cameras camera,wrist_camera --min-distractors "$min_distractors" --image-rate "$image_rate" \
   --detour "$detour" --miss "$miss" --twist "$twist" --settle "$settle" --workers "$workers"
 echo "demos: $(find "$out/demos" -maxdepth 1 -name 'episode_*' -type d | wc -l) episodes in $out/demos ($(( SECONDS - t )) s)"

@@ -225,6 +225,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--action-topic /scripted_expert/intended_trajectory)",
     )
     p.add_argument(
+        "--yaw-noise",
+        type=float,
+        default=0.0,
+        help="DART noise std (rad) on joint 7 alone, the hand's yaw about the fingers' axis, during "
+        "the approach and descent (0: --noise like the other joints): the camera on the hand sees "
+        "the cube at many yaws in every scene, so its grasp head learns to read the yaw "
+        "(ver_core.sim.ExecutionNoise)",
+    )
+    p.add_argument(
         "--settle",
         type=float,
         default=0.0,
@@ -302,6 +311,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--detour must be in [0, 1], got {args.detour}")
     if not 0.0 <= args.miss <= 1.0:
         p.error(f"--miss must be in [0, 1], got {args.miss}")
+    if not 0.0 <= args.yaw_noise <= 0.7:
+        p.error(f"--yaw-noise must be in [0, 0.7] rad, got {args.yaw_noise}")
     if not 0.0 <= args.twist <= 1.0:
         p.error(f"--twist must be in [0, 1], got {args.twist}")
     if not 0.0 <= args.settle <= 5.0:
@@ -479,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         f"compressed:={str(args.compressed).lower()}",
     ]
     expert_args = ["-p", f"noise_std:={args.noise}", "-p", f"noise_seed:={args.seed}"]
+    expert_args += ["-p", f"yaw_noise_std:={args.yaw_noise}"]
     expert_args += ["-p", f"settle_s:={args.settle}"]
     expert_args += ["-p", f"detour_prob:={args.detour}", "-p", f"detour_seed:={args.seed}"]
     expert_args += ["-p", f"miss_prob:={args.miss}", "-p", f"miss_seed:={args.seed}"]

@@ -49,6 +49,11 @@ class ExpertNodeConfig:
     )
     autostart: bool = param(False, "act from the first state on, without a ~/start call")
     noise_std: float = param(0.0, "DART noise on the executed arm command (rad); 0 = none")
+    yaw_noise_std: float = param(
+        0.0,
+        "DART noise on joint 7, the hand's yaw (rad); 0 = noise_std like the other joints "
+        "(ver_core.sim.ExecutionNoise.yaw_std)",
+    )
     noise_corr_s: float = param(0.5, "correlation time of the DART noise (s)")
     noise_seed: int = param(-1, "seed of the DART noise (-1 = random)")
     settle_s: float = param(
@@ -86,6 +91,8 @@ class ExpertNodeConfig:
                 f"noise_std must be in [0, 0.2] rad and noise_corr_s > 0, got "
                 f"{self.noise_std}, {self.noise_corr_s}"
             )
+        if not 0.0 <= self.yaw_noise_std <= 0.7:
+            raise ValueError(f"yaw_noise_std must be in [0, 0.7] rad, got {self.yaw_noise_std}")
         if not 0.0 <= self.settle_s <= 5.0:
             raise ValueError(f"settle_s must be in [0, 5] s, got {self.settle_s}")
         if not 0.0 <= self.detour_prob <= 1.0:
@@ -119,7 +126,11 @@ class ScriptedExpertNode(Node):
         )
         c = self.cfg
         self.noise = ExecutionNoise(
-            c.noise_std, c.noise_corr_s, c.control_hz, None if c.noise_seed < 0 else c.noise_seed
+            c.noise_std,
+            c.noise_corr_s,
+            c.control_hz,
+            None if c.noise_seed < 0 else c.noise_seed,
+            yaw_std=c.yaw_noise_std,
         )
         self.create_subscription(JointState, "/joint_states", self._on_state, sensor_qos(5))
         self.detour = Detour(

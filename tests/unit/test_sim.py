@@ -523,3 +523,34 @@ def test_settle_never_starts_the_close_label_with_the_hand_off_the_grasp(far):
             prev = hand
 
     check()
+
+
+def test_yaw_noise_turns_the_hand_while_it_approaches_and_never_while_it_grasps(env):
+    """``ExecutionNoise(yaw_std=...)``: joint 7's executed command strays ~20 degrees from the
+    expert's while it approaches (the wrist camera sees the cube at many yaws), the other joints
+    keep the arm's std, and from the descent on joint 7 executes the expert's command exactly."""
+    from ver_core.sim import ExecutionNoise, ExpertConfig
+    from ver_core.sim.expert import APPROACH
+
+    expert = ScriptedExpert(ExpertConfig(settle_s=1.0), model=env.model)
+    for seed in (1, 2):
+        noise = ExecutionNoise(0.03, 0.5, 10.0, seed, yaw_std=0.35)
+        obs = env.reset(seed)
+        expert.reset(obs.arm_q)
+        noise.reset()
+        turned, others = [], []
+        for _ in range(150):
+            q, w = expert.act(obs.arm_q, obs.gripper_width, obs.cube_pos, obs.cube_quat)
+            executed = noise(q, expert.phase)
+            if expert.phase == APPROACH:
+                turned.append(abs(executed[6] - q[6]))
+                others.append(np.abs(executed[:6] - q[:6]).max())
+            else:
+                assert executed[6] == q[6]
+            obs = env.step(executed, w)
+            if env.success():
+                break
+        assert env.success(), seed
+        assert max(turned) > np.radians(10) and max(others) < np.radians(10)
+    with pytest.raises(ValueError, match="yaw_std"):
+        ExecutionNoise(0.03, yaw_std=-0.1)

@@ -253,7 +253,18 @@ class ExecutionNoise:
     nominal path, each labelled with the expert's way back to it: exactly the states a learned
     policy drifts into. ``phases``: expert phases (``APPROACH``...) with noise; none while closing
     or lifting, so the grasp itself stays clean.
+
+    ``yaw_std`` (rad; 0: ``std`` like the other joints) is joint 7's own: the flange's axis, which
+    turns the hand and the camera on it about the fingers' axis. A camera on the hand whose demos
+    turn the hand to the cube's faces early sees the cube square to its image in almost every
+    close-up frame, and its grasp head learns to answer "square to me" whatever it sees (its yaw
+    error equals the hand's offset, slope 0.94-1.02: bench/probe_wrist_yaw.py, RESULTS.md session
+    25). A yaw noise of ~20 degrees shows it the cube at many yaws in every scene, each frame
+    labelled with the expert's aligned yaw. It runs in ``yaw_phases`` only (the approach: turned
+    fingers that descend beside the cube push it away), so the hand is square again for the grasp.
     """
+
+    JOINT_YAW = 6  # joint 7
 
     def __init__(
         self,
@@ -262,26 +273,38 @@ class ExecutionNoise:
         control_hz: float = 10.0,
         seed: int | None = None,
         phases: tuple[int, ...] = (APPROACH, DESCEND),
+        yaw_std: float = 0.0,
+        yaw_phases: tuple[int, ...] = (APPROACH,),
     ) -> None:
-        if std < 0 or corr_s <= 0 or control_hz <= 0:
-            raise ValueError(f"need std >= 0, corr_s > 0, control_hz > 0; got {std}, {corr_s}")
-        self.std, self.phases = float(std), tuple(phases)
+        if std < 0 or yaw_std < 0 or corr_s <= 0 or control_hz <= 0:
+            raise ValueError(
+                f"need std >= 0, yaw_std >= 0, corr_s > 0, control_hz > 0; "
+                f"got {std}, {yaw_std}, {corr_s}, {control_hz}"
+            )
+        self.std, self.yaw_std, self.phases = float(std), float(yaw_std), tuple(phases)
+        self.yaw_phases = tuple(yaw_phases)
+        self.stds = np.full(7, self.std)
+        if self.yaw_std > 0:
+            self.stds[self.JOINT_YAW] = self.yaw_std
         self.decay = math.exp(-1.0 / (corr_s * control_hz))
         self.rng = np.random.default_rng(seed)
         self.offset = np.zeros(7)
 
     def reset(self) -> None:
-        self.offset = self.rng.normal(0.0, self.std, 7) if self.std > 0 else np.zeros(7)
+        self.offset = self.rng.normal(0.0, 1.0, 7) * self.stds if self.stds.any() else np.zeros(7)
 
     def __call__(self, q_cmd: np.ndarray, phase: int) -> np.ndarray:
         """The command to execute for the expert's ``q_cmd`` (7,) in ``phase``."""
-        if self.std == 0:
+        if not self.stds.any():
             return np.asarray(q_cmd, dtype=np.float64).copy()
-        kick = math.sqrt(1.0 - self.decay**2) * self.std
-        self.offset = self.decay * self.offset + self.rng.normal(0.0, kick, 7)
+        kick = math.sqrt(1.0 - self.decay**2) * self.stds
+        self.offset = self.decay * self.offset + self.rng.normal(0.0, 1.0, 7) * kick
         if phase not in self.phases:
             return np.asarray(q_cmd, dtype=np.float64).copy()
-        return np.asarray(q_cmd, dtype=np.float64) + self.offset
+        offset = self.offset.copy()
+        if self.yaw_std > 0 and phase not in self.yaw_phases:
+            offset[self.JOINT_YAW] = 0.0  # square for the descent and the grasp
+        return np.asarray(q_cmd, dtype=np.float64) + offset
 
 
 class Detour:
