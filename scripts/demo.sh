@@ -65,6 +65,7 @@ workers="${VER_DEMO_WORKERS:-0}"
 detour="${VER_DEMO_DETOUR:-0}"
 miss="${VER_DEMO_MISS:-0.3}"
 twist="${VER_DEMO_TWIST:-0}"
+sweep="${VER_DEMO_SWEEP:-0}"
 settle="${VER_DEMO_SETTLE:-1.0}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-600}"
@@ -101,7 +102,7 @@ rm -rf "$out/demos"
 t=$SECONDS
 $BIN/ver-record-demos --episodes "$episodes" --out "$out/demos" --seed 0 --noise "$noise" --yaw-noise "$yaw_noise" \
   --cameras camera,wrist_camera --min-distractors "$min_distractors" --image-rate "$image_rate" \
-  --detour "$detour" --miss "$miss" --twist "$twist" --settle "$settle" --workers "$workers"
+  --detour "$detour" --miss "$miss" --twist "$twist" --sweep "$sweep" --settle "$settle" --workers "$workers"
 echo "demos: $(find "$out/demos" -maxdepth 1 -name 'episode_*' -type d | wc -l) episodes in $out/demos ($(( SECONDS - t )) s)"
 
 stage "2/3 training the Robot Router + $head head on the demos"

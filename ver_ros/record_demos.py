@@ -266,6 +266,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "demos of grasps across the cube's corners, held at widths up to 7.1 cm, then lifted",
     )
     p.add_argument(
+        "--sweep",
+        type=float,
+        default=0.0,
+        help="fraction of episodes whose hand, once above the cube, turns about its axis through "
+        "+-40 degrees (2.4 s) while the recorded label holds the aligned hover (ver_core.sim.Sweep): "
+        "the wrist camera sees the cube at many yaws from where it grasps",
+    )
+    p.add_argument(
         "--discard-failed", action="store_true", help="drop failed episodes instead of marking them"
     )
     p.add_argument(
@@ -313,6 +321,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--miss must be in [0, 1], got {args.miss}")
     if not 0.0 <= args.yaw_noise <= 0.7:
         p.error(f"--yaw-noise must be in [0, 0.7] rad, got {args.yaw_noise}")
+    if not 0.0 <= args.sweep <= 1.0:
+        p.error(f"--sweep must be in [0, 1], got {args.sweep}")
     if not 0.0 <= args.twist <= 1.0:
         p.error(f"--twist must be in [0, 1], got {args.twist}")
     if not 0.0 <= args.settle <= 5.0:
@@ -495,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     expert_args += ["-p", f"detour_prob:={args.detour}", "-p", f"detour_seed:={args.seed}"]
     expert_args += ["-p", f"miss_prob:={args.miss}", "-p", f"miss_seed:={args.seed}"]
     expert_args += ["-p", f"twist_prob:={args.twist}", "-p", f"twist_seed:={args.seed}"]
+    expert_args += ["-p", f"sweep_prob:={args.sweep}", "-p", f"sweep_seed:={args.seed}"]
     graph = DemoGraph(env, sim_args, rec_args, logs, expert_args)
     results: list[dict] = []
     t0 = time.monotonic()

@@ -32,7 +32,16 @@ from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ver_core.sim import Detour, ExecutionNoise, ExpertConfig, Miss, ScriptedExpert, Twist
+from ver_core.sim import (
+    Detour,
+    ExecutionNoise,
+    ExpertConfig,
+    Miss,
+    ScriptedExpert,
+    Sweep,
+    Twist,
+)
+from ver_core.sim.expert import APPROACH
 from ver_ros.conversions import joint_positions
 from ver_ros.params import declare_config, param
 from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, sensor_qos
@@ -74,6 +83,12 @@ class ExpertNodeConfig:
         "fraction of episodes whose hand grasps turned off the cube's face (ver_core.sim.Twist)",
     )
     twist_seed: int = param(-1, "seed of the twist draws (-1 = random)")
+    sweep_prob: float = param(
+        0.0,
+        "fraction of episodes whose hand turns about its axis above the cube before the descent "
+        "(ver_core.sim.Sweep)",
+    )
+    sweep_seed: int = param(-1, "seed of the sweep draws (-1 = random)")
     intended_topic: str = param(
         "/scripted_expert/intended_trajectory", "the expert's clean command (the label)"
     )
@@ -101,6 +116,8 @@ class ExpertNodeConfig:
             raise ValueError(f"miss_prob must be in [0, 1], got {self.miss_prob}")
         if not 0.0 <= self.twist_prob <= 1.0:
             raise ValueError(f"twist_prob must be in [0, 1], got {self.twist_prob}")
+        if not 0.0 <= self.sweep_prob <= 1.0:
+            raise ValueError(f"sweep_prob must be in [0, 1], got {self.sweep_prob}")
 
 
 class ScriptedExpertNode(Node):
@@ -146,6 +163,7 @@ class ScriptedExpertNode(Node):
             model=self.expert.model,
         )
         self.twist = Twist(c.twist_prob, None if c.twist_seed < 0 else c.twist_seed)
+        self.sweep = Sweep(c.sweep_prob, None if c.sweep_seed < 0 else c.sweep_seed)
         self.decoys = np.zeros((0, 3))
         self.create_subscription(PoseStamped, "/sim/object_pose", self._on_pose, sensor_qos(5))
         self.create_subscription(PoseArray, "/sim/distractors", self._on_decoys, LATCHED_QOS)
@@ -197,14 +215,19 @@ class ScriptedExpertNode(Node):
             self.noise.reset()
             self.detour.reset(q, self.decoys)
             self.miss.reset(q, cube_pos, cube_quat)
+            self.sweep.reset()
             if self.detour.active:  # one excursion per episode: a detour wins
                 self.miss.cancel()
             self._needs_reset = False
+        away = self.detour.active or self.miss.active
+        if self.expert.phase == APPROACH and not away:
+            hover = cube_pos + [0.0, 0.0, self.expert.config.pregrasp_height]
+            self.sweep.check(self.expert._fk(self.expert._q_cmd)[0], hover)
         target, grip = self.expert.act(
-            q, width, cube_pos, cube_quat, detouring=self.detour.active or self.miss.active
+            q, width, cube_pos, cube_quat, detouring=away or self.sweep.active
         )
         stamp = self.get_clock().now().to_msg()
-        planned = self.miss(self.detour(target, q), q, width)
+        planned = self.sweep(self.miss(self.detour(target, q), q, width))
         executed = self.noise(self.twist(planned), self.expert.phase)
         executed_grip = grip if self.miss.width is None else self.miss.width
         self.pub_traj.publish(self._point(executed, stamp))

@@ -2,7 +2,15 @@
 
 from ver_core.sim.config import SEG_CLASSES, SimConfig
 from ver_core.sim.env import HOME_Q, MAX_GRIPPER_WIDTH, FrankaPickEnv, Observation
-from ver_core.sim.expert import Detour, ExecutionNoise, ExpertConfig, Miss, ScriptedExpert, Twist
+from ver_core.sim.expert import (
+    Detour,
+    ExecutionNoise,
+    ExpertConfig,
+    Miss,
+    ScriptedExpert,
+    Sweep,
+    Twist,
+)
 
 __all__ = [
     "HOME_Q",
@@ -16,5 +24,6 @@ __all__ = [
     "Observation",
     "ScriptedExpert",
     "SimConfig",
+    "Sweep",
     "Twist",
 ]

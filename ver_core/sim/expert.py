@@ -538,3 +538,69 @@ class Twist:
         if not self.active:
             return np.asarray(q_cmd, dtype=np.float64).copy()
         return np.clip(np.asarray(q_cmd, dtype=np.float64) + self.offset, self._lo, self._hi)
+
+
+class Sweep:
+    """Hover sweeps: the hand turns about its axis above the cube before it descends.
+
+    The grasp head of a camera on the hand reports the hand's own yaw instead of the cube's: the
+    expert turns the hand to the cube's faces early, so nearly every close-up demo frame shows
+    the cube square to the image (``bench/probe_wrist_yaw.py``, RESULTS.md session 25). A linear
+    readout of the same tokens reads the cube's yaw to ~2 degrees from views of the hand held
+    above the cube at several yaws. With probability ``prob`` an episode, once the expert's
+    command is within ``near_m`` of its hover point (``check``, before ``ScriptedExpert.act``),
+    executes one period of ``amplitude`` rad * sin(2 pi k / steps) on joint 7 over ``steps``
+    control steps while the expert holds the hover (``active``: pass it as
+    ``ScriptedExpert.act(detouring=...)``); the label stays the aligned hover. Then the expert
+    descends as usual.
+
+    ``reset()`` per episode, then per step ``check(command_tcp, hover)``, ``act``, and
+    ``executed = sweep(q_cmd)``."""
+
+    JOINT = 6
+
+    def __init__(
+        self,
+        prob: float,
+        seed: int | None = None,
+        amplitude: float = math.radians(40.0),
+        steps: int = 24,
+        near_m: float = 0.03,
+    ) -> None:
+        if not 0.0 <= prob <= 1.0 or not 0.0 < amplitude <= math.pi / 2 or steps < 2:
+            raise ValueError(
+                f"need 0 <= prob <= 1, 0 < amplitude <= pi/2, steps >= 2; "
+                f"got {prob}, {amplitude}, {steps}"
+            )
+        self.prob, self.amplitude, self.steps, self.near_m = float(prob), amplitude, steps, near_m
+        self.rng = np.random.default_rng(seed)
+        self._armed = False
+        self._k: int | None = None
+        self._lo = PANDA_LIMITS[:, 0] + 0.05
+        self._hi = PANDA_LIMITS[:, 1] - 0.05
+
+    @property
+    def active(self) -> bool:
+        return self._k is not None
+
+    def reset(self) -> None:
+        self._armed = bool(self.rng.random() < self.prob)  # one draw per episode
+        self._k = None
+
+    def check(self, command_tcp, hover) -> None:
+        """Start this episode's sweep once the expert's commanded TCP is within ``near_m`` of
+        its hover point (m, world)."""
+        if self._armed and self._k is None:
+            if np.linalg.norm(np.asarray(command_tcp) - np.asarray(hover)) < self.near_m:
+                self._armed, self._k = False, 0
+
+    def __call__(self, q_cmd) -> np.ndarray:
+        """The command to execute (7,) for the expert's ``q_cmd``."""
+        q = np.asarray(q_cmd, dtype=np.float64).copy()
+        if self._k is None:
+            return q
+        q[self.JOINT] += self.amplitude * math.sin(2.0 * math.pi * self._k / self.steps)
+        self._k += 1
+        if self._k > self.steps:
+            self._k = None
+        return np.clip(q, self._lo, self._hi)
