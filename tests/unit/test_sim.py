@@ -554,3 +554,43 @@ def test_yaw_noise_turns_the_hand_while_it_approaches_and_never_while_it_grasps(
         assert max(turned) > np.radians(10) and max(others) < np.radians(10)
     with pytest.raises(ValueError, match="yaw_std"):
         ExecutionNoise(0.03, yaw_std=-0.1)
+
+
+def test_a_hover_sweep_turns_the_hand_above_the_cube_and_the_grasp_still_lifts(env):
+    """``Sweep``: once the expert's command reaches its hover point, the executed joint 7 runs one
+    period of +-amplitude while the expert holds the hover (the label stays aligned); then the
+    expert descends and lifts. With probability 0 nothing changes."""
+    from ver_core.sim import ExpertConfig, Sweep
+    from ver_core.sim.expert import APPROACH
+
+    cfg = ExpertConfig(settle_s=1.0)
+    expert = ScriptedExpert(cfg, model=env.model)
+    for prob in (1.0, 0.0):
+        sweep = Sweep(prob, seed=0, steps=20)
+        obs = env.reset(3)
+        expert.reset(obs.arm_q)
+        sweep.reset()
+        offsets, held = [], []
+        for _ in range(150):
+            if expert.phase == APPROACH:
+                hover = obs.cube_pos + [0.0, 0.0, cfg.pregrasp_height]
+                sweep.check(expert._fk(expert._q_cmd)[0], hover)
+            q, w = expert.act(
+                obs.arm_q, obs.gripper_width, obs.cube_pos, obs.cube_quat, detouring=sweep.active
+            )
+            if sweep.active:
+                held.append(expert.phase == APPROACH)
+            executed = sweep(q)
+            offsets.append(executed[6] - q[6])
+            assert np.array_equal(executed[:6], q[:6])
+            obs = env.step(executed, w)
+            if env.success():
+                break
+        assert env.success(), prob
+        if prob:
+            assert len(held) == 21 and all(held)  # the expert waits above the cube throughout
+            assert max(offsets) > np.radians(35) and min(offsets) < -np.radians(35)
+        else:
+            assert not held and not any(offsets)
+    with pytest.raises(ValueError):
+        Sweep(1.5)
