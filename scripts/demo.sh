@@ -16,7 +16,9 @@
 # Knobs (environment): VER_DEMO_EPISODES (demos, default 100: the keypose estimator generalizes with scenes, docs/RESULTS.md session 6), VER_DEMO_NOISE (DART noise std in rad,
 # default 0.03), VER_DEMO_YAW_NOISE (DART noise std in rad on joint 7 alone while the expert approaches: the
 # wrist camera sees the cube at many yaws, default 0: 0.35 picked 38/50 and its wrist grasp head still
-# reported the hand's yaw, RESULTS.md session 25), VER_DEMO_MIN_DISTRACTORS (fewest distractors in a demo scene, default 3: every demo
+# reported the hand's yaw, RESULTS.md session 25), VER_DEMO_SWEEP (share of demos whose hand turns +-40
+# degrees about its axis above the cube before the descent, default 0: 0.5 picked 37/50, the same
+# session), VER_DEMO_MIN_DISTRACTORS (fewest distractors in a demo scene, default 3: every demo
 # shows the detector three objects that are not the cube; held-out scenes draw 0-3, RESULTS.md session 13),
 # VER_DEMO_IMAGE_RATE (camera rate of the recording, Hz, default 15; 10, the rate the trainer samples at, records ~16% faster
 # but every sample's time then equals a command's (587 of 588 vs 77 of 579 at 15 Hz), so its label is the command
