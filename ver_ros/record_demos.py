@@ -228,10 +228,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--yaw-noise",
         type=float,
         default=0.0,
-        help="DART noise std (rad) on joint 7 alone, the hand's yaw about the fingers' axis, during "
-        "the approach and descent (0: --noise like the other joints): the camera on the hand sees "
-        "the cube at many yaws in every scene, so its grasp head learns to read the yaw "
-        "(ver_core.sim.ExecutionNoise)",
+        help="DART noise std (rad) on joint 7 alone, the hand's yaw about the fingers' axis, while "
+        "the expert approaches (0: --noise like the other joints): the camera on the hand sees the "
+        "cube at many yaws in every scene (ver_core.sim.ExecutionNoise; 0.35 did not teach its "
+        "grasp head the yaw, RESULTS.md session 25)",
     )
     p.add_argument(
         "--settle",

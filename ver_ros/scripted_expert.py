@@ -41,7 +41,6 @@ from ver_core.sim import (
     Sweep,
     Twist,
 )
-from ver_core.sim.expert import APPROACH
 from ver_ros.conversions import joint_positions
 from ver_ros.params import declare_config, param
 from ver_ros.qos import COMMAND_QOS, LATCHED_QOS, sensor_qos
@@ -220,9 +219,8 @@ class ScriptedExpertNode(Node):
                 self.miss.cancel()
             self._needs_reset = False
         away = self.detour.active or self.miss.active
-        if self.expert.phase == APPROACH and not away:
-            hover = cube_pos + [0.0, 0.0, self.expert.config.pregrasp_height]
-            self.sweep.check(self.expert._fk(self.expert._q_cmd)[0], hover)
+        if not away:
+            self.sweep.check(self.expert, cube_pos)
         target, grip = self.expert.act(
             q, width, cube_pos, cube_quat, detouring=away or self.sweep.active
         )

@@ -572,9 +572,7 @@ def test_a_hover_sweep_turns_the_hand_above_the_cube_and_the_grasp_still_lifts(e
         sweep.reset()
         offsets, held = [], []
         for _ in range(150):
-            if expert.phase == APPROACH:
-                hover = obs.cube_pos + [0.0, 0.0, cfg.pregrasp_height]
-                sweep.check(expert._fk(expert._q_cmd)[0], hover)
+            sweep.check(expert, obs.cube_pos)
             q, w = expert.act(
                 obs.arm_q, obs.gripper_width, obs.cube_pos, obs.cube_quat, detouring=sweep.active
             )

@@ -224,6 +224,14 @@ class ScriptedExpert:
         self._q_cmd = np.clip(self._q_cmd + dq, self._lo, self._hi)
         return self._q_cmd.copy(), float(self._width_cmd)
 
+    def command_tcp(self) -> np.ndarray:
+        """The TCP (3,) m of the expert's current joint command."""
+        return self._fk(self._q_cmd)[0]
+
+    def hover_point(self, cube_pos) -> np.ndarray:
+        """Where the approach ends (3,) m: ``pregrasp_height`` above the cube."""
+        return np.asarray(cube_pos, dtype=np.float64) + [0.0, 0.0, self.config.pregrasp_height]
+
     def _advance(self, phase: int) -> None:
         self.phase = phase
         self._timer = 0
@@ -260,7 +268,8 @@ class ExecutionNoise:
     close-up frame, and its grasp head learns to answer "square to me" whatever it sees (its yaw
     error equals the hand's offset, slope 0.94-1.02: bench/probe_wrist_yaw.py, RESULTS.md session
     25). A yaw noise of ~20 degrees shows it the cube at many yaws in every scene, each frame
-    labelled with the expert's aligned yaw. It runs in ``yaw_phases`` only (the approach: turned
+    labelled with the expert's aligned yaw (measured at 0.35 rad: the head still reported the
+    hand's yaw and make demo picked 38/50, so it is off by default). It runs in ``yaw_phases`` only (the approach: turned
     fingers that descend beside the cube push it away), so the hand is square again for the grasp.
     """
 
@@ -547,14 +556,16 @@ class Sweep:
     expert turns the hand to the cube's faces early, so nearly every close-up demo frame shows
     the cube square to the image (``bench/probe_wrist_yaw.py``, RESULTS.md session 25). A linear
     readout of the same tokens reads the cube's yaw to ~2 degrees from views of the hand held
-    above the cube at several yaws. With probability ``prob`` an episode, once the expert's
-    command is within ``near_m`` of its hover point (``check``, before ``ScriptedExpert.act``),
+    above the cube at several yaws. (Measured at 0.5: the head still reported the hand's yaw and
+    make demo picked 37/50, so it is off by default.) With probability ``prob`` an episode, once
+    the approaching expert's command is within ``near_m`` of its hover point (``check``, before
+    ``ScriptedExpert.act``),
     executes one period of ``amplitude`` rad * sin(2 pi k / steps) on joint 7 over ``steps``
     control steps while the expert holds the hover (``active``: pass it as
     ``ScriptedExpert.act(detouring=...)``); the label stays the aligned hover. Then the expert
     descends as usual.
 
-    ``reset()`` per episode, then per step ``check(command_tcp, hover)``, ``act``, and
+    ``reset()`` per episode, then per step ``check(expert, cube_pos)``, ``act``, and
     ``executed = sweep(q_cmd)``."""
 
     JOINT = 6
@@ -587,12 +598,13 @@ class Sweep:
         self._armed = bool(self.rng.random() < self.prob)  # one draw per episode
         self._k = None
 
-    def check(self, command_tcp, hover) -> None:
-        """Start this episode's sweep once the expert's commanded TCP is within ``near_m`` of
-        its hover point (m, world)."""
-        if self._armed and self._k is None:
-            if np.linalg.norm(np.asarray(command_tcp) - np.asarray(hover)) < self.near_m:
-                self._armed, self._k = False, 0
+    def check(self, expert: ScriptedExpert, cube_pos) -> None:
+        """Start this episode's sweep once the approaching ``expert``'s commanded TCP is within
+        ``near_m`` of its hover point above ``cube_pos`` (m, world)."""
+        if not self._armed or self._k is not None or expert.phase != APPROACH:
+            return
+        if np.linalg.norm(expert.command_tcp() - expert.hover_point(cube_pos)) < self.near_m:
+            self._armed, self._k = False, 0
 
     def __call__(self, q_cmd) -> np.ndarray:
         """The command to execute (7,) for the expert's ``q_cmd``."""
