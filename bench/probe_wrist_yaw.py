@@ -89,7 +89,8 @@ def hover_rows(policy, seeds, heights, deltas) -> list[dict]:
                         tokens = policy.route(policy.model.forward_bvt(x)[None]).tokens[0]
                     headings = [gp.heading(r) for _, r in rig.poses(q)]
                     row = {"seed": int(seed), "height_m": h, "delta_deg": delta}
-                    for s in gp.sightings(policy.grasp_heads, tokens, on_arm):  # best first
+                    outputs = policy.grasp_outputs(tokens)  # the yaw nets' yaws, if it has them
+                    for s in gp.sightings(policy.grasp_heads, tokens, on_arm, outputs=outputs):
                         key = f"view{s.view}"
                         point = rig.ray_to_plane(s.view, s.uv, q, cfg.grasp_height)
                         if key in row or not np.all(np.isfinite(point)):

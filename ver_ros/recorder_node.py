@@ -42,7 +42,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64, Float64MultiArray, String
+from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -101,6 +101,11 @@ class RecorderConfig:
         "/scripted_expert/intended_gripper",
         "the scripted expert's own gripper command (recorded when published); '' = none",
     )
+    perception_only_topic: str = param(
+        "/scripted_expert/perception_only",
+        "the scripted expert's perception-only flag (std_msgs/Bool, recorded when published); "
+        "'' = none",
+    )
     forward_topic: str = param(
         "/forward_position_controller/commands", "arm Float64MultiArray command topic"
     )
@@ -156,6 +161,7 @@ class RecorderNode(Node):
         optional = (  # recorded when configured ('' = not recorded)
             (c.intended_topic, JointTrajectory, "trajectory_msgs/msg/JointTrajectory", cq),
             (c.intended_gripper_topic, Float64, "std_msgs/msg/Float64", cq),
+            (c.perception_only_topic, Bool, "std_msgs/msg/Bool", cq),
             (c.object_pose_topic, PoseStamped, "geometry_msgs/msg/PoseStamped", sq),
         )
         for topic, msg_type, type_name, qos in optional:

@@ -12,7 +12,10 @@ With ``miss_prob`` > 0 (``ver_core.sim.Miss``) that share of episodes first clos
 few centimetres beside the cube and lifts the empty hand, while the label reopens and heads for the
 cube. With ``twist_prob`` > 0 (``ver_core.sim.Twist``) that share of episodes executes the whole
 episode with the hand turned 15-40 degrees about its axis, so the grasp shuts across the cube's
-corners, while the label keeps the aligned yaw. The expert's own gripper command (the label) goes to ``intended_gripper_topic``; the executed
+corners, while the label keeps the aligned yaw. With ``sweep_prob`` > 0 (``ver_core.sim.Sweep``)
+that share of episodes turns the hand +-40 degrees above the cube while the expert holds the hover;
+``perception_only_topic`` (std_msgs/Bool, every period) says when: those frames teach the
+cameras' yaw reading, and the trainer leaves them out of the action losses. The expert's own gripper command (the label) goes to ``intended_gripper_topic``; the executed
 one to ``/gripper/command``. Services: ``~/start`` (reset the expert from the latest state and
 start acting), ``~/stop`` (stop publishing; the sim holds position).
 Run with ``use_sim_time:=true`` next to sim_node so the control timer follows sim time.
@@ -28,7 +31,7 @@ from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64
+from std_msgs.msg import Bool, Float64
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -94,6 +97,11 @@ class ExpertNodeConfig:
     intended_gripper_topic: str = param(
         "/scripted_expert/intended_gripper", "the expert's gripper command (the gripper label)"
     )
+    perception_only_topic: str = param(
+        "/scripted_expert/perception_only",
+        "std_msgs/Bool every period: True while the hand sweeps for the cameras (frames for the "
+        "perception heads only)",
+    )
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.control_hz <= 100.0:
@@ -139,6 +147,9 @@ class ScriptedExpertNode(Node):
         )
         self.pub_intended_grip = self.create_publisher(
             Float64, self.cfg.intended_gripper_topic, COMMAND_QOS
+        )
+        self.pub_perception_only = self.create_publisher(
+            Bool, self.cfg.perception_only_topic, COMMAND_QOS
         )
         c = self.cfg
         self.noise = ExecutionNoise(
@@ -221,9 +232,8 @@ class ScriptedExpertNode(Node):
         away = self.detour.active or self.miss.active
         if not away:
             self.sweep.check(self.expert, cube_pos)
-        target, grip = self.expert.act(
-            q, width, cube_pos, cube_quat, detouring=away or self.sweep.active
-        )
+        sweeping = self.sweep.active  # this period's command is a sweep's (the label holds)
+        target, grip = self.expert.act(q, width, cube_pos, cube_quat, detouring=away or sweeping)
         stamp = self.get_clock().now().to_msg()
         planned = self.sweep(self.miss(self.detour(target, q), q, width))
         executed = self.noise(self.twist(planned), self.expert.phase)
@@ -232,6 +242,7 @@ class ScriptedExpertNode(Node):
         self.pub_grip.publish(Float64(data=executed_grip))
         self.pub_intended.publish(self._point(target, stamp))
         self.pub_intended_grip.publish(Float64(data=grip))
+        self.pub_perception_only.publish(Bool(data=sweeping))
 
     def _point(self, q: np.ndarray, stamp) -> JointTrajectory:
         """One point due one control period after ``stamp``."""

@@ -76,6 +76,7 @@ def demo_run(tmp_path_factory) -> Path:
             "VER_DEMO_FRAME_STRIDE": "1",
             # see the module docstring; without a keypose the head's targets are absolute
             "VER_DEMO_TRAIN_ARGS": "--val-every 60 --no-keypose --no-grasp-point --action-mode absolute",
+            "VER_DEMO_YAW_NET": "0",  # the yaw nets read the grasp point's yaw: none here
             "MUJOCO_GL": env.get("MUJOCO_GL", "egl"),
         }
     )

@@ -444,3 +444,30 @@ def test_settled_close_demo_over_dds(graph, tmp_path):
     # stretches the steps' sim-time spacing, not their number)
     quiet = close - noisy[-1] - 1
     assert 2 <= quiet <= 12, quiet  # without the settle: 1 (the close step itself)
+
+
+def test_hover_sweep_demo_flags_its_frames_perception_only(graph, tmp_path):
+    """A scripted_expert with sweep_prob 1, recorded: the perception-only flag (one Bool per tick,
+    right after that tick's labels) is True on exactly the ticks whose executed joint 7 is the
+    label turned by the sweep (one run of steps + 1 ticks reaching more than 30 degrees), and the
+    training reader marks those frames (tests/unit/test_sim.py: the expert holds the hover)."""
+    from ver_core.data import TopicConfig, load_demos
+
+    got = _recorded_expert_episode(graph, tmp_path, "sweep_prob:=1.0", "sweep_seed:=0")
+    flag_topic = "/scripted_expert/perception_only"
+    executed = _arm_points(got, "/fr3_arm_controller/joint_trajectory")
+    label = _arm_points(got, "/scripted_expert/intended_trajectory")
+    stamps = [_stamp(m) for _, m in got["/scripted_expert/intended_trajectory"]]
+    flags = [m.data for _, m in got[flag_topic]]
+    assert abs(len(stamps) - len(flags)) <= 1
+    flagged = {t for t, f in zip(stamps, flags, strict=False) if f}
+    ticks = sorted(executed.keys() & label.keys())
+    on = [i for i, t in enumerate(ticks) if t in flagged]
+    assert len(on) == 25 and on == list(range(on[0], on[0] + 25)), on  # Sweep(steps=24)
+    turn = np.degrees([executed[t][6] - label[t][6] for t in ticks])
+    assert np.abs(turn[on]).max() > 30
+    assert np.abs(np.delete(turn, on)).max() < 1e-6  # no noise: off the sweep, the label runs
+    root = tmp_path / "demos"
+    data = load_demos(root, TopicConfig(images=[IMG], perception_only=flag_topic), 8, 10.0, 32)
+    marked = int(data.perception_only.sum())
+    assert 20 <= marked <= 28, marked  # 2.5 s of the 10 Hz grid

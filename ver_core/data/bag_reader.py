@@ -59,6 +59,10 @@ class TopicConfig:
         default_factory=lambda: ["fr3_finger_joint1", "fr3_finger_joint2"]
     )
     object_pose: str = ""  # sim-only PoseStamped of the object (diagnostics); "" = not read
+    # std_msgs/Bool, True while the arm moves for the cameras only (a scripted expert's hover
+    # sweep): those frames teach perception, not actions. Read when an episode has it (absent:
+    # every frame False); "" = not read
+    perception_only: str = ""
     gripper_state: str = ""
     gripper_open_width: float = 0.08
 
@@ -75,6 +79,7 @@ class TopicConfig:
             finger_joint_names=task.finger_joint_names,
             gripper_state=gripper_state or "",
             gripper_open_width=task.gripper_max_width,
+            perception_only=getattr(task, "perception_only_topic", ""),
         )
 
     def __post_init__(self) -> None:
@@ -133,6 +138,8 @@ class EpisodeStreams:
     images: list[list[np.ndarray]] = field(default_factory=list)  # V x M_v x (H, W, 3) uint8
     object_times: np.ndarray | None = None  # (No,) with topics.object_pose
     object_poses: np.ndarray | None = None  # (No, 7): x, y, z, qw, qx, qy, qz
+    flag_times: np.ndarray | None = None  # (Nf,) with topics.perception_only, when recorded
+    flags: np.ndarray | None = None  # (Nf,) bool: perception-only from then on
 
     @property
     def has_arm(self) -> bool:
@@ -237,10 +244,18 @@ def _scan(bag, topics: TopicConfig) -> EpisodeStreams:
         if topics.object_pose not in present:
             raise EpisodeSkip(f"no object pose topic {topics.object_pose}")
         wanted.add(topics.object_pose)
+    if topics.perception_only and topics.perception_only in present:
+        if present[topics.perception_only] != "std_msgs/msg/Bool":
+            raise EpisodeSkip(
+                f"{topics.perception_only} has type {present[topics.perception_only]}, "
+                "expected std_msgs/msg/Bool"
+            )
+        wanted.add(topics.perception_only)
     image_t: list[list[int]] = [[] for _ in image_topics]
     merger = JointStateMerger(topics.joint_names, topics.finger_joint_names)
     goals = GripperGoals(topics.gripper_open_width)
     state_t, states, recv, stamps, arm, grip, objects = [], [], [], [], [], [], []
+    flags: list[tuple[int, bool]] = []
     for topic, msgtype, t, raw in bag.messages(wanted):
         v = view_of.get(topic)
         if v is not None:
@@ -263,6 +278,8 @@ def _scan(bag, topics: TopicConfig) -> EpisodeStreams:
             elif topic == topics.object_pose:
                 p, o = msg.pose.position, msg.pose.orientation
                 objects.append((t, [p.x, p.y, p.z, o.w, o.x, o.y, o.z]))
+            elif topic == topics.perception_only:
+                flags.append((t, bool(msg.data)))
             else:
                 goals.add(topic, msgtype, t, msg)
         except (JointStateError, MessageError) as e:
@@ -303,6 +320,7 @@ def _scan(bag, topics: TopicConfig) -> EpisodeStreams:
             raise EpisodeSkip(goals.why_none(goal_topics))
     s_order = np.argsort(state_t, kind="stable")
     objects.sort(key=lambda o: o[0])
+    flags.sort(key=lambda f: f[0])
     return EpisodeStreams(
         image_times=image_times,
         state_times=np.asarray(state_t, np.int64)[s_order],
@@ -317,6 +335,8 @@ def _scan(bag, topics: TopicConfig) -> EpisodeStreams:
         cut_off=bag.cut_off,
         object_times=np.asarray([o[0] for o in objects], np.int64) if objects else None,
         object_poses=np.asarray([o[1] for o in objects]) if objects else None,
+        flag_times=np.asarray([f[0] for f in flags], np.int64) if flags else None,
+        flags=np.asarray([f[1] for f in flags], bool) if flags else None,
     )
 
 

@@ -46,6 +46,9 @@ class DemoData:
     object_pose: np.ndarray | None = None  # (N, 7) sim-only object pose (topics.object_pose)
     action_source: str = "command"  # where the arm targets came from (ver_core.data.streams)
     gripper_source: str = "command"  # where the gripper targets came from
+    # (N,) bool: frames whose arm motion was for the cameras only (topics.perception_only): the
+    # trainer leaves them out of the action losses; None: no such frames
+    perception_only: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 5:
@@ -74,6 +77,7 @@ class DemoData:
             None if self.object_pose is None else self.object_pose[mask],
             self.action_source,
             self.gripper_source,
+            None if self.perception_only is None else self.perception_only[mask],
         )
 
 
@@ -138,7 +142,7 @@ def load_demos(
         gripper_source,
         sources,
     )
-    parts, names, objects = [], [], []
+    parts, names, objects, flags = [], [], [], []
     for p in prepared:
         samples = np.arange(len(p.table))
         actions = chunk_actions(p.table.actions, samples, chunk_len)  # (K, H, 8)
@@ -167,6 +171,7 @@ def load_demos(
         if topics.object_pose:
             k = np.maximum(latest_at_or_before(p.streams.object_times, p.table.times[keep]), 0)
             objects.append(p.streams.object_poses[k].astype(np.float32))
+        flags.append(_perception_only(p.streams, p.table.times[keep]))
     if not parts:
         detail = "; ".join(f"{n}: {r}" for n, r in skipped)
         raise ValueError(f"no usable episode under {root} ({len(skipped)} skipped: {detail})")
@@ -179,11 +184,21 @@ def load_demos(
         object_pose=np.concatenate(objects) if objects else None,
         action_source=choice.action,
         gripper_source=choice.gripper,
+        perception_only=np.concatenate(flags) if any(f.any() for f in flags) else None,
     )
     if cache is not None:
         write_cache(cache, data)
         _alias(cache, sources, settings, data)
     return data
+
+
+def _perception_only(streams, times: np.ndarray) -> np.ndarray:
+    """Per frame time: the episode's last perception-only flag at or before it (False before
+    the first one, and in an episode that has none)."""
+    if streams.flag_times is None:
+        return np.zeros(len(times), bool)
+    k = latest_at_or_before(streams.flag_times, times)
+    return np.where(k >= 0, streams.flags[np.maximum(k, 0)], False)
 
 
 def _decode(p: PreparedEpisode, index: np.ndarray, image_size: int) -> list[dict]:
@@ -205,6 +220,7 @@ def write_cache(path: Path, data: DemoData) -> None:
         actions=data.actions,
         episode=data.episode,
         **({} if data.object_pose is None else {"object_pose": data.object_pose}),
+        **({} if data.perception_only is None else {"perception_only": data.perception_only}),
         meta=np.array(
             json.dumps(
                 {
@@ -253,4 +269,5 @@ def read_cache(path: Path, key: str) -> DemoData:
             z["object_pose"] if "object_pose" in z.files else None,
             meta.get("action_source", "command"),
             meta.get("gripper_source", "command"),
+            z["perception_only"] if "perception_only" in z.files else None,
         )

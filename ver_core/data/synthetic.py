@@ -96,12 +96,15 @@ def write_synthetic_episode(
     joint_names: list[str] | None = None,
     view_sizes: list[tuple[int, int]] | None = None,
     view_offset_ns: int = 0,
+    perception_only: tuple[float, float] | None = None,
 ) -> Path:
     """Write one episode bag directory (+ episode.json unless ``success`` is None).
 
     One image stream per topic of ``topics.images`` (each view shifted a little so views
     differ; ``view_sizes`` gives each its own (W, H); ``view_offset_ns`` staggers their stamps
-    as unsynchronized cameras do)."""
+    as unsynchronized cameras do). ``perception_only`` (start s, end s): a std_msgs/Bool on
+    ``topics.perception_only`` every command period, True inside that window (the scripted
+    expert's hover sweep)."""
     topics = topics or TopicConfig()
     names = joint_names or topics.joint_names
     path = Path(path)
@@ -127,6 +130,10 @@ def write_synthetic_episode(
             layout = T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
             msg = T["std_msgs/msg/Float64MultiArray"](layout=layout, data=q[i])
             events.append((ns, topics.action, "std_msgs/msg/Float64MultiArray", msg))
+        if perception_only is not None:
+            flag = bool(perception_only[0] <= s < perception_only[1])
+            topic = topics.perception_only or "/scripted_expert/perception_only"
+            events.append((ns + 500, topic, "std_msgs/msg/Bool", T["std_msgs/msg/Bool"](data=flag)))
         events.append(
             (
                 ns + 1000,

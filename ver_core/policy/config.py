@@ -66,6 +66,10 @@ class TaskConfig:
     state_topic: str = "/joint_states"
     action_topic: str = "/fr3_arm_controller/joint_trajectory"
     gripper_topic: str = "/gripper/command"
+    # std_msgs/Bool marking the demo frames whose arm motion was for the cameras only (the
+    # scripted expert's hover sweep): left out of the action losses, kept for the grasp yaw nets
+    # (read where a bag has it; "" = not read)
+    perception_only_topic: str = "/scripted_expert/perception_only"
     # Where the training targets came from (ver_core.data.streams): arm "command" (recorded
     # commands) or "next-state" (measured joints one control period later); gripper "command"
     # (command topic or franka_gripper action goals) or "finger-width" (measured). "auto" picks
@@ -100,6 +104,10 @@ class TaskConfig:
     # detector's best patch is often a neighbour, whose yaw is otherwise never taught (0: the
     # labelled patch only, checkpoints before session 22)
     grasp_yaw_radius: int = 0
+    # a GraspYawNet per view reads the grasp's yaw instead of the head's yaw channel, fitted on
+    # its own after the heads (ver_core.policy.grasp_point.GraspYawNet; False: the head's, the
+    # checkpoints before session 26)
+    grasp_yaw_net: bool = False
     camera_calibration: dict[str, Any] = field(default_factory=dict)
     grasp_height: float | None = None
 
@@ -148,6 +156,11 @@ class TaskConfig:
             raise ValueError("grasp_point_weight must be >= 0")
         if self.grasp_yaw_order < 1:
             raise ValueError("grasp_yaw_order must be >= 1")
+        if self.grasp_yaw_net and not self.grasp_point:
+            raise ValueError(
+                "grasp_yaw_net needs grasp_point (it reads the grasp point's yaw): add "
+                "--grasp-point or --no-grasp-yaw-net (make demo: VER_DEMO_YAW_NET=0)"
+            )
         if not 0 <= self.grasp_yaw_radius <= 3:
             raise ValueError(f"grasp_yaw_radius must be in [0, 3], got {self.grasp_yaw_radius}")
         if self.grasp_yaw_frame not in GRASP_YAW_FRAMES:

@@ -54,6 +54,9 @@ __all__ = [
     "neighbour_patches",
     "grasp_yaw",
     "head_outputs",
+    "GraspYawNet",
+    "fit_yaw_nets",
+    "patch_windows",
     "patch_maps",
     "sightings",
     "sim_calibration",
@@ -341,6 +344,129 @@ class GraspPointHead(nn.Module):
         return logits, maps[:, 1:3].transpose(1, 2).sigmoid(), maps[:, 3:].transpose(1, 2)
 
 
+YAW_NET_RADIUS = 2  # a GraspYawNet reads the (2r+1)^2 patches around a point: two valid 3x3 convs
+
+
+class GraspYawNet(nn.Module):
+    """One view's grasp yaw, (cos n psi, sin n psi), read from the routed tokens of the 5x5
+    patches around a point: a LayerNorm, a 1x1 conv and two unpadded 3x3 convs that shrink the
+    window to one cell, and a linear readout. Trained apart from the ``GraspPointHead`` (on
+    frozen tokens, after it: ``fit_yaw_nets``), with the yaw as its only target.
+
+    Why apart: the head's yaw channel shares the head's trunk with the patch classifier and,
+    trained with it, answered "square to me" on the camera on the hand whatever the cube's yaw
+    (slope 0.92-1.02 in ``bench/probe_wrist_yaw.py``, docs/RESULTS.md session 25), while a
+    network of this shape fitted on its own to the same demos' frames reads the cube's yaw on
+    held-out hover views (RESULTS.md session 26). It needs demos whose close-up views show the
+    cube at many yaws (``ver-record-demos --sweep``): trained without them it reads nothing.
+
+    ``forward`` takes windows (B, 5, 5, D); ``forward_map`` the whole patch grid (B, 1+P, D) ->
+    (B, P, 2), each patch's window clamped at the image's border (as ``patch_windows``): the
+    same numbers as ``forward`` on that patch's window."""
+
+    def __init__(self, dim: int, channels: int = 64) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.net = nn.Sequential(
+            nn.Conv2d(dim, channels, 1),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, 3),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, 3),
+            nn.GELU(),
+        )
+        self.out = nn.Linear(channels, 2)
+
+    def forward(self, windows: Tensor) -> Tensor:
+        x = self.net(self.norm(windows).permute(0, 3, 1, 2))  # (B, C, 1, 1)
+        return self.out(x.flatten(1))
+
+    def forward_map(self, tokens: Tensor) -> Tensor:
+        b, p, d = tokens.shape[0], tokens.shape[1] - 1, tokens.shape[2]
+        g = math.isqrt(p)
+        x = self.norm(tokens[:, 1:]).transpose(1, 2).reshape(b, d, g, g)
+        r = YAW_NET_RADIUS
+        x = self.net(F.pad(x, (r, r, r, r), mode="replicate"))  # (B, C, g, g)
+        return self.out(x.flatten(2).transpose(1, 2))
+
+
+def patch_windows(tokens: Tensor, cells: Tensor, grid: int, radius: int = YAW_NET_RADIUS) -> Tensor:
+    """Routed tokens (B, 1+P, D) and one patch index per row (B,) -> the tokens of the
+    (2r+1)^2 patches around it (B, 2r+1, 2r+1, D), rows and columns clamped at the border."""
+    d = torch.arange(-radius, radius + 1)
+    xs = (cells % grid)[:, None] + d
+    ys = (cells // grid)[:, None] + d
+    idx = 1 + ys.clamp(0, grid - 1)[:, :, None] * grid + xs.clamp(0, grid - 1)[:, None, :]
+    return tokens[torch.arange(len(cells))[:, None, None], idx]
+
+
+def fit_yaw_nets(
+    nets: nn.ModuleList,
+    tokens: np.ndarray,
+    cls: np.ndarray,
+    yaw: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-2,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, dict[str, float | int | None]]:
+    """Fit each view's ``GraspYawNet`` on routed ``tokens`` (N, V, 1+P, D) of frames ``train``
+    whose grasp point is in that view (``cls`` (N, V) a patch index, ``grasp_point_labels``):
+    mean squared error to ``yaw`` (N, V, 2) at the window around the labelled patch, AdamW.
+    Returns per view the frames used and, over the ``val`` frames in view, the mean absolute
+    yaw error (degrees, modulo the n-fold symmetry left to the caller: here the error of the
+    angle of (cos, sin) / n is reported for n = 4) beside a constant answer's (the labels'
+    mean vector)."""
+    from tqdm.auto import tqdm
+
+    report: dict[str, dict[str, float | int | None]] = {}
+    grid = math.isqrt(tokens.shape[2] - 1)
+    seen = (cls >= 0) & (cls < grid * grid)  # (N, V): the point in that view
+    for v, net in enumerate(nets):
+        tr, va = train[seen[train, v]], val[seen[val, v]]
+        report[f"view{v}"] = {"train_frames": int(len(tr)), "val_frames": int(len(va))}
+        if len(tr) == 0 or steps == 0:
+            continue
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + v)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+        net.train()
+        bar = tqdm(range(steps), desc=f"train yaw net (view {v})", disable=not progress)
+        for step in bar:
+            rows = tr[torch.randint(0, len(tr), (min(batch_size, len(tr)),), generator=gen).numpy()]
+            factor = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps))
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+            windows = patch_windows(
+                torch.from_numpy(tokens[rows, v]).float(), torch.from_numpy(cls[rows, v]), grid
+            )
+            loss = ((net(windows) - torch.from_numpy(yaw[rows, v])) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        net.eval()
+        if len(va):
+            with torch.no_grad():
+                windows = patch_windows(
+                    torch.from_numpy(tokens[va, v]).float(), torch.from_numpy(cls[va, v]), grid
+                )
+                got = net(windows).numpy()
+            const = np.broadcast_to(yaw[tr, v].mean(0), got.shape)
+            report[f"view{v}"]["val_mean_abs_deg"] = round(_yaw_error_deg(got, yaw[va, v]), 2)
+            report[f"view{v}"]["val_constant_deg"] = round(_yaw_error_deg(const, yaw[va, v]), 2)
+    return report
+
+
+def _yaw_error_deg(got: np.ndarray, want: np.ndarray, order: int = 4) -> float:
+    """Mean absolute difference (degrees) of the yaws of (cos n psi, sin n psi) rows."""
+    a = np.arctan2(got[:, 1], got[:, 0]) - np.arctan2(want[:, 1], want[:, 0])
+    return float(np.degrees(np.abs(np.angle(np.exp(1j * a))) / order).mean())
+
+
 def neighbour_patches(target: Tensor, grid: int, radius: int) -> tuple[Tensor, Tensor]:
     """Patch indices (B, (2r+1)^2) within Chebyshev ``radius`` of each ``target`` patch (B,) of a
     ``grid`` x ``grid`` map, and which of them lie on the map (B, (2r+1)^2) (the others repeat
@@ -385,16 +511,20 @@ def grasp_point_loss(
 
 
 @torch.no_grad()
-def detect(heads: nn.ModuleList, tokens: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def detect(
+    heads: nn.ModuleList, tokens: Tensor, yaw_nets: nn.ModuleList | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Routed tokens (B, V, 1+P, D) -> per frame and view the detected point's image coordinates
     (B, V, 2) in [0, 1], the probability that it is in view (B, V), and the grasp's
-    (cos n psi, sin n psi) there (B, V, 2)."""
+    (cos n psi, sin n psi) there (B, V, 2) (from ``yaw_nets``, given)."""
     b, nv = tokens.shape[:2]
     uv = np.zeros((b, nv, 2))
     p_seen = np.zeros((b, nv))
     yaw = np.zeros((b, nv, 2))
     for v, head in enumerate(heads):
         logits, offs, yaws = head(tokens[:, v].float())
+        if yaw_nets is not None:
+            yaws = yaw_nets[v].forward_map(tokens[:, v].float())
         g = head.grid
         p_seen[:, v] = (1 - logits.softmax(1)[:, -1]).numpy()
         best = logits[:, :-1].argmax(1)
@@ -483,10 +613,19 @@ class PatchMap:
 
 
 @torch.no_grad()
-def head_outputs(heads: nn.ModuleList, tokens: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+def head_outputs(
+    heads: nn.ModuleList, tokens: Tensor, yaw_nets: nn.ModuleList | None = None
+) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Routed tokens (V, 1+P, D) of one observation -> each view's head output (logits, offsets,
-    yaws), batch 1: what ``sightings`` and ``patch_maps`` read (one pass for both)."""
-    return [head(tokens[v : v + 1].float()) for v, head in enumerate(heads)]
+    yaws), batch 1: what ``sightings`` and ``patch_maps`` read (one pass for both). With
+    ``yaw_nets`` (``GraspYawNet`` per view) the yaws are theirs instead of the heads'."""
+    out = []
+    for v, head in enumerate(heads):
+        logits, offs, yaws = head(tokens[v : v + 1].float())
+        if yaw_nets is not None:
+            yaws = yaw_nets[v].forward_map(tokens[v : v + 1].float())
+        out.append((logits, offs, yaws))
+    return out
 
 
 def patch_maps(

@@ -38,6 +38,7 @@ from ver_core.policy.grasp_point import (
     CameraRig,
     GraspPointHead,
     GraspPointTracker,
+    GraspYawNet,
     detect,
     grasp_point_loss,
     grasp_yaw,
@@ -144,6 +145,10 @@ class TaskPolicy(ActionNormalization, nn.Module):
             self.grasp_heads = nn.ModuleList(
                 GraspPointHead(mc.embed_dim, mc.grid_size) for _ in config.cameras
             )
+            if config.grasp_yaw_net:  # fitted apart, after the heads (RouterTrainer.fit)
+                self.grasp_yaw_nets = nn.ModuleList(
+                    GraspYawNet(mc.embed_dim) for _ in config.cameras
+                )
         self._rig: CameraRig | None = None  # built on first use (needs the calibration)
         self.stats = stats or NormStats.identity(config.state_dim, config.action_dim)
         for name, t in self.stats.tensors().items():
@@ -218,6 +223,11 @@ class TaskPolicy(ActionNormalization, nn.Module):
             + (
                 sum(p.numel() for p in self.grasp_heads.parameters())
                 if self.config.grasp_point
+                else 0
+            )
+            + (
+                sum(p.numel() for p in self.grasp_yaw_nets.parameters())
+                if self.config.grasp_yaw_net
                 else 0
             ),
             "router_percent_of_model": 100.0 * routers / max(total, 1),
@@ -376,7 +386,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         q = state[:, :j].double().cpu().numpy()
         if tracker is not None:  # the state's last entry: the hand's measured opening
             return self._tracked_grasp_point(tokens, q, tracker, state[:, j].double().cpu().numpy())
-        uv, p_seen, yaw_vec = detect(self.grasp_heads, tokens)
+        uv, p_seen, yaw_vec = detect(self.grasp_heads, tokens, self.yaw_nets)
         on_arm = np.array([body != 0 for body, *_ in self.rig.views])
         points = np.full((len(q), 3), np.nan)
         yaws = np.full(len(q), np.nan)
@@ -396,6 +406,17 @@ class TaskPolicy(ActionNormalization, nn.Module):
                 yaws[b] = grasp_yaw(vec, order, self.rig.tcp_yaw(q[b]))
         return points, yaws, view
 
+    @property
+    def yaw_nets(self) -> nn.ModuleList | None:
+        """The views' ``GraspYawNet``s (None: the grasp heads read the yaw)."""
+        return self.grasp_yaw_nets if self.config.grasp_yaw_net else None
+
+    @torch.no_grad()
+    def grasp_outputs(self, tokens: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Routed tokens (V, 1+P, D) of one observation -> each view's (logits, offsets, yaws)
+        (``head_outputs``, the yaws from the yaw nets where the policy has them)."""
+        return head_outputs(self.grasp_heads, tokens, self.yaw_nets)
+
     def _tracked_grasp_point(
         self, tokens: Tensor, q: np.ndarray, tracker: GraspPointTracker, width: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -405,7 +426,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         cameras = self.rig.poses(q[0])
         headings = [heading(rot) for _, rot in cameras]
         order, frame = self.config.grasp_yaw_order, self.config.grasp_yaw_frame
-        outputs = head_outputs(self.grasp_heads, tokens[0])  # one pass: sightings and maps
+        outputs = self.grasp_outputs(tokens[0])  # one pass: sightings and maps
         found = []
         for s in sightings(self.grasp_heads, tokens[0], on_arm, outputs=outputs):
             point = self.rig.ray_to_plane(s.view, s.uv, q[0], self.config.grasp_height)

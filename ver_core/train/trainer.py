@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ver_core.data import DemoData
 from ver_core.policy import NormStats, TaskPolicy
-from ver_core.policy.grasp_point import grasp_point_labels, sim_calibration
+from ver_core.policy.grasp_point import fit_yaw_nets, grasp_point_labels, sim_calibration
 from ver_core.policy.keypose import delay_close_until_arrival, keypose_labels
 from ver_core.train.augment import AugmentConfig, augmented_views, widen_held_width
 from ver_core.train.features import cached_bvt_tokens
@@ -63,6 +63,9 @@ class TrainConfig:
     # (BVT tokens, then the routed tokens) are computed for those samples only, so n = 2 halves
     # their cost; labels (keyposes, grasp points) still come from the full episodes
     frame_stride: int = 1
+    # steps of the grasp yaw nets' own fit after the heads (policies with grasp_yaw_net;
+    # ver_core.policy.grasp_point.fit_yaw_nets, batch 64)
+    yaw_net_steps: int = 2000
 
     @property
     def augment(self) -> AugmentConfig:
@@ -81,6 +84,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.head_steps < 0:
             raise ValueError(f"head_steps must be >= 0, got {self.head_steps}")
+        if self.yaw_net_steps < 0:
+            raise ValueError(f"yaw_net_steps must be >= 0, got {self.yaw_net_steps}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
@@ -177,6 +182,22 @@ class RouterTrainer:
         kept = episode_positions(data.episode) % config.frame_stride == 0
         self.train_idx = np.flatnonzero(np.isin(data.episode, train_eps) & kept)
         self.val_idx = np.flatnonzero(np.isin(data.episode, val_eps) & kept)
+        # the grasp yaw nets read every frame; the rest of the policy not the perception-only
+        # ones (a hover sweep: the expert's command holds while the hand turns for the cameras,
+        # and a policy taught by those frames hovers whenever its yaw is off: RESULTS.md
+        # session 26)
+        self.yaw_train_idx, self.yaw_val_idx = self.train_idx, self.val_idx
+        look = data.perception_only
+        if look is not None and look.any():
+            self.train_idx = self.train_idx[~look[self.train_idx]]
+            self.val_idx = self.val_idx[~look[self.val_idx]]
+            log.info(
+                "perception-only frames (%s): %d of %d training samples, for the grasp yaw "
+                "nets only",
+                policy.config.perception_only_topic,
+                len(self.yaw_train_idx) - len(self.train_idx),
+                len(self.yaw_train_idx),
+            )
         if len(self.train_idx) == 0:
             raise ValueError("no training samples after holding out validation episodes")
         self.used = np.flatnonzero(kept)  # samples whose tokens are computed
@@ -414,7 +435,32 @@ class RouterTrainer:
             raise
         finally:
             bar.close()
+        self.yaw_net_report = self.fit_yaw_nets()
         return self.finish(time.time() - start_time)
+
+    def fit_yaw_nets(self) -> dict | None:
+        """Fit the policy's grasp yaw nets (if it has them) on the routed tokens of the training
+        frames, after the heads, and save the checkpoint with them (None: no yaw nets)."""
+        nets = self.policy.yaw_nets if self.policy.config.grasp_point else None
+        if nets is None or self.grasp is None:
+            return None
+        cls, _, yaw = self.grasp
+        n = len(self.data)
+        report = fit_yaw_nets(
+            nets,
+            self.routed_tokens()[:n],  # the originals (augmented copies follow them)
+            cls,
+            yaw,
+            self.yaw_train_idx,
+            self.yaw_val_idx,
+            self.cfg.yaw_net_steps,
+            seed=self.cfg.seed,
+            progress=self.cfg.progress,
+        )
+        for view, r in report.items():
+            log.info("grasp yaw net %s: %s", view, r)
+        self.save()
+        return report
 
     def _loop(self, bar: tqdm) -> None:
         cfg, policy = self.cfg, self.policy
@@ -461,6 +507,7 @@ class RouterTrainer:
             "skipped": self.data.skipped,
             "parameters": self.policy.parameter_summary(),
             "expert_utilization": util,
+            "grasp_yaw_nets": getattr(self, "yaw_net_report", None),
         }
         (self.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         if self.cfg.plots:
