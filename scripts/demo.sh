@@ -17,8 +17,10 @@
 # default 0.03), VER_DEMO_YAW_NOISE (DART noise std in rad on joint 7 alone while the expert approaches: the
 # wrist camera sees the cube at many yaws, default 0: 0.35 picked 38/50 and its wrist grasp head still
 # reported the hand's yaw, RESULTS.md session 25), VER_DEMO_SWEEP (share of demos whose hand turns +-40
-# degrees about its axis above the cube before the descent, default 0: 0.5 picked 37/50, the same
-# session), VER_DEMO_MIN_DISTRACTORS (fewest distractors in a demo scene, default 3: every demo
+# degrees about its axis above the cube before the descent, default 0.5: the close-up views the
+# grasp yaw nets learn the cube's yaw from; their frames stay out of the action losses, RESULTS.md
+# session 26), VER_DEMO_YAW_NET (1: grasp yaw nets fitted apart read the yaw, default; 0: the grasp
+# heads' yaw channel, which reported the hand's own yaw: RESULTS.md sessions 25-26), VER_DEMO_MIN_DISTRACTORS (fewest distractors in a demo scene, default 3: every demo
 # shows the detector three objects that are not the cube; held-out scenes draw 0-3, RESULTS.md session 13),
 # VER_DEMO_IMAGE_RATE (camera rate of the recording, Hz, default 15; 10, the rate the trainer samples at, records ~16% faster
 # but every sample's time then equals a command's (587 of 588 vs 77 of 579 at 15 Hz), so its label is the command
@@ -67,7 +69,8 @@ workers="${VER_DEMO_WORKERS:-0}"
 detour="${VER_DEMO_DETOUR:-0}"
 miss="${VER_DEMO_MISS:-0.3}"
 twist="${VER_DEMO_TWIST:-0}"
-sweep="${VER_DEMO_SWEEP:-0}"
+sweep="${VER_DEMO_SWEEP:-0.5}"
+yaw_net="${VER_DEMO_YAW_NET:-1}"
 settle="${VER_DEMO_SETTLE:-1.0}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-600}"
@@ -91,6 +94,8 @@ stage "VER-ROS demo: $episodes demos, $steps router + $head_steps head steps ($h
 mkdir -p "$out"
 lib_args=()
 if [[ -n "$image_size" ]]; then lib_args+=(--image-size "$image_size"); fi
+yaw_args=(--no-grasp-yaw-net)
+if [[ "$yaw_net" == "1" ]]; then yaw_args=(--grasp-yaw-net); fi
 if [[ -f "$library/config.json" ]]; then
   lib_args+=(--library "$library")
   echo "library: $library"
@@ -113,7 +118,7 @@ rm -rf "$out/policy"
 # shellcheck disable=SC2086
 $BIN/ver-train-router --bag "$out/demos" --out "$out/policy" --head "$head" --steps "$steps" \
   --head-steps "$head_steps" --batch-size "$batch" --frame-stride "$frame_stride" --held-width-aug "$held_width_aug" \
-  --keypose --grasp-point --action-mode keypose \
+  --keypose --grasp-point "${yaw_args[@]}" --action-mode keypose \
   --action-topic /scripted_expert/intended_trajectory --gripper-topic /scripted_expert/intended_gripper \
   --image-topic /camera/camera/color/image_raw --image-topic /wrist_camera/camera/color/image_raw \
   "${lib_args[@]}" ${VER_DEMO_TRAIN_ARGS:-}
