@@ -17,10 +17,11 @@
 # default 0.03), VER_DEMO_YAW_NOISE (DART noise std in rad on joint 7 alone while the expert approaches: the
 # wrist camera sees the cube at many yaws, default 0: 0.35 picked 38/50 and its wrist grasp head still
 # reported the hand's yaw, RESULTS.md session 25), VER_DEMO_SWEEP (share of demos whose hand turns +-40
-# degrees about its axis above the cube before the descent, default 0.5: the close-up views the
-# grasp yaw nets learn the cube's yaw from; their frames stay out of the action losses, RESULTS.md
-# session 26), VER_DEMO_YAW_NET (1: grasp yaw nets fitted apart read the yaw, default; 0: the grasp
-# heads' yaw channel, which reported the hand's own yaw: RESULTS.md sessions 25-26), VER_DEMO_MIN_DISTRACTORS (fewest distractors in a demo scene, default 3: every demo
+# degrees about its axis above the cube before the descent, default 0: the close-up views grasp
+# yaw nets learn the cube's yaw from; their frames stay out of the action losses. With yaw nets
+# 0.5 picked 38/50, without 37/50, RESULTS.md sessions 25-26), VER_DEMO_YAW_NET (1: grasp yaw nets
+# fitted apart read the yaw, they read the cube's yaw only after sweep demos; default 0: the grasp
+# heads' yaw channel, which reports the hand's own yaw: RESULTS.md sessions 25-26), VER_DEMO_MIN_DISTRACTORS (fewest distractors in a demo scene, default 3: every demo
 # shows the detector three objects that are not the cube; held-out scenes draw 0-3, RESULTS.md session 13),
 # VER_DEMO_IMAGE_RATE (camera rate of the recording, Hz, default 15; 10, the rate the trainer samples at, records ~16% faster
 # but every sample's time then equals a command's (587 of 588 vs 77 of 579 at 15 Hz), so its label is the command
@@ -69,8 +70,8 @@ workers="${VER_DEMO_WORKERS:-0}"
 detour="${VER_DEMO_DETOUR:-0}"
 miss="${VER_DEMO_MISS:-0.3}"
 twist="${VER_DEMO_TWIST:-0}"
-sweep="${VER_DEMO_SWEEP:-0.5}"
-yaw_net="${VER_DEMO_YAW_NET:-1}"
+sweep="${VER_DEMO_SWEEP:-0}"
+yaw_net="${VER_DEMO_YAW_NET:-0}"
 settle="${VER_DEMO_SETTLE:-1.0}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-600}"
