@@ -79,7 +79,7 @@ class TopicConfig:
             finger_joint_names=task.finger_joint_names,
             gripper_state=gripper_state or "",
             gripper_open_width=task.gripper_max_width,
-            perception_only=getattr(task, "perception_only_topic", ""),
+            perception_only=task.perception_only_topic,
         )
 
     def __post_init__(self) -> None:

@@ -413,14 +413,14 @@ def fit_yaw_nets(
     weight_decay: float = 1e-2,
     seed: int = 0,
     progress: bool = False,
+    order: int = 4,
 ) -> dict[str, dict[str, float | int | None]]:
     """Fit each view's ``GraspYawNet`` on routed ``tokens`` (N, V, 1+P, D) of frames ``train``
     whose grasp point is in that view (``cls`` (N, V) a patch index, ``grasp_point_labels``):
     mean squared error to ``yaw`` (N, V, 2) at the window around the labelled patch, AdamW.
     Returns per view the frames used and, over the ``val`` frames in view, the mean absolute
-    yaw error (degrees, modulo the n-fold symmetry left to the caller: here the error of the
-    angle of (cos, sin) / n is reported for n = 4) beside a constant answer's (the labels'
-    mean vector)."""
+    yaw error (degrees, modulo the grasp's ``order``-fold symmetry) beside a constant answer's
+    (the training labels' mean vector)."""
     from tqdm.auto import tqdm
 
     report: dict[str, dict[str, float | int | None]] = {}
@@ -456,12 +456,15 @@ def fit_yaw_nets(
                 )
                 got = net(windows).numpy()
             const = np.broadcast_to(yaw[tr, v].mean(0), got.shape)
-            report[f"view{v}"]["val_mean_abs_deg"] = round(_yaw_error_deg(got, yaw[va, v]), 2)
-            report[f"view{v}"]["val_constant_deg"] = round(_yaw_error_deg(const, yaw[va, v]), 2)
+            err = round(_yaw_error_deg(got, yaw[va, v], order), 2)
+            report[f"view{v}"]["val_mean_abs_deg"] = err
+            report[f"view{v}"]["val_constant_deg"] = round(
+                _yaw_error_deg(const, yaw[va, v], order), 2
+            )
     return report
 
 
-def _yaw_error_deg(got: np.ndarray, want: np.ndarray, order: int = 4) -> float:
+def _yaw_error_deg(got: np.ndarray, want: np.ndarray, order: int) -> float:
     """Mean absolute difference (degrees) of the yaws of (cos n psi, sin n psi) rows."""
     a = np.arctan2(got[:, 1], got[:, 0]) - np.arctan2(want[:, 1], want[:, 0])
     return float(np.degrees(np.abs(np.angle(np.exp(1j * a))) / order).mean())

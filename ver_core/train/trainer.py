@@ -234,6 +234,7 @@ class RouterTrainer:
         self.step = 0
         self.history: dict[str, list] = {"train": [], "val": [], "top_k": []}
         self._routed: np.ndarray | None = None  # ((1+A)N, C, 1+P, D), the fixed router
+        self.yaw_net_report: dict | None = None  # fit_yaw_nets' report (policies with yaw nets)
 
     def _grasp_labels(
         self, keyposes: np.ndarray, valid: np.ndarray
@@ -456,6 +457,7 @@ class RouterTrainer:
             self.cfg.yaw_net_steps,
             seed=self.cfg.seed,
             progress=self.cfg.progress,
+            order=self.policy.config.grasp_yaw_order,
         )
         for view, r in report.items():
             log.info("grasp yaw net %s: %s", view, r)
@@ -507,7 +509,7 @@ class RouterTrainer:
             "skipped": self.data.skipped,
             "parameters": self.policy.parameter_summary(),
             "expert_utilization": util,
-            "grasp_yaw_nets": getattr(self, "yaw_net_report", None),
+            "grasp_yaw_nets": self.yaw_net_report,
         }
         (self.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         if self.cfg.plots:
