@@ -17,6 +17,7 @@ not".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -172,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         "some seeds), so two trackers or checkpoints run side by side compare seed by seed",
     )
     p.add_argument(
+        "--grasp-wait-s",
+        type=float,
+        default=None,
+        help="the gate's grasp interlock: the arm waits at most this long for closing fingers "
+        "(0: off; default: config/franka_pick.yaml's)",
+    )
+    p.add_argument(
         "--peak-start",
         action="store_true",
         help="the tracker without the views' probability maps: it starts on a camera on the arm's "
@@ -189,9 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--reject",
-        action="store_true",
-        help="the tracker rules out the place of an empty close (reject_m REJECT_M; off in the "
-        "product: docs/RESULTS.md session 22)",
+        nargs="?",
+        type=float,
+        const=-1.0,
+        default=None,
+        metavar="M",
+        help="the tracker rules out the place of an empty close within M metres (no value: "
+        "REJECT_M, the product's default since session 27; 0: off)",
     )
     p.add_argument(
         "--commit",
@@ -226,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = DeploySettings.from_yaml(default_config_path()).with_observation_budget(
         args.observation_budget_s
     )
+    if args.grasp_wait_s is not None:
+        settings = dataclasses.replace(
+            settings, safety=dataclasses.replace(settings.safety, grasp_wait_s=args.grasp_wait_s)
+        )
     controller = build_controller(policy, settings, checkpoint_dir=args.checkpoint)
     tracker = controller.policy.predictor.tracker
     if tracker is None:
@@ -234,10 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         from ver_core.policy.grasp_point import HOLD_MARGIN
 
         tracker.hold_margin = HOLD_MARGIN
-    if args.reject:
+    if args.reject is not None:
         from ver_core.policy.grasp_point import REJECT_M
 
-        tracker.reject_m = REJECT_M
+        tracker.reject_m = REJECT_M if args.reject < 0 else (args.reject or None)
     if args.commit:
         from ver_core.policy.grasp_point import COMMIT_DZ
 
@@ -366,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         "yaw_error_deg": args.yaw_error,
         "hold": args.hold,
         "reject_m": tracker.reject_m,
+        "grasp_wait_s": controller.gate.config.grasp_wait_s,
         "commit_dz": tracker.commit_dz,
         "machine": {"cpu": platform.processor() or platform.machine(), "load": os.getloadavg()},
         "successes": sum(r["success"] for r in rows),

@@ -74,6 +74,9 @@ class SafetyParams:
     gripper_min: float = param(0.0, "smallest gripper width command (m)")
     gripper_max: float = param(0.08, "largest gripper width command (m)")
     gripper_max_speed: float = param(0.1, "gripper width rate limit (m/s)")
+    grasp_wait_s: float = param(
+        1.0, "the arm holds while a closing hand's fingers move, at most this long (s; 0: never)"
+    )
     lower_limits: list[float] = param([], "override of the lower position limits (7 values, rad)")
     upper_limits: list[float] = param([], "override of the upper position limits (7 values, rad)")
     velocity_limits: list[float] = param([], "override of the velocity limits (7 values, rad/s)")

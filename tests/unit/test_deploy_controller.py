@@ -190,7 +190,7 @@ def test_closed_loop_runs_the_deployed_controller_on_the_sim_clock(two_camera_po
     assert ep.steps == 12 and not ep.success
     assert len(compute["encoder"]) >= 10 and all(v == 0.05 for v in compute["encoder"])
     assert len(ep.distances) == 13 and np.all(np.isfinite(ep.distances))
-    assert ctrl.gate.status in ("ok", "ramping")
+    assert ctrl.gate.status in ("ok", "ramping", "grasping")  # passing commands, not holding
     env.close()
 
 

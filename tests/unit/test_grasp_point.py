@@ -22,8 +22,11 @@ from ver_core.policy.grasp_point import (
     FUSE_FLOOR,
     HOLD_MARGIN,
     MAX_CORRECTION,
+    OPEN_WIDTH,
     REACH_Z,
     REJECT_M,
+    SEARCH_MIN_PROB,
+    SEARCH_TOP,
     CameraRig,
     GraspPointHead,
     GraspPointTracker,
@@ -172,7 +175,7 @@ def test_malformed_calibration_is_a_clear_error():
         TaskConfig(grasp_point=True)
 
 
-def test_grasp_point_policy_trains_saves_reloads_and_corrects_the_keypose(tmp_path):
+def test_grasp_point_policy_trains_saves_reloads_and_corrects_the_keypose(tmp_path, monkeypatch):
     for i in range(3):
         write_synthetic_episode(tmp_path / "bags" / f"episode_{i:03d}", seed=i, seconds=4.5)
     demos = load_demos(
@@ -243,6 +246,35 @@ def test_grasp_point_policy_trains_saves_reloads_and_corrects_the_keypose(tmp_pa
     np.testing.assert_allclose(points[0], tracker.point)
     with pytest.raises(ValueError, match="batch 1"):
         policy.predict_chunk(tokens, state, tracker=tracker)
+    # after an empty close the hand opens before it tries elsewhere: only the gripper changes
+    unnormalize = policy.unnormalize_actions
+
+    def shut(*a, **kw):  # the head asks for a closed hand
+        actions = unnormalize(*a, **kw)
+        actions[..., 7] = 0.0
+        return actions
+
+    monkeypatch.setattr(policy, "unnormalize_actions", shut)
+    told, free = copy.deepcopy(tracker), copy.deepcopy(tracker)
+    told.reopening, free.reopening = True, False
+    half = state[:1].clone()
+    half[:, 7] = 0.05  # the hand half open: neither an empty close nor open again
+    opened = policy.predict_chunk(tokens[:1], half, tracker=told)[0]
+    own = policy.predict_chunk(tokens[:1], half, tracker=free)[0]
+    assert torch.all(opened[:, 7] == OPEN_WIDTH) and torch.all(own[:, 7] == 0.0)
+    torch.testing.assert_close(opened[:, :7], own[:, :7])
+    monkeypatch.undo()
+    # a tracker that searches asks sightings for fainter peaks; otherwise the defaults
+    import ver_core.policy.task_policy as tp
+
+    asked, real = [], tp.sightings
+    monkeypatch.setattr(tp, "sightings", lambda *a, **kw: asked.append(kw) or real(*a, **kw))
+    searching = policy.grasp_tracker()
+    searching.rejected.append(np.array([9.0, 9.0]))  # a place ruled out far away, no estimate
+    for t in (policy.grasp_tracker(), searching):
+        policy.predict_chunk(tokens[:1], state[:1], tracker=t)
+    assert "top" not in asked[0] and "min_prob" not in asked[0]
+    assert (asked[1]["top"], asked[1]["min_prob"]) == (SEARCH_TOP, SEARCH_MIN_PROB)
 
 
 # ------------------------------------------------------------------ the tracker across frames
@@ -379,7 +411,8 @@ def test_tracker_never_starts_or_moves_on_a_sighting_where_a_close_came_up_empty
     """Invariant: once an empty close at the grasp plane ruled a place out, the estimate never
     lies within ``reject_m`` of it and no sighting there starts or moves the estimate; a place is
     ruled out only by a close below EMPTY_WIDTH with the TCP within REACH_Z of the estimate's
-    plane, one per close (the hand opens past half its opening in between)."""
+    plane, one per close (the hand opens past half its opening in between), and never after
+    the fingers stopped on something during that close (a drop, not a miss)."""
     tracker = GraspPointTracker(gate_m=GATE, reject_m=REJECT_M)
     low = None  # where the close began: the hand's lowest since it was last open
     for sights, width, hand_xy, hand_z in frames:
@@ -387,11 +420,11 @@ def test_tracker_never_starts_or_moves_on_a_sighting_where_a_close_came_up_empty
         if low is None or width >= CLOSING_WIDTH or hand_z < low[2]:
             low = hand
         before, count = tracker.point, len(tracker.rejected)
-        was_armed = tracker._armed
+        was_armed, was_gripped = tracker._armed, tracker._gripped
         tracker.update([_sight(p, pr) for p, pr in sights], gripper_width=width, hand=hand)
         new = len(tracker.rejected) - count
         reached = before is not None and abs(low[2] - before[2]) <= REACH_Z
-        assert new == int(width < EMPTY_WIDTH and was_armed and reached)
+        assert new == int(width < EMPTY_WIDTH and was_armed and not was_gripped and reached)
         if new:
             np.testing.assert_array_equal(tracker.rejected[-1], low[:2])
         if tracker.point is not None:
@@ -435,14 +468,41 @@ def test_after_an_empty_close_on_a_distractor_the_tracker_goes_to_the_next_candi
         )[0]
     np.testing.assert_allclose(lifting.rejected, [distractor])
     np.testing.assert_allclose(point[:2], cube)
+    # a cube gripped at 5.1 cm that slides out during the lift: a drop, nothing ruled out
+    drop = GraspPointTracker(gate_m=GATE, reject_m=REJECT_M)
+    drop.update(seen, gripper_width=0.08, hand=np.array([*cube, 0.05]))
+    for k, width in enumerate((0.06, 0.051, 0.051, 0.05, 0.02, 0.003)):
+        drop.update(seen, gripper_width=width, hand=np.array([*cube, 0.05 + 0.03 * k]))
+    assert drop.rejected == [] and not drop.reopening
     tracker.reset()
-    assert tracker.rejected == []
+    assert tracker.rejected == [] and not tracker.reopening
     np.testing.assert_allclose(tracker.update(seen)[0][:2], distractor)
     off = GraspPointTracker(gate_m=GATE)  # the default: no place ruled out
     off.update(seen, gripper_width=0.08, hand=at)
     np.testing.assert_allclose(off.update(seen, gripper_width=0.0, hand=at)[0][:2], distractor)
     with pytest.raises(ValueError, match="reject_m"):
         GraspPointTracker(reject_m=0.0)
+
+
+def test_an_empty_close_reopens_the_hand_and_searches_fainter_peaks():
+    """After an empty close rules out the estimate's place, ``reopening`` holds until the hand
+    is open again (``TaskPolicy.predict_chunk`` then commands it open), and while no new
+    estimate has begun the tracker is ``searching``: the policy asks ``sightings`` for
+    ``SEARCH_TOP`` peaks down to ``SEARCH_MIN_PROB``."""
+    tracker = GraspPointTracker(gate_m=GATE, reject_m=REJECT_M)
+    distractor = np.array([0.45, -0.1])
+    at = np.array([*distractor, 0.05])
+    tracker.update([_sight(distractor, 0.9)], gripper_width=0.08, hand=at)
+    assert not tracker.reopening and not tracker.searching
+    tracker.update([_sight(distractor, 0.9)], gripper_width=0.004, hand=at)  # shut on nothing
+    assert tracker.reopening and tracker.searching and tracker.point is None
+    for width in (0.01, 0.04, 0.07):  # opening: still told to open, still searching
+        tracker.update([_sight(distractor, 0.9)], gripper_width=width, hand=at + [0, 0, 0.05])
+        assert tracker.reopening and tracker.searching
+    tracker.update([], gripper_width=CLOSING_WIDTH, hand=at + [0, 0, 0.1])
+    assert not tracker.reopening and tracker.searching  # open: the policy decides again
+    tracker.update([_sight([0.55, 0.1], 0.02)], gripper_width=0.08, hand=at + [0, 0, 0.1])
+    assert not tracker.searching and tracker.point is not None  # a faint peak elsewhere
 
 
 @settings(max_examples=150, deadline=None)

@@ -9,7 +9,10 @@ upstream holds and clock steps (gaps, bursts, backwards), and ticks it. After ev
 - no command moves more than the per-tick cap from its reference; the reference is the previous
   command, or, on the first command after a hold, the measured pose clamped into the limits;
 - a hold repeats the previous command exactly;
-- a measured pose outside the limits is a hold that names it.
+- a measured pose outside the limits is a hold that names it;
+- the grasp interlock (status ``grasping``) sends its reference exactly (the previous command,
+  or on leaving a hold the measured pose), and no wait lasts longer than ``grasp_wait_s`` (the
+  measured fingers lag, stop on an object or follow the command).
 """
 
 from __future__ import annotations
@@ -50,15 +53,18 @@ class GateMachine(RuleBasedStateMachine):
         self.now = 100.0
         self.prev_out = None  # last GateOutput
         self.good_q: np.ndarray | None = None  # last finite, 7-long measured pose
+        self.grasp_began: float | None = None  # when the current run of "grasping" began
+        self.fingers = 0.08  # the measured width robot_follows reports
 
     @initialize(
         robot=st.sampled_from(["fr3", "panda"]),
         ramp=st.sampled_from([0.0, 0.1, 1.0]),
         margin=st.sampled_from([0.0, 0.05, 0.2]),
+        grasp_wait=st.sampled_from([0.0, 0.3, 1.0]),
     )
-    def setup(self, robot: str, ramp: float, margin: float) -> None:
+    def setup(self, robot: str, ramp: float, margin: float, grasp_wait: float) -> None:
         limits = FR3_LIMITS if robot == "fr3" else PANDA_LIMITS
-        cfg = SafetyConfig(ramp_time_s=ramp, position_margin=margin)
+        cfg = SafetyConfig(ramp_time_s=ramp, position_margin=margin, grasp_wait_s=grasp_wait)
         self.gate = SafetyGate(cfg, limits)
         self.limits = limits
 
@@ -85,22 +91,36 @@ class GateMachine(RuleBasedStateMachine):
         self.gate.on_chunk(chunk, self.now)
 
     # ---- nominal operation (most of a real run): the robot follows, chunks arrive fresh
-    @rule(noise=st.floats(-0.01, 0.01), ticks=st.integers(1, 15))
-    def robot_follows(self, noise: float, ticks: int) -> None:
+    @rule(
+        noise=st.floats(-0.01, 0.01),
+        ticks=st.integers(1, 15),
+        stop=st.one_of(st.none(), st.floats(0.0, 0.08)),
+        lag=st.floats(0.0, 0.004),
+    )
+    def robot_follows(self, noise: float, ticks: int, stop, lag: float) -> None:
+        """The arm follows; the fingers follow the gripper command at most ``lag`` m per tick
+        behind it (0: exactly), and with ``stop`` set they stop on an object of that width."""
         for _ in range(ticks):
             self.now += self.gate.config.period
             if self.prev_out is not None:
                 q = self.prev_out.arm + noise
-                self.gate.on_joint_state(q, self.now, gripper=self.prev_out.gripper)
+                goal = self.prev_out.gripper if stop is None else max(stop, self.prev_out.gripper)
+                step = np.clip(goal - self.fingers, -lag, lag) if lag > 0 else goal - self.fingers
+                self.fingers = float(self.fingers + step)
+                self.gate.on_joint_state(q, self.now, gripper=self.fingers)
                 self.good_q = q.copy()
             self.tick()
 
-    @rule(delta=st.lists(st.floats(-0.8, 0.8), min_size=7, max_size=7), horizon=st.integers(2, 30))
-    def fresh_chunk(self, delta, horizon: int) -> None:
+    @rule(
+        delta=st.lists(st.floats(-0.8, 0.8), min_size=7, max_size=7),
+        horizon=st.integers(2, 30),
+        gripper=st.sampled_from([0.0, 0.04, 0.08]),
+    )
+    def fresh_chunk(self, delta, horizon: int, gripper: float) -> None:
         base = self.prev_out.arm if self.prev_out is not None else HOME
         goal = base + np.array(delta)
         arm = np.linspace(base, goal, horizon)  # (H, 7)
-        actions = np.concatenate([arm, np.full((horizon, 1), 0.04)], axis=1)
+        actions = np.concatenate([arm, np.full((horizon, 1), gripper)], axis=1)
         self.gate.on_chunk(ActionChunk(self.now, uniform_offsets(horizon, 10.0), actions), self.now)
 
     @rule(shift=st.floats(-0.1, 0.1), joint=st.integers(0, 6))
@@ -156,6 +176,15 @@ class GateMachine(RuleBasedStateMachine):
         assert np.isfinite(out.gripper)
         assert gate.config.gripper_min - EPS <= out.gripper <= gate.config.gripper_max + EPS
         assert np.all(np.abs(out.arm - out.reference) <= gate.step_cap + EPS), "a jump"
+        if out.status == "grasping":
+            assert not out.holding
+            # the previous command again (on leaving a hold: the measured pose, its reference)
+            assert np.array_equal(out.arm, out.reference), "a grasp wait moved the arm"
+            self.grasp_began = self.now if self.grasp_began is None else self.grasp_began
+            wait = self.now - self.grasp_began
+            assert wait <= gate.config.grasp_wait_s + EPS, f"a grasp wait of {wait} s"
+        else:
+            self.grasp_began = None
         if out.holding:
             if prev is not None:
                 assert np.array_equal(out.arm, prev.arm), "a hold moved the arm"

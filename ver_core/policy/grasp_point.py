@@ -70,11 +70,25 @@ log = logging.getLogger(__name__)
 SIM_CAMERAS = {"camera": "realsense", "wrist_camera": "wrist_realsense"}
 OPTICAL_FROM_MUJOCO = np.diag([1.0, -1.0, -1.0])  # MuJoCo cameras look along -z, image y up
 # An empty close: the opening (m) below EMPTY_WIDTH (the hand holds nothing; a 5 cm cube reads
-# ~5.1) with the TCP within REACH_Z (m) of the grasp plane; nothing graspable lies within
-# REJECT_M (m) of it: the cube's centre would be between the open fingers (8 cm apart, 2 cm
-# wide pads) or under them
-OPEN_WIDTH, EMPTY_WIDTH, REACH_Z, REJECT_M = 0.08, 0.01, 0.03, 0.035
+# ~5.1) with the TCP within REACH_Z (m) of the grasp plane. Nothing graspable lies within 3.5 cm
+# of it (the cube's centre would be between the open fingers, 8 cm apart with 2 cm wide pads, or
+# under them), and the object the detector saw there is ruled out with its whole blob: REJECT_M
+# (m). At 3.5 cm the next estimate landed on the same distractor's rim, 3-4 cm from the close
+# (session 22); 8 cm covers a 7 cm sphere and a patch of detector spread. On make demo's checkpoint
+# every empty close at the plane over 150 held-out scenes came in an episode that failed without
+# the rule (nine at a distractor, 0.3-1.7 cm from its centre; docs/RESULTS.md session 27).
+OPEN_WIDTH, EMPTY_WIDTH, REACH_Z, REJECT_M = 0.08, 0.01, 0.03, 0.08
 COMMIT_DZ = 0.06  # m: the TCP this little above the grasp plane commits to the estimate
+# After an empty close ruled out the estimate's place (GraspPointTracker(reject_m=...)), the tracker
+# searches: the next frames' sightings take up to SEARCH_TOP peaks per view down to SEARCH_MIN_PROB
+# (instead of sightings' 3 and 0.05). A cube the detector ranked below a distractor is often
+# under 0.05 in the fixed camera's map, and without a search the tracker had no estimate for 20
+# frames after the close (docs/RESULTS.md session 27).
+SEARCH_TOP, SEARCH_MIN_PROB = 5, 0.01
+# The fingers stopped on an object: two measured openings in a row within GRIPPED_STILL (m) of each
+# other, above GRIPPED_MIN (m), while closing. A hand that then ends empty dropped what it held
+# (the cube slid out during the lift): its grasp place is not ruled out.
+GRIPPED_MIN, GRIPPED_STILL = 0.02, 0.002
 CLOSING_WIDTH = 0.075  # m: below it the hand is closing (the open hand reads 0.079-0.080)
 MAX_CORRECTION = 0.25  # m: the keypose's TCP moves at most this far toward a detected point
 OFFSET_WEIGHT = 4.0
@@ -739,14 +753,20 @@ class GraspPointTracker:
       RESULTS.md session 22). Lifted again (a retry), the sightings count again. Off by
       default: in-process it fixed those walks but moved no total (47 vs 47/50 with the
       held-width augmentation, 45 vs 44 and 41 vs 42 without);
-    - with ``reject_m`` (None: off, the default) and the hand's TCP given: a close that comes up empty
-      (opening below ``EMPTY_WIDTH``) that began (the TCP's lowest since the hand was last open
+    - with ``reject_m`` (None: off, the class default; ``TaskPolicy.grasp_tracker`` uses
+      ``REJECT_M``) and the hand's TCP given: a close that comes up empty (opening below ``EMPTY_WIDTH``) that began (the TCP's lowest since the hand was last open
       wider than ``CLOSING_WIDTH``) within ``REACH_Z`` of the grasp plane is evidence that
       nothing graspable lies within ``reject_m`` of that TCP (an object there would have been
       between the fingers or touched by them). That place is remembered until ``reset``: its
       sightings are dropped from then on, and an estimate there restarts on the next sightings
       elsewhere, so the retry goes to the next candidate instead of closing on the same
       distractor again. One place per close: the hand must open past half its opening first.
+      A close whose fingers stopped on something first (``GRIPPED_STILL``) and ended empty
+      dropped what it held: no place is ruled out.
+      From the close until the hand is open again (``CLOSING_WIDTH``) ``reopening`` is set
+      (``TaskPolicy.predict_chunk`` then commands the hand open: a policy that shut on nothing
+      far from its new estimate hovered half-closed instead), and while no new estimate has
+      begun ``searching`` is (the policy then asks for fainter peaks, ``SEARCH_TOP``).
     ``reset`` forgets it (a new episode)."""
 
     def __init__(
@@ -782,6 +802,9 @@ class GraspPointTracker:
         self.committed = False  # the hand is within commit_dz of the grasp plane
         self.rejected: list[np.ndarray] = []  # world xy (2,) of empty closes at the grasp plane
         self._armed = True  # the hand opened since the last empty close recorded
+        self._gripped = False  # the fingers stopped on something since the hand was last open
+        self._last_width = math.nan
+        self.reopening = False  # an empty close was recorded and the hand has not opened since
         self._low_hand: np.ndarray | None = None  # TCP (3,) where the current close began
 
     @staticmethod
@@ -823,6 +846,12 @@ class GraspPointTracker:
                 self._low_hand = hand.copy()  # open: the close, if one comes, starts here
             elif hand[2] < self._low_hand[2]:
                 self._low_hand = hand.copy()
+        last, self._last_width = self._last_width, float(gripper_width)
+        if gripper_width >= CLOSING_WIDTH:
+            self.reopening = False  # open again: the policy's own gripper decides from here
+            self._gripped = False
+        elif gripper_width > GRIPPED_MIN and abs(gripper_width - last) < GRIPPED_STILL:
+            self._gripped = True  # stopped on an object: a later empty hand is a drop, not a miss
         if gripper_width > 0.5 * OPEN_WIDTH:
             self._armed = True
             return
@@ -830,14 +859,21 @@ class GraspPointTracker:
         if (
             gripper_width < EMPTY_WIDTH
             and self._armed
+            and not self._gripped
             and low is not None
             and self.point is not None
             and abs(float(low[2]) - float(self.point[2])) <= REACH_Z
         ):
-            self._armed = False
+            self._armed, self.reopening = False, True
             self.rejected.append(low[:2].copy())
             if self._is_rejected(self.point):
                 self._forget()
+
+    @property
+    def searching(self) -> bool:
+        """An empty close ruled out the estimate's place and no new estimate has begun: the next
+        sightings may come from fainter peaks (``SEARCH_TOP``, ``SEARCH_MIN_PROB``)."""
+        return bool(self.rejected) and self.point is None
 
     def _is_rejected(self, point: np.ndarray) -> bool:
         return any(np.linalg.norm(point[:2] - r) <= self.reject_m for r in self.rejected)

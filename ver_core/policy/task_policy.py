@@ -35,6 +35,10 @@ from ver_core.model import (
 from ver_core.policy.config import TaskConfig
 from ver_core.policy.grasp_point import (
     MAX_CORRECTION,
+    OPEN_WIDTH,
+    REJECT_M,
+    SEARCH_MIN_PROB,
+    SEARCH_TOP,
     CameraRig,
     GraspPointHead,
     GraspPointTracker,
@@ -428,7 +432,8 @@ class TaskPolicy(ActionNormalization, nn.Module):
         order, frame = self.config.grasp_yaw_order, self.config.grasp_yaw_frame
         outputs = self.grasp_outputs(tokens[0])  # one pass: sightings and maps
         found = []
-        for s in sightings(self.grasp_heads, tokens[0], on_arm, outputs=outputs):
+        search = {"top": SEARCH_TOP, "min_prob": SEARCH_MIN_PROB} if tracker.searching else {}
+        for s in sightings(self.grasp_heads, tokens[0], on_arm, outputs=outputs, **search):
             point = self.rig.ray_to_plane(s.view, s.uv, q[0], self.config.grasp_height)
             if np.all(np.isfinite(point)):
                 rng = float(np.linalg.norm(point - cameras[s.view][0]))
@@ -448,8 +453,10 @@ class TaskPolicy(ActionNormalization, nn.Module):
         return point[None], np.array([yaw]), np.array([view])
 
     def grasp_tracker(self) -> GraspPointTracker | None:
-        """A new ``GraspPointTracker`` for ``predict_chunk`` (None: the policy detects none)."""
-        return GraspPointTracker() if self.config.grasp_point else None
+        """A new ``GraspPointTracker`` for ``predict_chunk`` (None: the policy detects none). It
+        rules out the place of an empty close (``REJECT_M``): the retry reopens the hand and
+        goes to the next candidate."""
+        return GraspPointTracker(reject_m=REJECT_M) if self.config.grasp_point else None
 
     @torch.no_grad()
     def corrected_keypose(
@@ -572,4 +579,8 @@ class TaskPolicy(ActionNormalization, nn.Module):
             keypose = self.estimate_keypose(tokens, seen_from)
         cond = self.condition(tokens, state, keypose)
         normalized = self.head.sample(cond, generator=generator).clamp(-1, 1)
-        return self.unnormalize_actions(normalized, state, keypose)
+        actions = self.unnormalize_actions(normalized, state, keypose)
+        if tracker is not None and tracker.reopening:
+            # an empty close ruled out its place: the hand opens before it tries elsewhere
+            actions[..., len(self.config.joint_names)] = OPEN_WIDTH
+        return actions

@@ -20,6 +20,12 @@ in ``tests/unit/test_safety_gate_properties.py``:
    (NaN/inf, wrong width). While holding, the output is the held pose (the last command), which
    satisfies 1 and 2 by construction. A rejected chunk is never stored.
 
+Besides these holds, the arm waits for the fingers (``ver_core.safety.grasp``): once the chunk
+asks the hand to close, the arm command stays at its reference (status ``grasping``: the previous
+command, or on leaving a hold the measured pose) until the fingers have stopped on something or
+reached their target, ``grasp_wait_s`` at most. That wait sends the reference itself, so 1 and 2
+hold through it as well.
+
 The staleness rule is one budget (``ver_core.deploy.freshness.StalenessBudget``): motion stops
 at most ``observation_budget_s`` after the camera frame the current chunk was predicted from, and
 at most ``joint_state_budget_s`` after the last joint state.
@@ -33,6 +39,7 @@ from enum import Enum
 import numpy as np
 
 from ver_core.deploy.chunk import ActionChunk
+from ver_core.safety.grasp import GraspInterlock, GraspInterlockConfig
 from ver_core.safety.limits import JointLimits
 
 __all__ = ["GateOutput", "HoldReason", "SafetyConfig", "SafetyGate"]
@@ -76,6 +83,7 @@ class SafetyConfig:
     gripper_min: float = 0.0
     gripper_max: float = 0.08
     gripper_max_speed: float = 0.1
+    grasp_wait_s: float = 1.0  # the arm waits for a closing hand at most this long (0: never)
 
     def __post_init__(self) -> None:
         positive = (
@@ -94,6 +102,8 @@ class SafetyConfig:
             raise ValueError(
                 f"gripper_min {self.gripper_min} must be < gripper_max {self.gripper_max}"
             )
+        if not (np.isfinite(self.grasp_wait_s) and self.grasp_wait_s >= 0):
+            raise ValueError(f"safety grasp_wait_s must be >= 0, got {self.grasp_wait_s}")
 
     @property
     def period(self) -> float:
@@ -138,6 +148,7 @@ class SafetyGate:
         self._gripper_cmd: float | None = None
         self._ramp = 0.0  # 0 = just left a hold, 1 = full speed
         self._was_holding = True
+        self._grasp = GraspInterlock(GraspInterlockConfig(max_s=config.grasp_wait_s))
         self._last_tick: float | None = None
         self._clock_jumped = False
         self.status = HoldReason.NO_JOINT_STATE.value
@@ -295,10 +306,7 @@ class SafetyGate:
         assert self._chunk is not None
         reference = self._cmd
         target = self._chunk.sample(now)  # (N,) or (N+1,)
-        arm = np.clip(target[: self.n], self.lower, self.upper)
-        cap = self.step_cap * (self._ramp * fraction)
-        # clip into the limits last: rounding must never leave the commandable range
-        self._cmd = np.clip(reference + np.clip(arm - reference, -cap, cap), self.lower, self.upper)
+        waiting = False
         if target.shape[0] > self.n:
             g = float(np.clip(target[self.n], cfg.gripper_min, cfg.gripper_max))
             g_cap = cfg.gripper_max_speed * cfg.period * self._ramp * fraction
@@ -309,5 +317,18 @@ class SafetyGate:
                     cfg.gripper_max,
                 )
             )
-        self.status = "ok" if self._ramp >= 1.0 else "ramping"
+            waiting = self._grasp.update(now, g, self._gripper_cmd, self._gripper_measured)
+        else:
+            self._grasp.reset()
+        if not waiting:
+            arm = np.clip(target[: self.n], self.lower, self.upper)
+            cap = self.step_cap * (self._ramp * fraction)
+            # clip into the limits last: rounding must never leave the commandable range
+            self._cmd = np.clip(
+                reference + np.clip(arm - reference, -cap, cap), self.lower, self.upper
+            )
+        if waiting:
+            self.status = "grasping"  # the arm stays at its reference (see the module doc)
+        else:
+            self.status = "ok" if self._ramp >= 1.0 else "ramping"
         return GateOutput(self._cmd.copy(), self._gripper_cmd, False, self.status, reference.copy())
