@@ -754,8 +754,9 @@ class GraspPointTracker:
       default: in-process it fixed those walks but moved no total (47 vs 47/50 with the
       held-width augmentation, 45 vs 44 and 41 vs 42 without);
     - with ``reject_m`` (None: off, the class default; ``TaskPolicy.grasp_tracker`` uses
-      ``REJECT_M``) and the hand's TCP given: a close that comes up empty (opening below ``EMPTY_WIDTH``) that began (the TCP's lowest since the hand was last open
-      wider than ``CLOSING_WIDTH``) within ``REACH_Z`` of the grasp plane is evidence that
+      ``REJECT_M``) and the hand's TCP given: a close that comes up empty (opening below
+      ``EMPTY_WIDTH``) that began (the TCP's lowest since the hand was last open wider than
+      ``CLOSING_WIDTH``) within ``REACH_Z`` of the grasp plane is evidence that
       nothing graspable lies within ``reject_m`` of that TCP (an object there would have been
       between the fingers or touched by them). That place is remembered until ``reset``: its
       sightings are dropped from then on, and an estimate there restarts on the next sightings

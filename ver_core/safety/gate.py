@@ -320,15 +320,14 @@ class SafetyGate:
             waiting = self._grasp.update(now, g, self._gripper_cmd, self._gripper_measured)
         else:
             self._grasp.reset()
-        if not waiting:
+        if waiting:
+            self.status = "grasping"  # the arm stays at its reference (see the module doc)
+        else:
             arm = np.clip(target[: self.n], self.lower, self.upper)
             cap = self.step_cap * (self._ramp * fraction)
             # clip into the limits last: rounding must never leave the commandable range
             self._cmd = np.clip(
                 reference + np.clip(arm - reference, -cap, cap), self.lower, self.upper
             )
-        if waiting:
-            self.status = "grasping"  # the arm stays at its reference (see the module doc)
-        else:
             self.status = "ok" if self._ramp >= 1.0 else "ramping"
         return GateOutput(self._cmd.copy(), self._gripper_cmd, False, self.status, reference.copy())

@@ -27,8 +27,7 @@ answers whether the arm must stay where it is:
 
 While the interlock holds, the gate sends its reference pose (the previous command, or on leaving
 a hold the measured pose): inside the limits and without a jump by construction, so the gate's
-guarantees are untouched. The gripper
-command is never held.
+guarantees are untouched. The gripper command is never held.
 """
 
 from __future__ import annotations
