@@ -180,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         "(0: off; default: config/franka_pick.yaml's)",
     )
     p.add_argument(
+        "--align",
+        choices=("image", "state"),
+        default=None,
+        help="when a chunk's first action is scheduled: at the image's time or at the joint "
+        "state's the head conditions on (default: config/franka_pick.yaml's)",
+    )
+    p.add_argument(
         "--peak-start",
         action="store_true",
         help="the tracker without the views' probability maps: it starts on a camera on the arm's "
@@ -241,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.grasp_wait_s is not None:
         settings = dataclasses.replace(
             settings, safety=dataclasses.replace(settings.safety, grasp_wait_s=args.grasp_wait_s)
+        )
+    if args.align is not None:
+        settings = dataclasses.replace(
+            settings, smoothing=dataclasses.replace(settings.smoothing, align=args.align)
         )
     controller = build_controller(policy, settings, checkpoint_dir=args.checkpoint)
     tracker = controller.policy.predictor.tracker
@@ -383,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         "hold": args.hold,
         "reject_m": tracker.reject_m,
         "grasp_wait_s": controller.gate.config.grasp_wait_s,
+        "align": controller.policy.predictor.smoother.config.align,
         "commit_dz": tracker.commit_dz,
         "machine": {"cpu": platform.processor() or platform.machine(), "load": os.getloadavg()},
         "successes": sum(r["success"] for r in rows),

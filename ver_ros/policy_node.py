@@ -30,6 +30,7 @@ from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ver_core.deploy import (
+    ALIGN_MODES,
     DEFAULT_BUDGET,
     GRIPPER_MODES,
     SMOOTHING_MODES,
@@ -129,6 +130,11 @@ class PolicyParams:
         "gripper width: vote (open/closed by the majority of the chunks covering each time), "
         "binary (the newest chunk's, open/closed), latest (newest chunk) or smooth",
     )
+    chunk_align: str = param(
+        SmoothingConfig.align,
+        "when a chunk's first action is due: image (the frames' time) or state (the time of the "
+        "joint state the head conditions on)",
+    )
     observation_budget_s: float = param(
         DEFAULT_BUDGET.observation_s, "staleness budget: never act on views older than this (s)"
     )
@@ -151,6 +157,8 @@ class PolicyParams:
             raise ValueError(f"smoothing must be one of {SMOOTHING_MODES}, got {self.smoothing!r}")
         if self.gripper not in GRIPPER_MODES:
             raise ValueError(f"gripper must be one of {GRIPPER_MODES}, got {self.gripper!r}")
+        if self.chunk_align not in ALIGN_MODES:
+            raise ValueError(f"chunk_align must be one of {ALIGN_MODES}, got {self.chunk_align!r}")
         if not self.status_rate_hz > 0:
             raise ValueError(f"status_rate_hz must be > 0, got {self.status_rate_hz}")
         check_checkpoint_and_transport(self.checkpoint, self.image_transport)
@@ -188,6 +196,7 @@ class PolicyNode(Node):
             decay=p.ensemble_decay,
             blend_time_s=p.blend_time_s,
             gripper=p.gripper,
+            align=p.chunk_align,
         )
         self.cameras = list(cfg.cameras)
         predictor = ChunkPredictor(policy, smoothing, self.stats, p.precision)

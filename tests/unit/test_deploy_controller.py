@@ -166,7 +166,11 @@ def test_policy_node_without_a_config_smooths_as_the_in_process_controller():
 
     p, s = PolicyParams(checkpoint="runs/task"), DeploySettings.from_params({}).smoothing
     node = SmoothingConfig(
-        mode=p.smoothing, decay=p.ensemble_decay, blend_time_s=p.blend_time_s, gripper=p.gripper
+        mode=p.smoothing,
+        decay=p.ensemble_decay,
+        blend_time_s=p.blend_time_s,
+        gripper=p.gripper,
+        align=p.chunk_align,
     )
     assert node == s == SmoothingConfig()
     assert (p.observation_budget_s, p.joint_state_budget_s) == (
@@ -242,8 +246,8 @@ def test_policy_stage_gives_the_policy_the_joints_of_the_frames_time(two_camera_
     _, pol, _ = _stages(two_camera_policy)
     seen = {}
 
-    def predictor(tokens, state, stamp, now=None, image_state=None):
-        seen.update(state=state, image_state=image_state)
+    def predictor(tokens, state, stamp, now=None, image_state=None, state_stamp=None):
+        seen.update(state=state, image_state=image_state, state_stamp=state_stamp)
         return "chunk"
 
     pol.predictor = predictor
@@ -255,3 +259,4 @@ def test_policy_stage_gives_the_policy_the_joints_of_the_frames_time(two_camera_
     assert pol.on_features("wrist_camera", tokens, 10.05, 10.2) == "chunk"
     np.testing.assert_allclose(seen["state"][:7], HOME + 0.2, atol=1e-6)  # acts on the newest
     np.testing.assert_allclose(seen["image_state"][:7], HOME + 0.05, atol=1e-6)  # saw from here
+    assert seen["state_stamp"] == 10.2  # when the newest joints were measured

@@ -63,6 +63,31 @@ def test_chunk_predictor_schedules_against_observation_time(policy):
         pred(tokens, state[:7], stamp=101.0)
 
 
+@pytest.mark.parametrize("align", ["image", "state"])
+def test_chunk_predictor_aligns_the_first_action_with_the_image_or_the_state(policy, align):
+    """The head conditions on the newest joint state (measured at ``state_stamp``, after the
+    frame's ``stamp``). With ``align`` "state" the chunk's first action is scheduled at that
+    state's time, the stamp (the observation's age, for the staleness rules) unchanged; with
+    "image" at the frame's time. The actions are the same either way."""
+    pred = ChunkPredictor(policy, SmoothingConfig(mode="latest", align=align))
+    tokens = np.zeros((197, 192), np.float32)
+    state = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.04])
+    chunk = pred(tokens, state, stamp=100.0, now=100.25, state_stamp=100.2)
+    want = 100.2 if align == "state" else 100.0
+    assert chunk.stamp == 100.0 and chunk.start_time == pytest.approx(want)
+    np.testing.assert_allclose(np.diff(chunk.offsets), 0.1)
+    raw = policy.predict_chunk(
+        torch.zeros(1, 197, 192), torch.tensor(state, dtype=torch.float32)[None]
+    )
+    np.testing.assert_allclose(chunk.actions[:, :7], raw[0, :, :7].double().numpy(), atol=1e-6)
+    # a state older than the frame never moves the chunk before the frame
+    pred.reset()
+    early = pred(tokens, state, stamp=100.0, now=100.25, state_stamp=99.9)
+    assert early.start_time == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="align"):
+        SmoothingConfig(align="arrival")
+
+
 def test_inference_threads_leave_a_core_to_the_graph(monkeypatch):
     assert inference_threads(3) == 3
     for cores, want in ((1, 1), (2, 1), (4, 3), (16, 4)):

@@ -1,7 +1,13 @@
 """Pure deployment logic: action-chunk scheduling, chunk smoothing, stale frames, latency."""
 
 from ver_core.deploy.chunk import ActionChunk, uniform_offsets
-from ver_core.deploy.ensemble import GRIPPER_MODES, SMOOTHING_MODES, ChunkSmoother, SmoothingConfig
+from ver_core.deploy.ensemble import (
+    ALIGN_MODES,
+    GRIPPER_MODES,
+    SMOOTHING_MODES,
+    ChunkSmoother,
+    SmoothingConfig,
+)
 from ver_core.deploy.freshness import DEFAULT_BUDGET, FreshnessGate, StalenessBudget
 from ver_core.deploy.latency import LatencyStats
 
@@ -12,6 +18,7 @@ __all__ = [
     "ChunkSmoother",
     "FreshnessGate",
     "LatencyStats",
+    "ALIGN_MODES",
     "GRIPPER_MODES",
     "SmoothingConfig",
     "StalenessBudget",

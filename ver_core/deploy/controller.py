@@ -180,6 +180,7 @@ class PolicyStage:
             views.stamp,
             now=now,
             image_state=self.state_at(views.stamp),
+            state_stamp=self._history[-1][0],
         )
 
 

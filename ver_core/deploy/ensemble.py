@@ -37,9 +37,10 @@ import numpy as np
 
 from ver_core.deploy.chunk import ActionChunk
 
-__all__ = ["GRIPPER_MODES", "SMOOTHING_MODES", "ChunkSmoother", "SmoothingConfig"]
+__all__ = ["ALIGN_MODES", "GRIPPER_MODES", "SMOOTHING_MODES", "ChunkSmoother", "SmoothingConfig"]
 
 SMOOTHING_MODES = ("latest", "ensemble", "blend")
+ALIGN_MODES = ("image", "state")
 GRIPPER_MODES = ("smooth", "latest", "binary", "vote")
 VOTE_HISTORY = 64  # chunks the gripper vote may count: 2.1 s of chunks at 30 Hz
 
@@ -52,12 +53,15 @@ class SmoothingConfig:
     max_chunks: int = 8
     gripper: str = "vote"
     gripper_open: float = 0.08  # m, the hand's full opening (binary: open = this, closed = 0)
+    align: str = "image"  # a chunk's first action at the image's time, or the joint state's
 
     def __post_init__(self) -> None:
         if self.gripper not in GRIPPER_MODES:
             raise ValueError(f"gripper must be one of {GRIPPER_MODES}, got {self.gripper!r}")
         if not self.gripper_open > 0:
             raise ValueError(f"gripper_open must be > 0, got {self.gripper_open}")
+        if self.align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {ALIGN_MODES}, got {self.align!r}")
         if self.mode not in SMOOTHING_MODES:
             raise ValueError(f"smoothing mode must be one of {SMOOTHING_MODES}, got {self.mode!r}")
         if self.decay < 0:

@@ -147,9 +147,12 @@ class ChunkPredictor:
         stamp: float,
         now: float | None = None,
         image_state: np.ndarray | None = None,
+        state_stamp: float | None = None,
     ) -> ActionChunk:
         """``image_state``: the joint state when the frames were taken (a grasp-point policy
-        casts its camera rays from there; default ``state``)."""
+        casts its camera rays from there; default ``state``). ``state_stamp``: when ``state``
+        was measured; with the smoothing config's ``align`` "state" the chunk's first action
+        is scheduled then instead of at the image's ``stamp``."""
         state = np.asarray(state, dtype=np.float32).reshape(-1)
         if state.shape[0] != self.config.state_dim:
             raise ValueError(f"state needs {self.config.state_dim} values, got {state.shape[0]}")
@@ -161,5 +164,8 @@ class ChunkPredictor:
                 image = np.asarray(image_state, dtype=np.float32).reshape(1, -1)
                 kwargs["image_state"] = torch.from_numpy(image).to(self._device)
             actions = self.policy.predict_chunk(t, s, **kwargs)[0].double().cpu().numpy()  # (H, 8)
+        offsets = self.offsets
+        if self.smoother.config.align == "state" and state_stamp is not None:
+            offsets = offsets + max(0.0, float(state_stamp) - float(stamp))
         with self.stats.time("smooth"):
-            return self.smoother.add(ActionChunk(stamp, self.offsets, actions), now)
+            return self.smoother.add(ActionChunk(stamp, offsets, actions), now)

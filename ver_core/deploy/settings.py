@@ -57,6 +57,7 @@ class DeploySettings:
             decay=float(policy_p.get("ensemble_decay", SmoothingConfig.decay)),
             blend_time_s=float(policy_p.get("blend_time_s", SmoothingConfig.blend_time_s)),
             gripper=str(policy_p.get("gripper", SmoothingConfig.gripper)),
+            align=str(policy_p.get("chunk_align", SmoothingConfig.align)),
         )
         budget = StalenessBudget(
             observation_s=float(

@@ -70,6 +70,7 @@ class GraspInterlock:
     def reset(self) -> None:
         self.state = self.IDLE
         self._since = 0.0
+        self._start = 0.0  # the measured width when the close began
         self._widths: deque[tuple[float, float]] = deque()
 
     def update(self, now: float, target: float, commanded: float, measured: float | None) -> bool:
@@ -84,12 +85,19 @@ class GraspInterlock:
             return False
         closing = target < measured - cfg.margin_m
         if not closing:
-            self.reset()  # open, or the fingers are where they were told: a new close waits
-            return False
+            # a close that ended where it was told (a close on nothing) is over; a hand told to
+            # open again before its fingers stopped keeps the arm waiting (``max_s`` at most
+            # since the close began): a lift now would catch the object on the fingertips
+            reopened = self.state == self.WAITING and not (
+                abs(target - measured) <= cfg.margin_m and target < self._start - cfg.margin_m
+            )
+            if not reopened:
+                self.reset()  # open, or the fingers are where they were told: a new close waits
+                return False
         if self.state == self.DONE:
             return False
         if self.state == self.IDLE:
-            self.state, self._since = self.WAITING, float(now)
+            self.state, self._since, self._start = self.WAITING, float(now), float(measured)
             self._widths.clear()
         if self._widths and now < self._widths[-1][0]:
             self._widths.clear()  # the clock went back: judge the fingers from here on
