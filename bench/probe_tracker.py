@@ -187,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         "state's the head conditions on (default: config/franka_pick.yaml's)",
     )
     p.add_argument(
+        "--hand-yaw",
+        action="store_true",
+        help="the grasp keeps the hand's current yaw (the tracked point kept): no turn toward "
+        "the detected yaw, to ask what the detected yaw is worth",
+    )
+    p.add_argument(
         "--peak-start",
         action="store_true",
         help="the tracker without the views' probability maps: it starts on a camera on the arm's "
@@ -329,6 +335,16 @@ def main(argv: list[str] | None = None) -> int:
     policy.corrected_keypose, policy.predict_chunk = recording_keypose, recording_predict
     cfg = policy.config
     env = eval_env(EvalConfig())  # both cameras at the demos' render size, as ver-eval
+    if args.hand_yaw:
+        tracked_ = policy._tracked_grasp_point
+
+        def hand_yaw(tokens, q, tracker_, width):
+            point, yaw, view = tracked_(tokens, q, tracker_, width)
+            if view[0] >= 0:
+                yaw = np.array([policy.rig.tcp_yaw(q[0])])
+            return point, yaw, view
+
+        policy._tracked_grasp_point = hand_yaw
     if args.yaw_error is not None:
         tracked = policy._tracked_grasp_point
 
@@ -391,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "observation_budget_s": args.observation_budget_s,
         "near_m": args.near,
         "yaw_error_deg": args.yaw_error,
+        "hand_yaw": args.hand_yaw,
         "hold": args.hold,
         "reject_m": tracker.reject_m,
         "grasp_wait_s": controller.gate.config.grasp_wait_s,
