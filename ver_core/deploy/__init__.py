@@ -12,13 +12,13 @@ from ver_core.deploy.freshness import DEFAULT_BUDGET, FreshnessGate, StalenessBu
 from ver_core.deploy.latency import LatencyStats
 
 __all__ = [
+    "ALIGN_MODES",
     "DEFAULT_BUDGET",
     "SMOOTHING_MODES",
     "ActionChunk",
     "ChunkSmoother",
     "FreshnessGate",
     "LatencyStats",
-    "ALIGN_MODES",
     "GRIPPER_MODES",
     "SmoothingConfig",
     "StalenessBudget",

@@ -20,7 +20,10 @@ answers whether the arm must stay where it is:
   the sent width is more than ``margin_m`` below it (fingers that merely follow the rate-limited
   command are still on their way). It also ends when the fingers reach the target (a close on
   nothing: the hand is no longer closing), and after ``max_s`` at most (a hand that never
-  reports moving cannot hold the arm forever);
+  reports moving cannot hold the arm forever). A hand told to open again before its fingers
+  stopped (the policy's gripper vote flipping back for a moment) does not end the wait: the arm
+  would lift while the fingers reopen and catch the object on their tips when they shut again
+  (RESULTS.md session 28);
 - after that the interlock stays released until the hand opens again (the target back within
   ``margin_m`` of the measured width, or above it): a hand that holds the cube keeps a target
   below its width for the whole lift, and a retry's new close waits again.
