@@ -20,10 +20,7 @@ answers whether the arm must stay where it is:
   the sent width is more than ``margin_m`` below it (fingers that merely follow the rate-limited
   command are still on their way). It also ends when the fingers reach the target (a close on
   nothing: the hand is no longer closing), and after ``max_s`` at most (a hand that never
-  reports moving cannot hold the arm forever). A hand told to open again before its fingers
-  stopped (the policy's gripper vote flipping back for a moment) does not end the wait: the arm
-  would lift while the fingers reopen and catch the object on their tips when they shut again
-  (RESULTS.md session 28);
+  reports moving cannot hold the arm forever);
 - after that the interlock stays released until the hand opens again (the target back within
   ``margin_m`` of the measured width, or above it): a hand that holds the cube keeps a target
   below its width for the whole lift, and a retry's new close waits again.
@@ -73,7 +70,6 @@ class GraspInterlock:
     def reset(self) -> None:
         self.state = self.IDLE
         self._since = 0.0
-        self._start = 0.0  # the measured width when the close began
         self._widths: deque[tuple[float, float]] = deque()
 
     def update(self, now: float, target: float, commanded: float, measured: float | None) -> bool:
@@ -88,19 +84,12 @@ class GraspInterlock:
             return False
         closing = target < measured - cfg.margin_m
         if not closing:
-            # a close that ended where it was told (a close on nothing) is over; a hand told to
-            # open again before its fingers stopped keeps the arm waiting (``max_s`` at most
-            # since the close began): a lift now would catch the object on the fingertips
-            reopened = self.state == self.WAITING and not (
-                abs(target - measured) <= cfg.margin_m and target < self._start - cfg.margin_m
-            )
-            if not reopened:
-                self.reset()  # open, or the fingers are where they were told: a new close waits
-                return False
+            self.reset()  # open, or the fingers are where they were told: a new close waits
+            return False
         if self.state == self.DONE:
             return False
         if self.state == self.IDLE:
-            self.state, self._since, self._start = self.WAITING, float(now), float(measured)
+            self.state, self._since = self.WAITING, float(now)
             self._widths.clear()
         if self._widths and now < self._widths[-1][0]:
             self._widths.clear()  # the clock went back: judge the fingers from here on
