@@ -335,24 +335,21 @@ def main(argv: list[str] | None = None) -> int:
     policy.corrected_keypose, policy.predict_chunk = recording_keypose, recording_predict
     cfg = policy.config
     env = eval_env(EvalConfig())  # both cameras at the demos' render size, as ver-eval
-    if args.hand_yaw:
-        tracked_ = policy._tracked_grasp_point
-
-        def hand_yaw(tokens, q, tracker_, width):
-            point, yaw, view = tracked_(tokens, q, tracker_, width)
-            if view[0] >= 0:
-                yaw = np.array([policy.rig.tcp_yaw(q[0])])
-            return point, yaw, view
-
-        policy._tracked_grasp_point = hand_yaw
-    if args.yaw_error is not None:
+    if args.hand_yaw or args.yaw_error is not None:
         tracked = policy._tracked_grasp_point
+
+        def yaw_for(q: np.ndarray) -> float:
+            """The forced grasp yaw at joints q: off the cube's faces by --yaw-error (that flag
+            wins), else the hand's own."""
+            near = policy.rig.tcp_yaw(q)
+            if args.yaw_error is None:
+                return near
+            return off_face_yaw(env.observation().cube_quat, args.yaw_error, near)
 
         def forced_yaw(tokens, q, tracker_, width):
             point, yaw, view = tracked(tokens, q, tracker_, width)
             if view[0] >= 0:
-                near = policy.rig.tcp_yaw(q[0])
-                yaw = np.array([off_face_yaw(env.observation().cube_quat, args.yaw_error, near)])
+                yaw = np.array([yaw_for(q[0])])
             return point, yaw, view
 
         policy._tracked_grasp_point = forced_yaw
