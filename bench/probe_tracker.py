@@ -198,6 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the tracker without the views' probability maps: it starts on a camera on the arm's "
         "sharpest peak (the rule before session 13), to compare against the fused start",
     )
+    p.add_argument(
+        "--members",
+        type=int,
+        nargs="+",
+        default=None,
+        help="an ensemble checkpoint predicts with these members only (default: all of them), to "
+        "compare the ensemble with its members seed by seed",
+    )
     p.add_argument("--near", type=float, default=0.04, help="m: a sighting this close is 'on' it")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench/results/probe_tracker.json"))
@@ -245,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    policy = TaskPolicy.from_pretrained(args.checkpoint)
+    policy = TaskPolicy.from_pretrained(args.checkpoint).use_members(args.members)
     # the staleness budget make demo evaluates with (scripts/demo.sh): with the robot's 0.25 s
     # two views at --latency-s each keep the gate holding
     settings = DeploySettings.from_yaml(default_config_path()).with_observation_budget(
@@ -405,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         "near_m": args.near,
         "yaw_error_deg": args.yaw_error,
         "hand_yaw": args.hand_yaw,
+        "members": args.members or list(range(policy.config.members)),
         "hold": args.hold,
         "reject_m": tracker.reject_m,
         "grasp_wait_s": controller.gate.config.grasp_wait_s,

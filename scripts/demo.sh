@@ -39,6 +39,12 @@ leaves the hand up to 6 cm off it as the close label starts, default 1.0; in-pro
 runs 43 and 42/50 against 39 and 36/50 without it, RESULTS.md session 23), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation
 # loss is lowest at 400-500 and rises after; in-process 17/20 vs 15/20 at 3000, docs/RESULTS.md session 10),
+# VER_DEMO_ACTION_STEPS (then the action heads alone on the demonstrated keypose and the joints, no image,
+# default 3000: the head's first target sat 1.2 cm (median) off the keypose's TCP at the close and up to
+# 6.5 cm in failures, 0.4 cm after; in-process 97/100 against 91/100 on one checkpoint, RESULTS.md session 29),
+# VER_DEMO_MEMBERS (ensemble members over the one router, default 3: each its own necks, heads and grasp-point
+# detector; they vote. With the action-head phase one member alone picked 94/100, the three 97/100, RESULTS.md
+# session 29),
 # VER_DEMO_FRAME_STRIDE (train on every n-th sample of each demo, default 2: the frozen-feature caches
 # cost half, ~230 s on the slow 2-core VM, and the same demos picked 49/50 vs 46/50 at 1, RESULTS.md
 # session 19), VER_DEMO_HELD_WIDTH_AUG (share of the training samples that hold the cube whose
@@ -75,6 +81,8 @@ yaw_net="${VER_DEMO_YAW_NET:-0}"
 settle="${VER_DEMO_SETTLE:-1.0}"
 steps="${VER_DEMO_STEPS:-100}"
 head_steps="${VER_DEMO_HEAD_STEPS:-600}"
+action_steps="${VER_DEMO_ACTION_STEPS:-3000}"
+members="${VER_DEMO_MEMBERS:-3}"
 batch="${VER_DEMO_BATCH:-32}"
 eval_episodes="${VER_DEMO_EVAL_EPISODES:-50}"
 head="${VER_DEMO_HEAD:-mlp}"
@@ -91,7 +99,7 @@ t_all=$SECONDS
 
 stage() { echo; echo "== [$(( SECONDS - t_all ))s] $*"; }
 
-stage "VER-ROS demo: $episodes demos, $steps router + $head_steps head steps ($head head), $eval_episodes held-out episodes -> $out"
+stage "VER-ROS demo: $episodes demos, $steps router + $head_steps head + $action_steps action-head steps ($head head, $members members), $eval_episodes held-out episodes -> $out"
 mkdir -p "$out"
 lib_args=()
 if [[ -n "$image_size" ]]; then lib_args+=(--image-size "$image_size"); fi
@@ -118,7 +126,7 @@ t=$SECONDS
 rm -rf "$out/policy"
 # shellcheck disable=SC2086
 $BIN/ver-train-router --bag "$out/demos" --out "$out/policy" --head "$head" --steps "$steps" \
-  --head-steps "$head_steps" --batch-size "$batch" --frame-stride "$frame_stride" --held-width-aug "$held_width_aug" \
+  --head-steps "$head_steps" --action-head-steps "$action_steps" --members "$members" --batch-size "$batch" --frame-stride "$frame_stride" --held-width-aug "$held_width_aug" \
   --keypose --grasp-point "${yaw_args[@]}" --action-mode keypose \
   --action-topic /scripted_expert/intended_trajectory --gripper-topic /scripted_expert/intended_gripper \
   --image-topic /camera/camera/color/image_raw --image-topic /wrist_camera/camera/color/image_raw \

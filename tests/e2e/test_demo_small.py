@@ -77,6 +77,9 @@ def demo_run(tmp_path_factory) -> Path:
             # see the module docstring; without a keypose the head's targets are absolute
             "VER_DEMO_TRAIN_ARGS": "--val-every 60 --no-keypose --no-grasp-point --action-mode absolute",
             "VER_DEMO_YAW_NET": "0",  # the yaw nets read the grasp point's yaw: none here
+            # one member, no action-head phase (it trains a keypose policy's head: none here)
+            "VER_DEMO_MEMBERS": "1",
+            "VER_DEMO_ACTION_STEPS": "0",
             "MUJOCO_GL": env.get("MUJOCO_GL", "egl"),
         }
     )

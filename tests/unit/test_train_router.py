@@ -318,3 +318,89 @@ def test_frame_stride_trains_on_every_nth_sample_and_computes_only_their_tokens(
     assert not half.routed_tokens()[rows_left].any() and half.routed_tokens()[rows_used].any()
     with pytest.raises(ValueError, match="frame_stride must be >= 1"):
         fast(frame_stride=0)
+
+
+# ------------------------------------------------------------------ the action-head phase
+@pytest.fixture(scope="module")
+def keypose_demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keypose_demos")
+    for i in range(3):  # long enough for the scripted hand to close: keyposes to learn
+        write_synthetic_episode(root / f"episode_{i:03d}", seed=i, seconds=4.5)
+    return load_demos(root, TopicConfig(), chunk_len=4, control_rate_hz=10.0, image_size=32)
+
+
+def make_keypose_policy(members: int = 1) -> TaskPolicy:
+    torch.manual_seed(0)
+    cfg = TaskConfig(
+        model_overrides=TINY,
+        neck_dim=32,
+        hidden_dim=64,
+        chunk_len=4,
+        keypose=True,
+        action_mode="keypose",
+        members=members,
+        router=RouterConfig(anneal_steps=4),
+    )
+    return TaskPolicy.build(cfg)
+
+
+def test_action_head_phase_trains_every_members_action_head_and_nothing_else(
+    tmp_path, keypose_demos
+):
+    phases = dict(steps=4, head_steps=4, checkpoint_every=100)
+    full = RouterTrainer(
+        make_keypose_policy(members=2),
+        keypose_demos,
+        tmp_path / "full",
+        fast(**phases, action_head_steps=40),
+    )
+    full.fit()
+    assert full.step == 48 and len(full.history["train"]) == 48
+    before = RouterTrainer(
+        make_keypose_policy(members=2), keypose_demos, tmp_path / "before", fast(**phases)
+    )
+    before.fit()  # the same run, stopped where the action-head phase starts
+    after, start = full.policy.state_dict(), before.policy.state_dict()
+    heads = ("head.", "ensemble.0.head.")
+    for k, v in start.items():
+        if k.startswith(heads):
+            continue
+        assert torch.equal(after[k], v), k  # router, necks, keypose estimators: untouched
+    for prefix in heads:  # each member's action head moved
+        assert any(not torch.equal(after[k], start[k]) for k in start if k.startswith(prefix))
+    losses = [v for _, v in full.history["train"][8:]]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
+def test_action_head_phase_resumes_with_its_own_optimizer(tmp_path, keypose_demos):
+    cfg = fast(steps=4, head_steps=4, action_head_steps=12)
+    ref = RouterTrainer(make_keypose_policy(), keypose_demos, tmp_path / "ref", cfg)
+    ref.fit()
+    crashing = RouterTrainer(make_keypose_policy(), keypose_demos, tmp_path / "run", cfg)
+    real_loss = crashing._loss
+
+    def loss_that_crashes(idx, step):
+        if step == 14:
+            raise RuntimeError("simulated crash")
+        return real_loss(idx, step)
+
+    crashing._loss = loss_that_crashes
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit()  # checkpoint at step 12, inside the action-head phase
+    resumed = RouterTrainer(
+        TaskPolicy.from_pretrained(tmp_path / "run"), keypose_demos, tmp_path / "run", cfg
+    )
+    assert resumed.resume() and resumed.step == 12 and resumed.action_head_phase
+    resumed.fit()
+    for (k, a), b in zip(
+        ref.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-5), k
+
+
+def test_action_head_steps_need_a_keypose_policy(tmp_path, demos):
+    with pytest.raises(ValueError, match="action_head_steps"):
+        TrainConfig(action_head_steps=-1)
+    trainer = RouterTrainer(make_policy(), demos, tmp_path, fast(steps=2, action_head_steps=4))
+    with pytest.raises(ValueError, match="keypose"):
+        trainer.fit()

@@ -101,13 +101,15 @@ def run(cmd: TrainRouterCommand, given: set[str] | None = None) -> dict:
     s = policy.parameter_summary()
     log.info(
         "parameters: library %d, robot router %d (%.3f%% of the model, limit 0.4%%), new experts %d, "
-        "neck %d, head %d",
+        "neck %d, head %d (%d member%s)",
         s["library"],
         s["robot_router"],
         s["router_percent_of_model"],
         s["new_experts"],
         s["neck"],
         s["head"],
+        s["members"],
+        "" if s["members"] == 1 else "s",
     )
     if s["router_percent_of_model"] >= 0.4:
         log.warning(

@@ -21,6 +21,7 @@ DEFAULT_FINGERS = list(_FINGERS)
 SCENE_TOPIC = "/camera/camera/color/image_raw"
 HEADS = ("mlp", "diffusion")
 NECKS = ("conv", "spatial", "attention")
+MAX_MEMBERS = 8  # ensemble members (TaskConfig.members)
 
 
 @dataclass
@@ -110,6 +111,12 @@ class TaskConfig:
     grasp_yaw_net: bool = False
     camera_calibration: dict[str, Any] = field(default_factory=dict)
     grasp_height: float | None = None
+    # an ensemble: this many members, each with its own necks, head, keypose estimator and
+    # grasp-point heads over the one router, trained side by side from different initial
+    # weights; deployed, they vote: keypose offsets and action chunks averaged, grasp-point
+    # probabilities averaged (ver_core.policy.task_policy.PolicyMember). One checkpoint of one
+    # recipe differs from the next by as much as any lever measured (RESULTS.md session 28)
+    members: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.image_topics, str):
@@ -167,6 +174,8 @@ class TaskConfig:
             raise ValueError(
                 f"grasp_yaw_frame must be one of {GRASP_YAW_FRAMES}, got {self.grasp_yaw_frame!r}"
             )
+        if not 1 <= self.members <= MAX_MEMBERS:
+            raise ValueError(f"members must be in [1, {MAX_MEMBERS}], got {self.members}")
         for name in ("neck_dim", "hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

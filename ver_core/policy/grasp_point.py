@@ -358,6 +358,25 @@ class GraspPointHead(nn.Module):
         return logits, maps[:, 1:3].transpose(1, 2).sigmoid(), maps[:, 3:].transpose(1, 2)
 
 
+class MeanGraspHead:
+    """One view's grasp-point heads of several ensemble members, used as one head: the patch
+    probabilities averaged (returned as their log: logits whose softmax is the mean), the
+    in-patch offsets and yaw readings averaged. Detection only; each member trains its own."""
+
+    def __init__(self, heads: list[GraspPointHead]) -> None:
+        if not heads or len({h.grid for h in heads}) != 1:
+            raise ValueError("MeanGraspHead needs one or more heads of one grid")
+        self.heads = list(heads)
+        self.grid = heads[0].grid
+
+    def __call__(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        outs = [h(tokens) for h in self.heads]
+        prob = torch.stack([logits.softmax(1) for logits, _, _ in outs]).mean(0)
+        offs = torch.stack([o for _, o, _ in outs]).mean(0)
+        yaws = torch.stack([y for _, _, y in outs]).mean(0)
+        return prob.clamp_min(1e-30).log(), offs, yaws
+
+
 YAW_NET_RADIUS = 2  # a GraspYawNet reads the (2r+1)^2 patches around a point: two valid 3x3 convs
 
 

@@ -43,6 +43,7 @@ from ver_core.policy.grasp_point import (
     GraspPointHead,
     GraspPointTracker,
     GraspYawNet,
+    MeanGraspHead,
     detect,
     grasp_point_loss,
     grasp_yaw,
@@ -127,6 +128,34 @@ def build_task_head(config: TaskConfig) -> nn.Module:
     )
 
 
+def _build_member(member: nn.Module, config: TaskConfig, mc: VERConfig) -> None:
+    """Give ``member`` what one ensemble member learns after the router: a neck per camera, the
+    action head, (keypose policies) the keypose estimator, (grasp-point policies) a grasp-point
+    head per camera."""
+    member.necks = nn.ModuleList(
+        build_neck(config.neck, mc.embed_dim, mc.grid_size, config.neck_dim) for _ in config.cameras
+    )
+    member.head = build_task_head(config)
+    if config.keypose:  # vision -> the way to the next gripper event's arm pose
+        member.keypose_head = _mlp(
+            config.num_views * config.neck_dim, config.hidden_dim, len(config.joint_names)
+        )
+    if config.grasp_point:  # per view: where the hand will close (ver_core.policy.grasp_point)
+        member.grasp_heads = nn.ModuleList(
+            GraspPointHead(mc.embed_dim, mc.grid_size) for _ in config.cameras
+        )
+
+
+class PolicyMember(nn.Module):
+    """An ensemble member after the first (``TaskConfig.members``): its own necks, head, keypose
+    estimator and grasp-point heads over the policy's router. The first member's modules are the
+    policy's own attributes, so a one-member checkpoint keeps the keys it always had."""
+
+    def __init__(self, config: TaskConfig, mc: VERConfig) -> None:
+        super().__init__()
+        _build_member(self, config, mc)
+
+
 class TaskPolicy(ActionNormalization, nn.Module):
     def __init__(
         self, config: TaskConfig, model: VisionExpertTransformer, stats: NormStats | None = None
@@ -136,23 +165,14 @@ class TaskPolicy(ActionNormalization, nn.Module):
         self.model = model.requires_grad_(False).eval()
         mc = model.config
         self.router = ViewRouter(mc, config.router, config.num_views, config.router_per_camera)
-        self.necks = nn.ModuleList(
-            build_neck(config.neck, mc.embed_dim, mc.grid_size, config.neck_dim)
-            for _ in config.cameras
-        )
-        self.head = build_task_head(config)
-        if config.keypose:  # vision -> the way to the next gripper event's arm pose
-            self.keypose_head = _mlp(
-                config.num_views * config.neck_dim, config.hidden_dim, len(config.joint_names)
-            )
-        if config.grasp_point:  # per view: where the hand will close (ver_core.policy.grasp_point)
-            self.grasp_heads = nn.ModuleList(
-                GraspPointHead(mc.embed_dim, mc.grid_size) for _ in config.cameras
-            )
+        _build_member(self, config, mc)  # the first member: self.necks, self.head, ...
+        if config.grasp_point:
             if config.grasp_yaw_net:  # fitted apart, after the heads (RouterTrainer.fit)
                 self.grasp_yaw_nets = nn.ModuleList(
                     GraspYawNet(mc.embed_dim) for _ in config.cameras
                 )
+        self.ensemble = nn.ModuleList(PolicyMember(config, mc) for _ in range(config.members - 1))
+        self.active_members: list[int] | None = None  # use_members(); None: all of them
         self._rig: CameraRig | None = None  # built on first use (needs the calibration)
         self.stats = stats or NormStats.identity(config.state_dim, config.action_dim)
         for name, t in self.stats.tensors().items():
@@ -199,13 +219,44 @@ class TaskPolicy(ActionNormalization, nn.Module):
             model.resize_input(config.image_size)
         return cls(config, model, stats)
 
+    def all_members(self) -> list[nn.Module]:
+        """Every ensemble member (the policy itself first), whatever ``use_members`` chose."""
+        return [self, *self.ensemble]
+
+    def members(self) -> list[nn.Module]:
+        """The members that predict (``use_members``; all of them unless told otherwise)."""
+        every = self.all_members()
+        if self.active_members is None:
+            return every
+        return [every[i] for i in self.active_members]
+
+    def use_members(self, indices: list[int] | None) -> TaskPolicy:
+        """Predict with these members only (None: all): to compare an ensemble with its
+        members on the same scenes. Training always trains every member."""
+        if indices is not None:
+            indices = [int(i) for i in indices]
+            if not indices or any(not 0 <= i < self.config.members for i in indices):
+                raise ValueError(
+                    f"members must be a non-empty list of indices in [0, {self.config.members}), "
+                    f"got {indices}"
+                )
+        self.active_members = indices
+        return self
+
+    @staticmethod
+    def _member_modules(member: nn.Module, config: TaskConfig) -> list[nn.Module]:
+        modules = [member.necks, member.head]
+        if config.keypose:
+            modules.append(member.keypose_head)
+        if config.grasp_point:
+            modules.append(member.grasp_heads)
+        return modules
+
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Routers (+ new experts) + necks + head; the library stays frozen."""
-        modules = [self.router, self.necks, self.head]
-        if self.config.keypose:
-            modules.append(self.keypose_head)
-        if self.config.grasp_point:
-            modules.append(self.grasp_heads)
+        """Routers (+ new experts) + every member's necks and heads; the library stays frozen."""
+        modules = [self.router]
+        for member in self.all_members():
+            modules += self._member_modules(member, self.config)
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def parameter_summary(self) -> dict[str, float]:
@@ -221,13 +272,13 @@ class TaskPolicy(ActionNormalization, nn.Module):
             "library_experts": rep.experts,
             "robot_router": routers,
             "new_experts": self.router.parameter_count() - routers,
-            "neck": sum(p.numel() for p in self.necks.parameters()),
-            "head": sum(p.numel() for p in self.head.parameters())
-            + (sum(p.numel() for p in self.keypose_head.parameters()) if self.config.keypose else 0)
-            + (
-                sum(p.numel() for p in self.grasp_heads.parameters())
-                if self.config.grasp_point
-                else 0
+            "members": self.config.members,
+            "neck": sum(p.numel() for m in self.all_members() for p in m.necks.parameters()),
+            "head": sum(
+                p.numel()
+                for m in self.all_members()
+                for module in self._member_modules(m, self.config)[1:]
+                for p in module.parameters()
             )
             + (
                 sum(p.numel() for p in self.grasp_yaw_nets.parameters())
@@ -293,15 +344,17 @@ class TaskPolicy(ActionNormalization, nn.Module):
         ``step`` when training)."""
         return self.router(self.model, as_views(bvt_tokens), step)
 
-    def _views(self, tokens: Tensor) -> Tensor:
-        """Routed tokens (B, V, 1+P, D) -> the necks' features, concatenated (B, V * F)."""
+    def _views(self, tokens: Tensor, member: nn.Module | None = None) -> Tensor:
+        """Routed tokens (B, V, 1+P, D) -> a member's (default the first's) necks' features,
+        concatenated (B, V * F)."""
+        member = self if member is None else member
         tokens = as_views(tokens)
         if tokens.shape[1] != self.config.num_views:
             raise ValueError(
                 f"policy has {self.config.num_views} camera views {self.config.cameras}, "
                 f"got tokens of {tokens.shape[1]}"
             )
-        return torch.cat([neck(tokens[:, v]) for v, neck in enumerate(self.necks)], dim=-1)
+        return torch.cat([neck(tokens[:, v]) for v, neck in enumerate(member.necks)], dim=-1)
 
     def _state_n(self, state: Tensor, dtype) -> Tensor:
         if state.ndim != 2 or state.shape[1] != self.config.state_dim:
@@ -315,21 +368,22 @@ class TaskPolicy(ActionNormalization, nn.Module):
         j = len(self.config.joint_names)
         return (keypose - self.state_mean[:j]) / self.state_std[:j]
 
-    def _keypose_offset_n(self, feats: Tensor) -> Tensor:
+    def _keypose_offset_n(self, feats: Tensor, member: nn.Module | None = None) -> Tensor:
         """The estimator: the necks' features -> (keypose - measured joints), in units of the
         joints' std (B, 7). Relative, because a camera on the hand sees where the object is
         relative to the hand, wherever the arm is; from the images alone, because with the
         state as input it learns the demonstrations' shortcut (late in a demo the arm is always
         near the keypose: "offset ~ 0") and stops correcting an arm that is off."""
-        return self.keypose_head(feats)
+        return (self if member is None else member).keypose_head(feats)
 
     def estimate_keypose(self, tokens: Tensor, state: Tensor) -> Tensor:
-        """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> estimated keypose (B, 7) in rad."""
-        feats = self._views(tokens)
+        """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> estimated keypose (B, 7) in rad
+        (an ensemble: the mean of its members' estimates)."""
+        self._state_n(state, self.state_mean.dtype)  # the state's shape check, its clear error
+        offsets = [self._keypose_offset_n(self._views(tokens, m), m) for m in self.members()]
+        offset = torch.stack(offsets).mean(0)
         j = len(self.config.joint_names)
-        self._state_n(state, feats.dtype)  # the state's shape check, with its clear error
-        offset = self._keypose_offset_n(feats)
-        return state[:, :j].to(feats.dtype) + offset * self.state_std[:j]
+        return state[:, :j].to(offset.dtype) + offset * self.state_std[:j]
 
     def tcp_offset_n(self, keypose: Tensor, state: Tensor) -> Tensor:
         """(B, 3): the TCP of the measured joints less the keypose's TCP (world x, y, z), in
@@ -350,20 +404,27 @@ class TaskPolicy(ActionNormalization, nn.Module):
             parts.append(self.tcp_offset_n(keypose, state).to(state_n.dtype))
         return torch.cat([*parts, state_n], dim=-1)
 
-    def condition(self, tokens: Tensor, state: Tensor, keypose: Tensor | None = None) -> Tensor:
-        """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> head input: the necks' features
-        (B, V * F), or for a keypose policy the estimated keypose (B, 7) (or ``keypose`` (B, 7)
-        rad, when given) (and the hand's TCP relative to it, ``head_tcp_offset``), then the
-        state."""
+    def condition(
+        self,
+        tokens: Tensor,
+        state: Tensor,
+        keypose: Tensor | None = None,
+        member: nn.Module | None = None,
+    ) -> Tensor:
+        """Routed tokens (B, V, 1+P, D) + raw state (B, S) -> a member's (default the first's)
+        head input: its necks' features (B, V * F), or for a keypose policy its estimated keypose
+        (B, 7) (or ``keypose`` (B, 7) rad, when given: the same for every member) (and the hand's
+        TCP relative to it, ``head_tcp_offset``), then the state."""
         if self.config.keypose and keypose is not None:  # the image features are not needed
             state_n = self._state_n(state, self.state_mean.dtype)
             return self._keypose_input(keypose, state, state_n)
-        feats = self._views(tokens)
+        feats = self._views(tokens, member)
         state_n = self._state_n(state, feats.dtype)
         if not self.config.keypose:
             return torch.cat([feats, state_n], dim=-1)
         j = len(self.config.joint_names)
-        estimate = state[:, :j].to(feats.dtype) + self._keypose_offset_n(feats) * self.state_std[:j]
+        offset = self._keypose_offset_n(feats, member)
+        estimate = state[:, :j].to(feats.dtype) + offset * self.state_std[:j]
         return self._keypose_input(estimate, state, state_n)
 
     @property
@@ -390,7 +451,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         q = state[:, :j].double().cpu().numpy()
         if tracker is not None:  # the state's last entry: the hand's measured opening
             return self._tracked_grasp_point(tokens, q, tracker, state[:, j].double().cpu().numpy())
-        uv, p_seen, yaw_vec = detect(self.grasp_heads, tokens, self.yaw_nets)
+        uv, p_seen, yaw_vec = detect(self.detector_heads, tokens, self.yaw_nets)
         on_arm = np.array([body != 0 for body, *_ in self.rig.views])
         points = np.full((len(q), 3), np.nan)
         yaws = np.full(len(q), np.nan)
@@ -411,6 +472,17 @@ class TaskPolicy(ActionNormalization, nn.Module):
         return points, yaws, view
 
     @property
+    def detector_heads(self) -> list:
+        """Per view the grasp-point head that detects: a member's own, or (an ensemble) its
+        members' heads as one (``MeanGraspHead``: their patch probabilities averaged)."""
+        members = self.members()
+        if len(members) == 1:
+            return list(members[0].grasp_heads)
+        return [
+            MeanGraspHead([m.grasp_heads[v] for m in members]) for v in range(self.config.num_views)
+        ]
+
+    @property
     def yaw_nets(self) -> nn.ModuleList | None:
         """The views' ``GraspYawNet``s (None: the grasp heads read the yaw)."""
         return self.grasp_yaw_nets if self.config.grasp_yaw_net else None
@@ -419,7 +491,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
     def grasp_outputs(self, tokens: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Routed tokens (V, 1+P, D) of one observation -> each view's (logits, offsets, yaws)
         (``head_outputs``, the yaws from the yaw nets where the policy has them)."""
-        return head_outputs(self.grasp_heads, tokens, self.yaw_nets)
+        return head_outputs(self.detector_heads, tokens, self.yaw_nets)
 
     def _tracked_grasp_point(
         self, tokens: Tensor, q: np.ndarray, tracker: GraspPointTracker, width: np.ndarray
@@ -433,7 +505,7 @@ class TaskPolicy(ActionNormalization, nn.Module):
         outputs = self.grasp_outputs(tokens[0])  # one pass: sightings and maps
         found = []
         search = {"top": SEARCH_TOP, "min_prob": SEARCH_MIN_PROB} if tracker.searching else {}
-        for s in sightings(self.grasp_heads, tokens[0], on_arm, outputs=outputs, **search):
+        for s in sightings(self.detector_heads, tokens[0], on_arm, outputs=outputs, **search):
             point = self.rig.ray_to_plane(s.view, s.uv, q[0], self.config.grasp_height)
             if np.all(np.isfinite(point)):
                 rng = float(np.linalg.norm(point - cameras[s.view][0]))
@@ -502,40 +574,61 @@ class TaskPolicy(ActionNormalization, nn.Module):
         A keypose policy's head acts on the demonstrated keypose plus noise (``keypose_noise``
         rad), and its estimator learns the keypose (L1, ``keypose_weight``). With grasp-point
         detection, ``grasp`` = (patch class (B, V), in-patch offset (B, V, 2), yaw (B, V, 2)) labels
-        (ver_core.policy.grasp_point.grasp_point_labels), weighted ``grasp_point_weight``."""
-        extra = tokens.new_zeros(())
-        if self.config.grasp_point:
-            if grasp is None:
-                raise ValueError("a grasp-point policy trains with grasp-point labels")
-            extra = self.config.grasp_point_weight * grasp_point_loss(
-                self.grasp_heads,
-                as_views(tokens).float(),
-                *grasp,
-                yaw_radius=self.config.grasp_yaw_radius,
-            )
-        return extra + self._action_loss(tokens, state, actions, keypose)
+        (ver_core.policy.grasp_point.grasp_point_labels), weighted ``grasp_point_weight``.
+
+        An ensemble: the mean of every member's loss (each draws its own keypose noise)."""
+        if self.config.grasp_point and grasp is None:
+            raise ValueError("a grasp-point policy trains with grasp-point labels")
+        if self.config.keypose and keypose is None:
+            raise ValueError("a keypose policy trains with keypose labels")
+        members = self.all_members()
+        total = tokens.new_zeros(())
+        for member in members:
+            if self.config.grasp_point:
+                total = total + self.config.grasp_point_weight * grasp_point_loss(
+                    member.grasp_heads,
+                    as_views(tokens).float(),
+                    *grasp,
+                    yaw_radius=self.config.grasp_yaw_radius,
+                )
+            total = total + self._action_loss(tokens, state, actions, keypose, member)
+        return total / len(members)
 
     def _action_loss(
-        self, tokens: Tensor, state: Tensor, actions: Tensor, keypose: Tensor | None
+        self,
+        tokens: Tensor,
+        state: Tensor,
+        actions: Tensor,
+        keypose: Tensor | None,
+        member: nn.Module,
     ) -> Tensor:
         if not self.config.keypose:
             target = self.normalize_actions(actions, state)
-            return self.head.loss(self.condition(tokens, state), target)
-        if keypose is None:
-            raise ValueError("a keypose policy trains with keypose labels")
-        feats = self._views(tokens)
+            return member.head.loss(self.condition(tokens, state, member=member), target)
+        feats = self._views(tokens, member)
         state_n = self._state_n(state, feats.dtype)
         j = len(self.config.joint_names)
         label = self.keypose_n(keypose.to(feats.dtype))  # (B, 7)
-        noisy = keypose + torch.randn_like(keypose) * self.config.keypose_noise
-        # in keypose mode the targets are relative to the keypose the head acts on, as when
-        # deployed on an estimate
-        target = self.normalize_actions(actions, state, noisy)
-        cond = self._keypose_input(noisy, state, state_n)
-        estimate = state_n[:, :j] + self._keypose_offset_n(feats)
-        return self.head.loss(cond, target) + self.config.keypose_weight * (
+        estimate = state_n[:, :j] + self._keypose_offset_n(feats, member)
+        return self.head_loss(state, actions, keypose, member) + self.config.keypose_weight * (
             (estimate - label).abs().mean()
         )
+
+    def head_loss(
+        self, state: Tensor, actions: Tensor, keypose: Tensor, member: nn.Module | None = None
+    ) -> Tensor:
+        """A keypose policy's action-head loss alone (a member's; default the first's): the head
+        acts on the demonstrated keypose (B, 7) plus noise (``keypose_noise`` rad) and the raw
+        state (B, S); its targets are the raw action chunks (B, H, A) relative to that keypose,
+        as when deployed on an estimate. No image enters: RouterTrainer's action-head phase
+        trains on it alone, cheaply."""
+        if not self.config.keypose:
+            raise ValueError("head_loss is a keypose policy's: its head sees no image features")
+        member = self if member is None else member
+        state_n = self._state_n(state, self.state_mean.dtype)
+        noisy = keypose + torch.randn_like(keypose) * self.config.keypose_noise
+        target = self.normalize_actions(actions, state, noisy)
+        return member.head.loss(self._keypose_input(noisy, state, state_n), target)
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> RoutedFeatures:
@@ -570,6 +663,9 @@ class TaskPolicy(ActionNormalization, nn.Module):
 
         Normalized predictions are clipped to [-1, 1]: never beyond the demonstrated range of
         targets (with ``action_mode`` delta: never a bigger offset from the measured joints).
+
+        An ensemble predicts the mean of its members' normalized chunks (a keypose policy's
+        members all act on the one corrected keypose; ``corrected_keypose``).
         """
         keypose = None
         seen_from = state if image_state is None else image_state.to(state)
@@ -577,8 +673,15 @@ class TaskPolicy(ActionNormalization, nn.Module):
             keypose = self.corrected_keypose(tokens, seen_from, tracker)
         elif self.config.keypose:
             keypose = self.estimate_keypose(tokens, seen_from)
-        cond = self.condition(tokens, state, keypose)
-        normalized = self.head.sample(cond, generator=generator).clamp(-1, 1)
+        shared = self.config.keypose  # then every member's head input is the same
+        cond = self.condition(tokens, state, keypose) if shared else None
+        chunks = [
+            m.head.sample(
+                cond if shared else self.condition(tokens, state, keypose, m), generator=generator
+            )
+            for m in self.members()
+        ]
+        normalized = torch.stack(chunks).mean(0).clamp(-1, 1)
         actions = self.unnormalize_actions(normalized, state, keypose)
         if tracker is not None and tracker.reopening:
             # an empty close ruled out its place: the hand opens before it tries elsewhere

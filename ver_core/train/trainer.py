@@ -34,10 +34,13 @@ STATE_FILE, OPT_FILE, METRICS_FILE = "train_state.json", "optimizer.safetensors"
 @dataclass
 class TrainConfig:
     """steps: joint steps (router + neck + head through the library); head_steps: then neck + head
-    alone on the routed tokens of the trained (now fixed) router, cached once: ~10x cheaper each."""
+    alone on the routed tokens of the trained (now fixed) router, cached once: ~10x cheaper each;
+    action_head_steps: then (keypose policies) the action head alone, on the demonstrated
+    keypose and the state, no image: ~100x cheaper each again."""
 
     steps: int = 2000
     head_steps: int = 0
+    action_head_steps: int = 0
     batch_size: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -82,8 +85,9 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.head_steps < 0:
-            raise ValueError(f"head_steps must be >= 0, got {self.head_steps}")
+        for name in ("head_steps", "action_head_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.yaw_net_steps < 0:
             raise ValueError(f"yaw_net_steps must be >= 0, got {self.yaw_net_steps}")
         if self.lr <= 0:
@@ -119,6 +123,9 @@ def split_episodes(num_episodes: int, val_fraction: float) -> tuple[list[int], l
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step >= cfg.steps + cfg.head_steps and cfg.action_head_steps:  # action-head phase: its own
+        progress = (step - cfg.steps - cfg.head_steps) / cfg.action_head_steps  # cosine too
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     if step >= cfg.steps:  # head phase: its own cosine from the full rate
         progress = (step - cfg.steps) / max(1, cfg.head_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
@@ -309,9 +316,11 @@ class RouterTrainer:
         saved = TaskPolicy.from_pretrained(self.out)
         self.policy.load_state_dict(saved.state_dict())
         self.policy.set_stats(saved.stats)
-        _load_optimizer(self.out / OPT_FILE, self.opt)
         state = json.loads(state_path.read_text())
         self.step, self.history = state["step"], state["history"]
+        if self.step > self.cfg.steps + self.cfg.head_steps and self.cfg.action_head_steps:
+            self.opt = self._action_head_optimizer()  # what the saved state belongs to
+        _load_optimizer(self.out / OPT_FILE, self.opt)
         log.info("resumed from %s at step %d", self.out, self.step)
         return True
 
@@ -371,6 +380,22 @@ class RouterTrainer:
     def head_phase(self) -> bool:
         return self.step >= self.cfg.steps
 
+    def _action_head_optimizer(self) -> torch.optim.Optimizer:
+        """The action-head phase's own AdamW, over every member's action head only (fused: one
+        pass over its ~1M parameters per member, where the per-tensor loop took half a step)."""
+        params = [p for m in self.policy.all_members() for p in m.head.parameters()]
+        return torch.optim.AdamW(
+            params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=True
+        )
+
+    @property
+    def action_head_phase(self) -> bool:
+        return self.step >= self.cfg.steps + self.cfg.head_steps and self.cfg.action_head_steps > 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.steps + self.cfg.head_steps + self.cfg.action_head_steps
+
     @torch.no_grad()
     def routed_tokens(self) -> np.ndarray:
         """Every used frame (all but those a frame stride leaves out) through the trained router
@@ -393,6 +418,10 @@ class RouterTrainer:
         rows, state = self._rows(idx, step), self._state(idx, step)
         actions = torch.from_numpy(self.data.actions[idx])
         keypose = None if self.keyposes is None else torch.from_numpy(self.keyposes[idx])
+        if step is not None and self.action_head_phase:  # the heads alone; validation as before
+            members = self.policy.all_members()
+            losses = [self.policy.head_loss(state, actions, keypose, m) for m in members]
+            return torch.stack(losses).mean()
         grasp = None
         if self.grasp is not None:
             grasp = tuple(torch.from_numpy(labels[idx]) for labels in self.grasp)
@@ -420,8 +449,10 @@ class RouterTrainer:
         policy.train()
         policy.model.eval()
         start_time = time.time()
+        if cfg.action_head_steps and not policy.config.keypose:
+            raise ValueError("action_head_steps train a keypose policy's head alone: add --keypose")
         bar = tqdm(
-            total=cfg.steps + cfg.head_steps,
+            total=self.total_steps,
             initial=self.step,
             desc="train router",
             disable=not cfg.progress,
@@ -466,10 +497,14 @@ class RouterTrainer:
 
     def _loop(self, bar: tqdm) -> None:
         cfg, policy = self.cfg, self.policy
-        total = cfg.steps + cfg.head_steps
+        total = self.total_steps
         while self.step < total:
             if self.step == cfg.steps and cfg.head_steps:
                 bar.set_description("train head (router fixed)")
+            if self.step == cfg.steps + cfg.head_steps and cfg.action_head_steps:
+                bar.set_description("train action head (no images)")
+                self.opt.zero_grad(set_to_none=True)  # no stale gradient in the clipped norm
+                self.opt = self._action_head_optimizer()
             rng = np.random.default_rng(cfg.seed * 1_000_003 + self.step)  # resumable sampling
             idx = rng.choice(
                 self.train_idx, size=min(cfg.batch_size, len(self.train_idx)), replace=False
@@ -487,11 +522,14 @@ class RouterTrainer:
             self.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", k=policy.router.top_k(self.step - 1))
-            if self.step % cfg.val_every == 0 or self.step in (cfg.steps, total):
+            boundary = self.step in (cfg.steps, cfg.steps + cfg.head_steps, total)
+            # the action-head phase validates at its end only: a validation costs ~100 of its steps
+            periodic = self.step % cfg.val_every == 0 and not self.action_head_phase
+            if periodic or boundary:
                 val = self.validate()
                 if val is not None:
                     self.history["val"].append([self.step, val])
-            if self.step % cfg.checkpoint_every == 0 or self.step in (cfg.steps, total):
+            if self.step % cfg.checkpoint_every == 0 or boundary:
                 self.save()
 
     def finish(self, seconds: float) -> dict:
