@@ -34,9 +34,9 @@
 # grasp, default 0.3, RESULTS.md session 15), VER_DEMO_TWIST (share of demos whose executed hand is turned
 # 15-40 degrees about its axis while the label stays aligned: grasps across the cube's corners, held
 # up to 7.1 cm wide, then lifted, RESULTS.md session 21), VER_DEMO_SETTLE (longest wait in s, gripper
-open, for the measured hand to reach the grasp after the expert's command has: the DART noise otherwise
-leaves the hand up to 6 cm off it as the close label starts, default 1.0; in-process on two demo+training
-runs 43 and 42/50 against 39 and 36/50 without it, RESULTS.md session 23), VER_DEMO_STEPS (joint router + head training steps, default 100),
+# open, for the measured hand to reach the grasp after the expert's command has: the DART noise otherwise
+# leaves the hand up to 6 cm off it as the close label starts, default 1.0; in-process on two demo+training
+# runs 43 and 42/50 against 39 and 36/50 without it, RESULTS.md session 23), VER_DEMO_STEPS (joint router + head training steps, default 100),
 # VER_DEMO_HEAD_STEPS (then neck + head steps on the cached routed tokens, default 600: the validation
 # loss is lowest at 400-500 and rises after; in-process 17/20 vs 15/20 at 3000, docs/RESULTS.md session 10),
 # VER_DEMO_ACTION_STEPS (then the action heads alone on the demonstrated keypose and the joints, no image,
