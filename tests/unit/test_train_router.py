@@ -236,32 +236,39 @@ def test_head_phase_trains_neck_and_head_on_fixed_routed_tokens(tmp_path, demos)
     assert trainer.history["val"][-1][1] < trainer.history["val"][0][1]
 
 
-def test_head_phase_resumes_past_the_phase_boundary(tmp_path, demos):
-    ref = RouterTrainer(make_policy(), demos, tmp_path / "ref", fast(steps=8, head_steps=8))
+def crash_and_resume(tmp_path, make, demos, cfg: TrainConfig, crash_at: int) -> tuple:
+    """Train ``make()`` uninterrupted and again with a crash at step ``crash_at``, resume the
+    crashed run from its last checkpoint, check both end with the same weights; where the run
+    resumed: (step, head_phase, action_head_phase)."""
+    ref = RouterTrainer(make(), demos, tmp_path / "ref", cfg)
     ref.fit()
-    crashing = RouterTrainer(make_policy(), demos, tmp_path / "run", fast(steps=8, head_steps=8))
+    crashing = RouterTrainer(make(), demos, tmp_path / "run", cfg)
     real_loss = crashing._loss
 
     def loss_that_crashes(idx, step):
-        if step == 13:
+        if step == crash_at:
             raise RuntimeError("simulated crash")
         return real_loss(idx, step)
 
     crashing._loss = loss_that_crashes
     with pytest.raises(RuntimeError, match="simulated crash"):
-        crashing.fit()  # checkpoint at step 12, inside the head phase
+        crashing.fit()
     resumed = RouterTrainer(
-        TaskPolicy.from_pretrained(tmp_path / "run"),
-        demos,
-        tmp_path / "run",
-        fast(steps=8, head_steps=8),
+        TaskPolicy.from_pretrained(tmp_path / "run"), demos, tmp_path / "run", cfg
     )
-    assert resumed.resume() and resumed.step == 12 and resumed.head_phase
+    assert resumed.resume()
+    where = (resumed.step, resumed.head_phase, resumed.action_head_phase)
     resumed.fit()
     for (k, a), b in zip(
         ref.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True
     ):
         assert torch.allclose(a, b, atol=1e-5), k
+    return where
+
+
+def test_head_phase_resumes_past_the_phase_boundary(tmp_path, demos):
+    cfg = fast(steps=8, head_steps=8)  # checkpoint at step 12, inside the head phase
+    assert crash_and_resume(tmp_path, make_policy, demos, cfg, 13) == (12, True, False)
 
 
 def test_dense_student_trains_with_dense_routing_only(tmp_path, bag_dir, caplog):
@@ -373,29 +380,9 @@ def test_action_head_phase_trains_every_members_action_head_and_nothing_else(
 
 
 def test_action_head_phase_resumes_with_its_own_optimizer(tmp_path, keypose_demos):
-    cfg = fast(steps=4, head_steps=4, action_head_steps=12)
-    ref = RouterTrainer(make_keypose_policy(), keypose_demos, tmp_path / "ref", cfg)
-    ref.fit()
-    crashing = RouterTrainer(make_keypose_policy(), keypose_demos, tmp_path / "run", cfg)
-    real_loss = crashing._loss
-
-    def loss_that_crashes(idx, step):
-        if step == 14:
-            raise RuntimeError("simulated crash")
-        return real_loss(idx, step)
-
-    crashing._loss = loss_that_crashes
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        crashing.fit()  # checkpoint at step 12, inside the action-head phase
-    resumed = RouterTrainer(
-        TaskPolicy.from_pretrained(tmp_path / "run"), keypose_demos, tmp_path / "run", cfg
-    )
-    assert resumed.resume() and resumed.step == 12 and resumed.action_head_phase
-    resumed.fit()
-    for (k, a), b in zip(
-        ref.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True
-    ):
-        assert torch.allclose(a, b, atol=1e-5), k
+    cfg = fast(steps=4, head_steps=4, action_head_steps=12)  # checkpoint at 12: the third phase
+    where = crash_and_resume(tmp_path, make_keypose_policy, keypose_demos, cfg, 14)
+    assert where == (12, True, True)
 
 
 def test_action_head_steps_need_a_keypose_policy(tmp_path, demos):
