@@ -34,16 +34,15 @@ def demos(bag_dir):
     return load_demos(bag_dir, TopicConfig(), chunk_len=4, control_rate_hz=10.0, image_size=32)
 
 
+def tiny_config(router: RouterConfig, **kw) -> TaskConfig:
+    return TaskConfig(
+        model_overrides=TINY, neck_dim=32, hidden_dim=64, chunk_len=4, router=router, **kw
+    )
+
+
 def make_policy(**router) -> TaskPolicy:
     torch.manual_seed(0)
-    cfg = TaskConfig(
-        model_overrides=TINY,
-        neck_dim=32,
-        hidden_dim=64,
-        chunk_len=4,
-        router=RouterConfig(anneal_steps=10, **router),
-    )
-    return TaskPolicy.build(cfg)
+    return TaskPolicy.build(tiny_config(RouterConfig(anneal_steps=10, **router)))
 
 
 def fast(**kw) -> TrainConfig:
@@ -338,15 +337,8 @@ def keypose_demos(tmp_path_factory):
 
 def make_keypose_policy(members: int = 1) -> TaskPolicy:
     torch.manual_seed(0)
-    cfg = TaskConfig(
-        model_overrides=TINY,
-        neck_dim=32,
-        hidden_dim=64,
-        chunk_len=4,
-        keypose=True,
-        action_mode="keypose",
-        members=members,
-        router=RouterConfig(anneal_steps=4),
+    cfg = tiny_config(
+        RouterConfig(anneal_steps=4), keypose=True, action_mode="keypose", members=members
     )
     return TaskPolicy.build(cfg)
 
