@@ -71,6 +71,11 @@ class TrainConfig:
     yaw_net_steps: int = 2000
 
     @property
+    def action_head_start(self) -> int:
+        """The step the action-head phase starts at (after the joint and head phases)."""
+        return self.steps + self.head_steps
+
+    @property
     def augment(self) -> AugmentConfig:
         return AugmentConfig(self.augment_views, self.augment_shift, self.augment_color, self.seed)
 
@@ -122,17 +127,20 @@ def split_episodes(num_episodes: int, val_fraction: float) -> tuple[list[int], l
     return ids[: num_episodes - n_val], ids[num_episodes - n_val :]
 
 
+def _cosine(progress: float) -> float:
+    """A phase's learning-rate factor: cosine from 1 down to 0.1 over progress 0 -> 1."""
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
-    if step >= cfg.steps + cfg.head_steps and cfg.action_head_steps:  # action-head phase: its own
-        progress = (step - cfg.steps - cfg.head_steps) / cfg.action_head_steps  # cosine too
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    start = cfg.action_head_start
+    if step >= start and cfg.action_head_steps:  # action-head phase: its own cosine too
+        return _cosine((step - start) / cfg.action_head_steps)
     if step >= cfg.steps:  # head phase: its own cosine from the full rate
-        progress = (step - cfg.steps) / max(1, cfg.head_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return _cosine((step - cfg.steps) / max(1, cfg.head_steps))
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return _cosine((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
 
 
 def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
@@ -318,7 +326,7 @@ class RouterTrainer:
         self.policy.set_stats(saved.stats)
         state = json.loads(state_path.read_text())
         self.step, self.history = state["step"], state["history"]
-        if self.step > self.cfg.steps + self.cfg.head_steps and self.cfg.action_head_steps:
+        if self.step > self.cfg.action_head_start and self.cfg.action_head_steps:
             self.opt = self._action_head_optimizer()  # what the saved state belongs to
         _load_optimizer(self.out / OPT_FILE, self.opt)
         log.info("resumed from %s at step %d", self.out, self.step)
@@ -390,11 +398,11 @@ class RouterTrainer:
 
     @property
     def action_head_phase(self) -> bool:
-        return self.step >= self.cfg.steps + self.cfg.head_steps and self.cfg.action_head_steps > 0
+        return self.step >= self.cfg.action_head_start and self.cfg.action_head_steps > 0
 
     @property
     def total_steps(self) -> int:
-        return self.cfg.steps + self.cfg.head_steps + self.cfg.action_head_steps
+        return self.cfg.action_head_start + self.cfg.action_head_steps
 
     @torch.no_grad()
     def routed_tokens(self) -> np.ndarray:
@@ -501,7 +509,7 @@ class RouterTrainer:
         while self.step < total:
             if self.step == cfg.steps and cfg.head_steps:
                 bar.set_description("train head (router fixed)")
-            if self.step == cfg.steps + cfg.head_steps and cfg.action_head_steps:
+            if self.step == cfg.action_head_start and cfg.action_head_steps:
                 bar.set_description("train action head (no images)")
                 self.opt.zero_grad(set_to_none=True)  # no stale gradient in the clipped norm
                 self.opt = self._action_head_optimizer()
@@ -522,7 +530,7 @@ class RouterTrainer:
             self.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", k=policy.router.top_k(self.step - 1))
-            boundary = self.step in (cfg.steps, cfg.steps + cfg.head_steps, total)
+            boundary = self.step in (cfg.steps, cfg.action_head_start, total)
             # the action-head phase validates at its end only: a validation costs ~100 of its steps
             periodic = self.step % cfg.val_every == 0 and not self.action_head_phase
             if periodic or boundary:
