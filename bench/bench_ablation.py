@@ -302,9 +302,19 @@ def p_vs_ver(results: dict, row: str) -> float | None:
     return fisher_exact_greater(v["successes"], v["episodes"], r["successes"], r["episodes"])
 
 
+def steps_cell(r: dict) -> str:
+    """A row's training budget: joint + head (+ action-head) steps x batch (, N members)."""
+    cell = f"{r['train_steps']} + {r.get('head_steps', 0)}"
+    if r.get("action_head_steps"):
+        cell += f" + {r['action_head_steps']}"
+    cell += f" x {r.get('batch_size', 32)}"
+    members = r.get("members") or 1
+    return cell + (f", {members} members" if members > 1 else "")
+
+
 def table(results: dict) -> str:
     lines = [
-        "| row | head | success (95% CI) | p (VER better) | closest gripper-cube (m) | joint + head steps x batch | train time |",
+        "| row | head | success (95% CI) | p (VER better) | closest gripper-cube (m) | joint + head (+ action-head) steps x batch | train time |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in ROWS:
@@ -318,8 +328,7 @@ def table(results: dict) -> str:
         lines.append(
             f"| {VARIANTS[variant][0]} | {head} | {e['successes']}/{e['episodes']} = {100 * e['success_rate']:.0f}% "
             f"({100 * e['ci95_low']:.0f}-{100 * e['ci95_high']:.0f}%) | {'-' if p is None else f'{p:.3f}'} | "
-            f"{e['mean_min_distance_m']:.3f} | {r['train_steps']} + {r.get('head_steps', 0)} x "
-            f"{r.get('batch_size', 32)} | "
+            f"{e['mean_min_distance_m']:.3f} | {steps_cell(r)} | "
             f"{'?' if train_s is None else f'{train_s / 60:.1f} min'} |"
         )
     return "\n".join(lines)
@@ -351,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             "train_command": cmd,
             "train_steps": train.get("steps"),
             "head_steps": train.get("head_steps"),
+            # the EfficientNet baseline trains by its own recipe: no action-head phase, one head
+            "action_head_steps": 0 if row.startswith("effnet") else train.get("action_head_steps", 0),
+            "members": options.get("task", {}).get("members", 1),
             "batch_size": train.get("batch_size"),
             "train_wall_s": None if train_s is None else round(train_s, 1),
             "recipe": str(args.recipe),

@@ -123,3 +123,13 @@ def test_table_gives_each_rows_p_value_against_its_heads_ver_row(bench):
     assert f"| {fisher_exact_greater(45, 50, 30, 50):.3f} |" in single
     ver = next(line for line in lines if line.startswith("| VER"))
     assert "| 45/50 = 90% " in ver and "| - |" in ver
+
+
+def test_table_shows_the_action_head_phase_and_the_members(bench):
+    ensemble = {**_row(45, 50), "head_steps": 600, "action_head_steps": 3000, "members": 3}
+    single = {**_row(40, 50), "head_steps": 600}
+    lines = bench.table({"rows": {"ver_mlp": ensemble, "single_mlp": single}}).splitlines()
+    ver = next(line for line in lines if line.startswith("| VER"))
+    assert "| 100 + 600 + 3000 x 32, 3 members |" in ver
+    one = next(line for line in lines if line.startswith("| fixed single expert"))
+    assert "| 100 + 600 x 32 |" in one
